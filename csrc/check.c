@@ -1,0 +1,393 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * check.c - check_invariants(): the whole emulated state, cross-checked.
+ *
+ *  - VMAs sorted, non-overlapping, page aligned, no mergeable neighbours
+ *    left unmerged, no uffd flags with NOHUGEPAGE/HUGEPAGE conflict;
+ *  - every present non-special PTE lies in a VMA and maps a frame of a live
+ *    anon folio at the right offset (folio->index + offset == vpn);
+ *  - each folio's mapcount and refcount equal the PTEs/PMDs mapping it,
+ *    each page is mapped at most once, and the partially-mapped flag agrees;
+ *  - folios are naturally aligned in VA (PTE-mapped, as mapped at fault) and PA;
+ *  - special PTEs map the zero page; huge zero PMDs the huge zero folio;
+ *  - MM_ANONPAGES == resident anon pages; nr_ptes == PTE tables + deposits;
+ *  - buddy free lists and allocated frames partition RAM exactly;
+ *  - the gauges (nr_anon, nr_anon_partially_mapped, LRU, memcg, touched,
+ *    deferred-split queue) equal what a recount finds;
+ *  - arm64: every PTE_CONT block is whole, aligned and physically contiguous.
+ */
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+
+#include "laf_internal.h"
+
+struct ctx {
+	struct laf_mm *mm;
+	char *msg;
+	size_t msglen;
+	uint8_t *maps;      /* PTE mappings per frame */
+	uint32_t *fmaps;    /* mappings per folio head */
+	int64_t anon_pages, touched, zero_touched, tables;
+};
+
+static int fail(struct ctx *c, const char *fmt, ...)
+{
+	va_list ap;
+
+	if (c->msg && c->msglen) {
+		va_start(ap, fmt);
+		vsnprintf(c->msg, c->msglen, fmt, ap);
+		va_end(ap);
+	}
+	return LAF_EUCLEAN;
+}
+
+#define CHECK(c, cond, ...) do { if (!(cond)) return fail(c, __VA_ARGS__); } while (0)
+
+static int check_vmas(struct ctx *c)
+{
+	struct laf_mm *mm = c->mm;
+	size_t i;
+
+	for (i = 0; i < mm->nr_vmas; i++) {
+		struct laf_vma *v = &mm->vmas[i];
+
+		CHECK(c, v->vm_start < v->vm_end, "vma %zu empty [%#llx,%#llx)", i,
+		      (unsigned long long)v->vm_start, (unsigned long long)v->vm_end);
+		CHECK(c, !((v->vm_start | v->vm_end) & (mm->page_size - 1)), "vma %zu unaligned", i);
+		CHECK(c, v->vm_end <= mm->task_size, "vma %zu beyond TASK_SIZE", i);
+		CHECK(c, !((v->vm_flags & LAF_VM_HUGEPAGE) && (v->vm_flags & LAF_VM_NOHUGEPAGE)),
+		      "vma %zu has both VM_HUGEPAGE and VM_NOHUGEPAGE", i);
+		if (i) {
+			struct laf_vma *p = &mm->vmas[i - 1];
+
+			CHECK(c, p->vm_end <= v->vm_start, "vmas %zu and %zu overlap", i - 1, i);
+			CHECK(c, !(p->vm_end == v->vm_start && p->vm_flags == v->vm_flags &&
+				   (!p->anon_vma || !v->anon_vma || p->anon_vma == v->anon_vma)),
+			      "vmas %zu and %zu [%#llx) should have merged", i - 1, i,
+			      (unsigned long long)v->vm_start);
+		}
+	}
+	return 0;
+}
+
+static bool in_vma(struct laf_mm *mm, uint64_t addr)
+{
+	struct laf_vma *v = find_vma(mm, addr);
+
+	return v && addr >= v->vm_start;
+}
+
+static int check_folio_head(struct ctx *c, uint64_t pfn, uint64_t vpn, uint64_t *headp)
+{
+	struct laf_mm *mm = c->mm;
+	uint64_t head;
+	struct page *hp;
+	unsigned int order;
+
+	CHECK(c, pfn < mm->nr_frames, "pfn %#llx beyond RAM", (unsigned long long)pfn);
+	head = compound_head_pfn(mm, pfn);
+	hp = pfn_to_page(mm, head);
+	CHECK(c, hp->flags & PG_head, "pfn %#llx: head %#llx is not a folio head",
+	      (unsigned long long)pfn, (unsigned long long)head);
+	CHECK(c, hp->flags & PG_anon, "folio %#llx mapped but not anon", (unsigned long long)head);
+	order = page_order(hp);
+	CHECK(c, pfn - head < (1ULL << order), "pfn %#llx outside its folio", (unsigned long long)pfn);
+	CHECK(c, !(head & ((1ULL << order) - 1)), "folio %#llx not PA-aligned to order %u",
+	      (unsigned long long)head, order);
+	CHECK(c, folio_index(hp) + (pfn - head) == vpn,
+	      "folio %#llx: index %#llx + %llu != vpn %#llx", (unsigned long long)head,
+	      (unsigned long long)folio_index(hp), (unsigned long long)(pfn - head),
+	      (unsigned long long)vpn);
+	*headp = head;
+	return 0;
+}
+
+static int check_ptes(struct ctx *c, pmd_t *pmd, uint64_t base)
+{
+	struct laf_mm *mm = c->mm;
+	unsigned int i, cont = mm->cont_pte_order ? 1u << mm->cont_pte_order : 0;
+
+	for (i = 0; i < mm->ptrs_per_pte; i++) {
+		pte_t pte = pmd->ptes[i];
+		uint64_t addr = base + ((uint64_t)i << mm->page_shift), head;
+		int err;
+
+		if (pte_none(pte))
+			continue;
+		CHECK(c, pte_present(pte), "non-present PTE %#llx at %#llx (no swap emulated)",
+		      (unsigned long long)pte, (unsigned long long)addr);
+		CHECK(c, in_vma(mm, addr), "PTE at %#llx outside every VMA", (unsigned long long)addr);
+		if (pte & LAF_PTE_TOUCHED) {
+			if (pte_special(pte))
+				c->zero_touched++;
+			else
+				c->touched++;
+		}
+		if (pte_special(pte)) {
+			CHECK(c, pte_pfn(pte) == mm->zero_pfn, "special PTE at %#llx not the zero page",
+			      (unsigned long long)addr);
+			CHECK(c, !pte_write(pte), "writable zero-page PTE at %#llx",
+			      (unsigned long long)addr);
+			continue;
+		}
+		err = check_folio_head(c, pte_pfn(pte), addr >> mm->page_shift, &head);
+		if (err)
+			return err;
+		CHECK(c, c->maps[pte_pfn(pte)] == 0, "pfn %#llx mapped twice",
+		      (unsigned long long)pte_pfn(pte));
+		c->maps[pte_pfn(pte)] = 1;
+		c->fmaps[head]++;
+		c->anon_pages++;
+		if (cont && (pte & LAF_PTE_CONT)) {
+			unsigned int s = i & ~(cont - 1), k;
+			uint64_t p0 = pte_pfn(pmd->ptes[s]);
+
+			CHECK(c, !(p0 & (cont - 1)), "contpte block at %#llx: PA not aligned",
+			      (unsigned long long)addr);
+			for (k = 0; k < cont; k++)
+				CHECK(c, (pmd->ptes[s + k] & LAF_PTE_CONT) &&
+					 pte_pfn(pmd->ptes[s + k]) == p0 + k,
+				      "contpte block at %#llx broken at entry %u",
+				      (unsigned long long)addr, k);
+		}
+	}
+	return 0;
+}
+
+static int check_pgtables(struct ctx *c)
+{
+	struct laf_mm *mm = c->mm;
+	size_t g;
+	unsigned int j;
+
+	for (g = 0; g < mm->pgd_entries; g++) {
+		struct pmd_table *t = mm->pgd[g];
+
+		if (!t)
+			continue;
+		for (j = 0; j < mm->ptrs_per_pte; j++) {
+			pmd_t *pmd = &t->e[j];
+			uint64_t base = ((uint64_t)g << mm->pud_shift) | ((uint64_t)j << mm->pmd_shift);
+			int err;
+
+			if (pmd_none(pmd))
+				continue;
+			CHECK(c, pmd->ptes, "PMD at %#llx without a table", (unsigned long long)base);
+			CHECK(c, mm->memmap[pmd->table_pfn].flags & PG_pgtable,
+			      "PMD at %#llx: table frame not a page table", (unsigned long long)base);
+			c->tables++;
+			if (pmd_trans_huge(pmd)) {
+				uint64_t pfn = pte_pfn(pmd->val), head;
+				unsigned int k;
+
+				CHECK(c, in_vma(mm, base) && in_vma(mm, base + mm->pmd_size - 1),
+				      "huge PMD at %#llx not inside a VMA", (unsigned long long)base);
+				for (k = 0; k < mm->ptrs_per_pte; k++) {
+					CHECK(c, !(pmd->ptes[k] & ~(pte_t)LAF_PTE_TOUCHED),
+					      "deposited table at %#llx not empty", (unsigned long long)base);
+					if (pmd->ptes[k] & LAF_PTE_TOUCHED) {
+						if (pmd->val & LAF_PTE_SPECIAL)
+							c->zero_touched++;
+						else
+							c->touched++;
+					}
+				}
+				if (pmd->val & LAF_PTE_SPECIAL) {
+					CHECK(c, pfn == mm->huge_zero_pfn, "huge zero PMD at %#llx: wrong pfn",
+					      (unsigned long long)base);
+					c->fmaps[pfn]++;
+					continue;
+				}
+				err = check_folio_head(c, pfn, base >> mm->page_shift, &head);
+				if (err)
+					return err;
+				CHECK(c, head == pfn && page_order(pfn_to_page(mm, pfn)) == mm->pmd_order,
+				      "huge PMD at %#llx does not map a whole PMD folio",
+				      (unsigned long long)base);
+				CHECK(c, mm->memmap[pfn].flags & PG_pmd_mapped,
+				      "PMD-mapped folio %#llx lacks PG_pmd_mapped", (unsigned long long)pfn);
+				c->fmaps[pfn]++;
+				c->anon_pages += 1LL << mm->pmd_order;
+				continue;
+			}
+			err = check_ptes(c, pmd, base);
+			if (err)
+				return err;
+		}
+	}
+	return 0;
+}
+
+static int check_frames(struct ctx *c)
+{
+	struct laf_mm *mm = c->mm;
+	uint64_t pfn, free_frames = 0, tables = 0;
+	int64_t nr_anon[LAF_NR_ORDERS] = {0}, partial[LAF_NR_ORDERS] = {0};
+	int64_t lru = 0, charged = 0, queued = 0, pinned = 0;
+	unsigned int o;
+
+	/* free lists: well-formed and exactly the PG_buddy heads */
+	for (o = 0; o <= mm->max_page_order; o++) {
+		uint32_t p = mm->free_head[o], prev = NO_PFN;
+		uint64_t n = 0;
+
+		while (p != NO_PFN) {
+			struct page *pg = pfn_to_page(mm, p);
+
+			CHECK(c, p < mm->nr_frames, "free list %u: pfn %u beyond RAM", o, p);
+			CHECK(c, (pg->flags & PG_buddy) && page_order(pg) == o,
+			      "free list %u: pfn %u not a buddy of that order", o, p);
+			CHECK(c, !(p & ((1u << o) - 1)) && p + (1ULL << o) <= mm->nr_frames,
+			      "free block %u/%u misaligned or past RAM", p, o);
+			CHECK(c, pg->buddy_prev == prev, "free list %u: broken prev link at %u", o, p);
+			prev = p;
+			p = pg->buddy_next;
+			CHECK(c, ++n <= mm->free_count[o], "free list %u longer than its count", o);
+		}
+		CHECK(c, n == mm->free_count[o], "free list %u: %llu blocks, count says %llu", o,
+		      (unsigned long long)n, (unsigned long long)mm->free_count[o]);
+	}
+	for (pfn = 0; pfn < mm->nr_frames;) {
+		struct page *p = pfn_to_page(mm, pfn);
+
+		if (p->flags & PG_buddy) {
+			uint64_t k, nr = 1ULL << page_order(p);
+
+			for (k = 1; k < nr; k++)
+				CHECK(c, mm->memmap[pfn + k].flags == 0,
+				      "frame %#llx inside free block %#llx is in use",
+				      (unsigned long long)(pfn + k), (unsigned long long)pfn);
+			free_frames += nr;
+			pfn += nr;
+			continue;
+		}
+		if (p->flags & PG_pgtable) {
+			tables++;
+			pfn++;
+			continue;
+		}
+		if (p->flags & (PG_reserved | PG_pinned)) {
+			pinned += !!(p->flags & PG_pinned);
+			pfn++;
+			continue;
+		}
+		if (p->flags & PG_head) {
+			unsigned int order = page_order(p);
+			uint64_t k, nr = 1ULL << order;
+			int32_t maps = (int32_t)c->fmaps[pfn];
+
+			CHECK(c, pfn + nr <= mm->nr_frames, "folio %#llx past RAM", (unsigned long long)pfn);
+			for (k = 1; k < nr; k++)
+				CHECK(c, (mm->memmap[pfn + k].flags & PG_tail) &&
+					 mm->memmap[pfn + k].head == pfn,
+				      "folio %#llx: bad tail %llu", (unsigned long long)pfn,
+				      (unsigned long long)k);
+			if (p->flags & PG_huge_zero) {
+				CHECK(c, pfn == mm->huge_zero_pfn, "stray huge zero folio %#llx",
+				      (unsigned long long)pfn);
+				CHECK(c, p->mapcount == maps && p->refcount == maps + 1,
+				      "huge zero folio: mapcount %d refcount %d, %d PMDs map it",
+				      p->mapcount, p->refcount, maps);
+				pfn += nr;
+				continue;
+			}
+			CHECK(c, p->flags & PG_anon, "folio %#llx allocated but not anon (leak)",
+			      (unsigned long long)pfn);
+			CHECK(c, maps > 0, "anon folio %#llx mapped nowhere (leak)", (unsigned long long)pfn);
+			CHECK(c, p->mapcount == maps, "folio %#llx: mapcount %d, %d mappings found",
+			      (unsigned long long)pfn, p->mapcount, maps);
+			CHECK(c, p->refcount == maps, "folio %#llx: refcount %d, %d mappings found",
+			      (unsigned long long)pfn, p->refcount, maps);
+			if (!(p->flags & PG_pmd_mapped))
+				CHECK(c, !(folio_index(p) & (nr - 1)),
+				      "folio %#llx not VA-aligned", (unsigned long long)pfn);
+			if (p->flags & PG_partially_mapped)
+				CHECK(c, order > 1 && (uint64_t)maps < nr,
+				      "folio %#llx flagged partially mapped but fully mapped",
+				      (unsigned long long)pfn);
+			else if (order > 1 && !(p->flags & PG_pmd_mapped))
+				CHECK(c, (uint64_t)maps == nr,
+				      "folio %#llx partially mapped (%d/%llu) but not flagged",
+				      (unsigned long long)pfn, maps, (unsigned long long)nr);
+			if (order > 0)
+				nr_anon[order]++;
+			if (p->flags & PG_partially_mapped)
+				partial[order]++;
+			if (p->flags & PG_lru)
+				lru += (int64_t)nr;
+			if (p->flags & PG_memcg)
+				charged += (int64_t)nr;
+			if (p->flags & PG_deferred_queued)
+				queued++;
+			pfn += nr;
+			continue;
+		}
+		CHECK(c, p->flags == 0, "frame %#llx in an unknown state %#x", (unsigned long long)pfn,
+		      p->flags);
+		return fail(c, "frame %#llx is neither free nor allocated (lost)",
+			    (unsigned long long)pfn);
+	}
+	CHECK(c, free_frames == mm->nr_free, "free frames %llu, nr_free %llu",
+	      (unsigned long long)free_frames, (unsigned long long)mm->nr_free);
+	CHECK(c, (int64_t)tables == c->tables, "page-table frames %llu, tables %lld",
+	      (unsigned long long)tables, (long long)c->tables);
+	CHECK(c, (uint64_t)pinned == mm->nr_pinned, "pinned frames %lld, list %zu",
+	      (long long)pinned, mm->nr_pinned);
+	for (o = 0; o < LAF_NR_ORDERS; o++) {
+		CHECK(c, nr_anon[o] == mm->st.nr_anon[o], "nr_anon[%u] = %lld, recount %lld", o,
+		      (long long)mm->st.nr_anon[o], (long long)nr_anon[o]);
+		CHECK(c, partial[o] == mm->st.nr_anon_partially_mapped[o],
+		      "nr_anon_partially_mapped[%u] = %lld, recount %lld", o,
+		      (long long)mm->st.nr_anon_partially_mapped[o], (long long)partial[o]);
+	}
+	CHECK(c, lru == mm->st.lru_pages, "lru_pages %lld, recount %lld",
+	      (long long)mm->st.lru_pages, (long long)lru);
+	CHECK(c, (uint64_t)charged == mm->memcg_charged, "memcg charged %llu, recount %lld",
+	      (unsigned long long)mm->memcg_charged, (long long)charged);
+	CHECK(c, !mm->memcg_limit || mm->memcg_charged <= mm->memcg_limit,
+	      "memcg charged %llu above limit %llu", (unsigned long long)mm->memcg_charged,
+	      (unsigned long long)mm->memcg_limit);
+	CHECK(c, (uint64_t)queued == mm->st.deferred_split_queue, "deferred queue %llu, recount %lld",
+	      (unsigned long long)mm->st.deferred_split_queue, (long long)queued);
+	return 0;
+}
+
+int __laf_check_invariants(struct laf_mm *mm, char *msg, size_t msglen)
+{
+	struct ctx c = { .mm = mm, .msg = msg, .msglen = msglen };
+	int err;
+
+	if (msg && msglen)
+		msg[0] = 0;
+	c.maps = calloc(mm->nr_frames, 1);
+	c.fmaps = calloc(mm->nr_frames, sizeof(uint32_t));
+	if (!c.maps || !c.fmaps) {
+		free(c.maps);
+		free(c.fmaps);
+		return LAF_ENOMEM;
+	}
+	err = check_vmas(&c);
+	if (!err)
+		err = check_pgtables(&c);
+	if (!err) {
+		if (c.anon_pages != mm->st.mm_anonpages)
+			err = fail(&c, "MM_ANONPAGES %lld, resident anon pages %lld",
+				   (long long)mm->st.mm_anonpages, (long long)c.anon_pages);
+		else if (c.tables != mm->st.nr_ptes)
+			err = fail(&c, "nr_ptes %lld, tables found %lld", (long long)mm->st.nr_ptes,
+				   (long long)c.tables);
+		else if (c.touched != mm->st.pages_touched)
+			err = fail(&c, "pages_touched %lld, recount %lld",
+				   (long long)mm->st.pages_touched, (long long)c.touched);
+		else if (c.zero_touched != mm->st.zero_pages_touched)
+			err = fail(&c, "zero_pages_touched %lld, recount %lld",
+				   (long long)mm->st.zero_pages_touched, (long long)c.zero_touched);
+	}
+	if (!err)
+		err = check_frames(&c);
+	free(c.maps);
+	free(c.fmaps);
+	return err;
+}

@@ -1,0 +1,310 @@
+/* SPDX-License-Identifier: GPL-2.0 */
+/*
+ * laf_internal.h - private state of the emulator and the kernel-named helpers
+ * shared by the C files.  Nothing here crosses the cffi boundary.
+ *
+ * Shims are sorted as in tools/testing/vma:
+ *   dup    - same logic as the named kernel function (6.18 mm/, see
+ *            upstream-mthp.md), kept in sync by hand;
+ *   custom - the kernel function, changed for observability (counters);
+ *   stub   - the kernel concept is not emulated (documented at the site).
+ */
+#ifndef PYLAF_LAF_INTERNAL_H
+#define PYLAF_LAF_INTERNAL_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <string.h>
+
+#include "laf.h"
+
+#ifdef LAF_DEBUG
+#include <assert.h>
+#define LAF_BUG_ON(x) assert(!(x))
+#else
+#define LAF_BUG_ON(x) ((void)0)
+#endif
+
+#define likely(x) __builtin_expect(!!(x), 1)
+#define unlikely(x) __builtin_expect(!!(x), 0)
+
+typedef uint64_t pte_t;
+typedef uint32_t vm_fault_t;
+
+#define TASK_SIZE_47 0x00007ffffffff000ULL  /* x86-64 / arm64(48-bit: rounded) user VA top */
+#define MMAP_MIN_ADDR 0x10000ULL            /* vm.mmap_min_addr default */
+#define MIN_GAP (128ULL << 20)              /* mmap_base gap below TASK_SIZE */
+#define NO_PFN 0xffffffffu
+
+/*
+ * struct page - 16 bytes per emulated frame (the kernel spends 64).
+ *
+ * head page of a folio: flags (PG_*, order, index bits 32..39), refcount,
+ *   mapcount (the large mapcount: one per PTE mapping, one per PMD mapping)
+ *   and index (folio->index bits 0..31).
+ * tail page: PG_tail, head = pfn of the head (compound_head()).
+ * free buddy block head: PG_buddy, order, buddy_next / buddy_prev list links.
+ *
+ * folio->mapping (the anon_vma) is implied: pylaf emulates one mm without
+ * fork or mremap, so index << PAGE_SHIFT is the folio's virtual address and
+ * the VMA (and its anon_vma) that maps it follows from the address.
+ */
+struct page {
+	uint32_t flags;
+	union {
+		int32_t refcount;
+		uint32_t head;
+		uint32_t buddy_next;
+	};
+	union {
+		int32_t mapcount;
+		uint32_t buddy_prev;
+	};
+	uint32_t index;
+};
+
+#define PG_head              0x0001
+#define PG_tail              0x0002
+#define PG_buddy             0x0004
+#define PG_lru               0x0008
+#define PG_anon              0x0010
+#define PG_pmd_mapped        0x0020
+#define PG_partially_mapped  0x0040
+#define PG_pgtable           0x0080
+#define PG_reserved          0x0100
+#define PG_huge_zero         0x0200
+#define PG_pinned            0x0400
+#define PG_deferred_queued   0x0800
+#define PG_memcg             0x1000  /* folio is charged to the memcg */
+#define PG_ORDER_SHIFT 24
+#define PG_INDEX_HI_SHIFT 16
+#define PG_INDEX_HI_MASK (0xffu << PG_INDEX_HI_SHIFT)
+
+static inline unsigned int page_order(const struct page *p)
+{
+	return p->flags >> PG_ORDER_SHIFT;
+}
+
+static inline void set_page_order(struct page *p, unsigned int order)
+{
+	p->flags = (p->flags & ~(0xffu << PG_ORDER_SHIFT)) | (order << PG_ORDER_SHIFT);
+}
+
+static inline uint64_t folio_index(const struct page *p)
+{
+	return ((uint64_t)((p->flags & PG_INDEX_HI_MASK) >> PG_INDEX_HI_SHIFT) << 32) | p->index;
+}
+
+static inline void folio_set_index(struct page *p, uint64_t index)
+{
+	p->index = (uint32_t)index;
+	p->flags = (p->flags & ~PG_INDEX_HI_MASK) |
+		   ((uint32_t)((index >> 32) & 0xff) << PG_INDEX_HI_SHIFT);
+}
+
+/* A PMD entry: none, a PTE table, or a huge leaf with its deposited table. */
+typedef struct {
+	uint64_t val;      /* leaf: pte-style bits + LAF_PTE_HUGE; table: 0 */
+	pte_t *ptes;       /* PTE table (or deposited table of a leaf) */
+	uint32_t table_pfn;/* emulated frame backing that table */
+	uint32_t pad;
+} pmd_t;
+
+struct pmd_table {
+	pmd_t e[1];        /* ptrs_per_pmd entries */
+};
+
+struct laf_vma {
+	uint64_t vm_start;
+	uint64_t vm_end;
+	uint64_t vm_flags;
+	uint64_t anon_vma;     /* 0: not prepared (anon_vma_prepare not run yet) */
+	/* LAF_THP_AUTO heuristic state (policy.c) */
+	uint64_t auto_next;
+	int32_t auto_order;
+	int32_t pad;
+};
+
+struct deferred_split {
+	uint32_t *pfns;
+	size_t nr, cap;
+};
+
+struct laf_inject_state {
+	uint64_t alloc_fail[LAF_NR_ORDERS];
+	uint64_t charge_fail[LAF_NR_ORDERS];
+	uint64_t pte_map_fail;
+	uint64_t race_count;
+	uint64_t race_addr;
+	bool in_race;
+};
+
+struct laf_mm {
+	struct laf_config cfg;
+	struct laf_policy pol;
+
+	/* geometry */
+	unsigned int page_shift;
+	uint64_t page_size;
+	unsigned int ptrs_per_pte;      /* also ptrs_per_pmd */
+	unsigned int pmd_shift;
+	unsigned int pmd_order;
+	uint64_t pmd_size;
+	unsigned int pud_shift;
+	uint64_t task_size;
+	uint64_t mmap_base;
+	unsigned int max_page_order;
+	int arch_pte_order;
+	unsigned int cont_pte_order;
+
+	/* page tables: pgd[va >> pud_shift] -> PMD table */
+	struct pmd_table **pgd;
+	size_t pgd_entries;
+
+	/* VMAs: sorted, non-overlapping (the maple tree's contract) */
+	struct laf_vma *vmas;
+	size_t nr_vmas, cap_vmas;
+	size_t vma_cache;
+	uint64_t next_anon_vma;
+
+	/* physical memory: memmap + buddy free lists */
+	struct page *memmap;
+	size_t memmap_bytes;
+	uint64_t nr_frames;
+	uint32_t free_head[LAF_NR_ORDERS];
+	uint64_t free_count[LAF_NR_ORDERS];
+	uint64_t nr_free;
+	uint32_t zero_pfn;
+	uint32_t huge_zero_pfn;
+	uint32_t *pinned;
+	size_t nr_pinned, cap_pinned;
+
+	/* memcg */
+	uint64_t memcg_limit;   /* pages, 0 = unlimited */
+	uint64_t memcg_charged;
+
+	/* prctl(PR_SET_THP_DISABLE) */
+	bool mmf_disable_thp_completely;
+	bool mmf_disable_thp_except_advised;
+
+	struct deferred_split deferred;
+	struct laf_inject_state inject;
+	struct laf_stats st;
+
+	volatile int busy;
+};
+
+struct vm_fault {
+	struct laf_mm *mm;
+	struct laf_vma *vma;
+	uint64_t address;
+	unsigned int flags;
+	pmd_t *pmd;
+	pte_t *pte;
+	pte_t orig_pte;
+	int kind;
+};
+
+#define FAULT_FLAG_WRITE 0x01
+
+/* ---- pte helpers (dup of the generic pgtable helpers) ---- */
+static inline bool pte_none(pte_t pte) { return pte == 0; }
+static inline bool pte_present(pte_t pte) { return pte & LAF_PTE_PRESENT; }
+static inline bool pte_write(pte_t pte) { return pte & LAF_PTE_WRITE; }
+static inline bool pte_special(pte_t pte) { return pte & LAF_PTE_SPECIAL; }
+static inline uint64_t pte_pfn(pte_t pte) { return pte >> LAF_PTE_PFN_SHIFT; }
+static inline pte_t pfn_pte(uint64_t pfn, pte_t prot) { return (pfn << LAF_PTE_PFN_SHIFT) | prot; }
+
+static inline bool pmd_none(const pmd_t *pmd) { return !pmd->val && !pmd->ptes; }
+static inline bool pmd_trans_huge(const pmd_t *pmd) { return pmd->val & LAF_PTE_HUGE; }
+
+static inline unsigned int pte_index(const struct laf_mm *mm, uint64_t addr)
+{
+	return (addr >> mm->page_shift) & (mm->ptrs_per_pte - 1);
+}
+
+static inline uint64_t align_down(uint64_t x, uint64_t a) { return x & ~(a - 1); }
+static inline uint64_t align_up(uint64_t x, uint64_t a) { return (x + a - 1) & ~(a - 1); }
+
+/* highest_order(), next_order() - dup of include/linux/huge_mm.h */
+static inline int highest_order(unsigned long orders)
+{
+	return 63 - __builtin_clzl(orders);
+}
+
+static inline int next_order(unsigned long *orders, int prev)
+{
+	*orders &= ~(1UL << prev);
+	return *orders ? highest_order(*orders) : 0;
+}
+
+static inline struct page *pfn_to_page(struct laf_mm *mm, uint64_t pfn)
+{
+	return &mm->memmap[pfn];
+}
+
+/* compound_head() */
+static inline uint64_t compound_head_pfn(struct laf_mm *mm, uint64_t pfn)
+{
+	struct page *p = &mm->memmap[pfn];
+	return (p->flags & PG_tail) ? p->head : pfn;
+}
+
+static inline bool userfaultfd_armed(const struct laf_vma *vma)
+{
+	return vma->vm_flags & (LAF_VM_UFFD_MISSING | LAF_VM_UFFD_WP | LAF_VM_UFFD_MINOR);
+}
+
+static inline bool userfaultfd_missing(const struct laf_vma *vma)
+{
+	return vma->vm_flags & LAF_VM_UFFD_MISSING;
+}
+
+/* ---- page_alloc.c ---- */
+int buddy_init(struct laf_mm *mm);
+uint32_t __rmqueue(struct laf_mm *mm, unsigned int order);
+void __free_pages_ok(struct laf_mm *mm, uint64_t pfn, unsigned int order);
+uint32_t vma_alloc_folio(struct laf_mm *mm, unsigned int order);
+void free_folio(struct laf_mm *mm, uint64_t pfn);
+int mem_cgroup_charge(struct laf_mm *mm, uint64_t pfn, unsigned int order);
+uint32_t pte_alloc_one(struct laf_mm *mm);
+void pte_free(struct laf_mm *mm, uint32_t pfn);
+void folio_put_refs(struct laf_mm *mm, uint64_t pfn, int refs);
+static inline void folio_put(struct laf_mm *mm, uint64_t pfn) { folio_put_refs(mm, pfn, 1); }
+
+/* ---- pgtable.c ---- */
+pmd_t *pmd_offset_alloc(struct laf_mm *mm, uint64_t addr);
+pmd_t *pmd_offset(struct laf_mm *mm, uint64_t addr);
+int __pte_alloc(struct laf_mm *mm, pmd_t *pmd);
+void set_ptes(struct laf_mm *mm, uint64_t addr, pte_t *ptep, pte_t pte, unsigned int nr);
+void free_pgd_range(struct laf_mm *mm, uint64_t addr, uint64_t end, uint64_t floor, uint64_t ceiling);
+void free_all_pgtables(struct laf_mm *mm);
+
+/* ---- memory.c ---- */
+vm_fault_t handle_mm_fault(struct laf_mm *mm, struct laf_vma *vma, uint64_t address, unsigned int flags, int *kind);
+void zap_page_range(struct laf_mm *mm, struct laf_vma *vma, uint64_t start, uint64_t end);
+void folio_add_new_anon_rmap(struct laf_mm *mm, uint64_t pfn, struct laf_vma *vma, uint64_t address);
+void deferred_split_folio(struct laf_mm *mm, uint64_t pfn, bool partially_mapped);
+int folio_size_order(struct laf_mm *mm, uint64_t pfn);
+
+/* ---- huge_memory.c ---- */
+vm_fault_t do_huge_pmd_anonymous_page(struct vm_fault *vmf);
+vm_fault_t do_huge_pmd_wp_page(struct vm_fault *vmf);
+void __split_huge_pmd(struct laf_mm *mm, struct laf_vma *vma, pmd_t *pmd, uint64_t address);
+void split_huge_pmd_address(struct laf_mm *mm, struct laf_vma *vma, uint64_t address);
+void zap_huge_pmd(struct laf_mm *mm, pmd_t *pmd);
+uint64_t deferred_split_scan(struct laf_mm *mm);
+
+/* ---- policy.c ---- */
+int policy_validate(const struct laf_mm *mm, const struct laf_policy *pol);
+bool policy_pmd_allowed(struct laf_mm *mm, struct laf_vma *vma);
+unsigned long policy_anon_orders(struct laf_mm *mm, struct laf_vma *vma, uint64_t address);
+bool policy_charge_in_alloc_loop(const struct laf_mm *mm);
+void policy_auto_update(struct laf_mm *mm, struct laf_vma *vma, uint64_t addr, unsigned int order);
+
+/* ---- vma.c ---- */
+struct laf_vma *find_vma(struct laf_mm *mm, uint64_t addr);
+int vmf_anon_prepare(struct laf_mm *mm, struct laf_vma *vma);
+
+#endif /* PYLAF_LAF_INTERNAL_H */

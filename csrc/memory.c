@@ -1,0 +1,827 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * memory.c - the anonymous fault path, after mm/memory.c (Linux 6.18).
+ *
+ *   handle_mm_fault()
+ *    └─ __handle_mm_fault()
+ *        ├─ pmd_none && PMD order allowed → do_huge_pmd_anonymous_page()
+ *        ├─ huge PMD, write, !pmd_write   → wp_huge_pmd() → do_huge_pmd_wp_page()
+ *        └─ handle_pte_fault()
+ *             ├─ pte none     → do_anonymous_page() → alloc_anon_folio()
+ *             └─ write, !pte_write → do_wp_page()
+ *
+ * plus the teardown side: zap_page_range() → zap_pte_range() with
+ * per-folio batching, folio_remove_rmap_ptes() and deferred split.
+ *
+ * Not emulated: swap (no swap entries ever exist), file/shared mappings,
+ * NUMA, mlock, KSM, fork/COW of shared folios (one mm, so every anon folio
+ * is exclusive).
+ */
+#include <stdlib.h>
+
+#include "laf_internal.h"
+
+/* ---------------------------------------------------------------- rmap */
+
+/**
+ * folio_add_new_anon_rmap - add the first mapping of a new anon folio
+ * @mm: address space
+ * @pfn: head pfn
+ * @vma: the VMA it is mapped into (its anon_vma is the folio's mapping)
+ * @address: virtual address of the head page
+ *
+ * Dup of mm/rmap.c with RMAP_EXCLUSIVE: sets folio->index, the anon flag,
+ * AnonExclusive and _mapcount on every page (counted as per-page work), and
+ * for a PTE-mapped folio the large mapcount nr; for a PMD-mapped THP the
+ * entire mapcount (large mapcount 1).  nr_anon[order]++ for large folios
+ * (mod_mthp_stat ignores order 0).
+ */
+void folio_add_new_anon_rmap(struct laf_mm *mm, uint64_t pfn, struct laf_vma *vma,
+			     uint64_t address)
+{
+	struct page *head = pfn_to_page(mm, pfn);
+	unsigned int order = page_order(head), nr = 1u << order;
+
+	(void)vma;
+	folio_set_index(head, address >> mm->page_shift);
+	head->flags |= PG_anon;
+	if (order == mm->pmd_order && order > 0 && (head->flags & PG_pmd_mapped))
+		head->mapcount = 1;
+	else
+		head->mapcount = (int32_t)nr;
+	if (order > 0)
+		mm->st.nr_anon[order]++;
+	mm->st.per_folio_ops++;
+	mm->st.per_page_ops += nr;
+}
+
+/* folio_add_lru_vma() */
+static inline void folio_add_lru_vma(struct laf_mm *mm, uint64_t pfn)
+{
+	struct page *head = pfn_to_page(mm, pfn);
+
+	head->flags |= PG_lru;
+	mm->st.lru_pages += 1L << page_order(head);
+	mm->st.per_folio_ops++;
+}
+
+int folio_size_order(struct laf_mm *mm, uint64_t pfn)
+{
+	return (int)page_order(pfn_to_page(mm, compound_head_pfn(mm, pfn)));
+}
+
+/**
+ * deferred_split_folio - queue a large anon folio for the deferred split
+ * @partially_mapped: true when called because part of it was unmapped
+ *
+ * Dup of mm/huge_memory.c: order <= 1 never queues; the first partial unmap
+ * sets the partially-mapped flag and counts split_deferred and
+ * nr_anon_partially_mapped (and thp_deferred_split_page for PMD-mappable
+ * folios).  PMD THPs queued at fault time for the "underused" shrinker are
+ * not emulated: thp_underused() is false with the default max_ptes_none.
+ */
+void deferred_split_folio(struct laf_mm *mm, uint64_t pfn, bool partially_mapped)
+{
+	struct page *head = pfn_to_page(mm, pfn);
+	unsigned int order = page_order(head);
+
+	if (order <= 1 || !partially_mapped)
+		return;
+	if (!(head->flags & PG_partially_mapped)) {
+		head->flags |= PG_partially_mapped;
+		mm->st.split_deferred[order]++;
+		mm->st.nr_anon_partially_mapped[order]++;
+		if (order >= mm->pmd_order)
+			mm->st.thp_deferred_split_page++;
+	}
+	if (!(head->flags & PG_deferred_queued)) {
+		struct deferred_split *q = &mm->deferred;
+
+		if (q->nr == q->cap) {
+			size_t ncap = q->cap ? q->cap * 2 : 64;
+			uint32_t *n = realloc(q->pfns, ncap * sizeof(*n));
+
+			if (!n)
+				return;	/* stays flagged; only the shrinker misses it */
+			q->pfns = n;
+			q->cap = ncap;
+		}
+		q->pfns[q->nr++] = (uint32_t)pfn;
+		head->flags |= PG_deferred_queued;
+		mm->st.deferred_split_queue++;
+	}
+}
+
+/* ------------------------------------------------------------ helpers */
+
+static inline bool pte_range_none(const pte_t *pte, unsigned int nr)
+{
+	unsigned int i;
+
+	for (i = 0; i < nr; i++)
+		if (!pte_none(pte[i]))
+			return false;
+	return true;
+}
+
+static inline pte_t *pte_offset_map(struct laf_mm *mm, pmd_t *pmd, uint64_t addr)
+{
+	if (!pmd->ptes || pmd_trans_huge(pmd))
+		return NULL;
+	return &pmd->ptes[pte_index(mm, addr)];
+}
+
+/**
+ * thp_vma_suitable_order - does the naturally aligned folio of @order around
+ * @addr fit inside @vma?  (anon VMAs: no pgoff check)
+ */
+static inline bool thp_vma_suitable_order(struct laf_mm *mm, struct laf_vma *vma,
+					  uint64_t addr, int order)
+{
+	uint64_t size = mm->page_size << order;
+	uint64_t haddr = align_down(addr, size);
+
+	return haddr >= vma->vm_start && haddr + size <= vma->vm_end;
+}
+
+/**
+ * thp_vma_suitable_orders - drop orders from the top until one fits; that
+ * one and every lower order are returned unchecked (they fit too).
+ */
+static inline unsigned long thp_vma_suitable_orders(struct laf_mm *mm, struct laf_vma *vma,
+						    uint64_t addr, unsigned long orders)
+{
+	int order;
+
+	if (!orders)
+		return 0;
+	order = highest_order(orders);
+	while (orders) {
+		if (thp_vma_suitable_order(mm, vma, addr, order))
+			break;
+		order = next_order(&orders, order);
+	}
+	return orders;
+}
+
+static inline vm_fault_t handle_userfault(struct laf_mm *mm)
+{
+	mm->st.faults_userfault++;
+	return LAF_VM_FAULT_RETRY | LAF_VM_FAULT_USERFAULT;
+}
+
+/* user_alloc_needs_zeroing() is true (no init_on_alloc): folio_zero_user() */
+static inline void folio_zero_user(struct laf_mm *mm, unsigned int order)
+{
+	mm->st.bytes_zeroed += mm->page_size << order;
+	mm->st.per_page_ops += 1u << order;
+}
+
+/*
+ * Emulates another thread faulting @addr between our lockless scan and the
+ * PTL recheck (LAF_INJECT_RACE).  Runs a full write access at @addr.
+ */
+static int laf_access_one(struct laf_mm *mm, uint64_t addr, bool write, int *kind,
+			  uint32_t *vmf_out, uint32_t *nr_faults);
+
+static void maybe_inject_race(struct laf_mm *mm)
+{
+	struct laf_inject_state *in = &mm->inject;
+	int kind;
+	uint32_t v, n;
+
+	if (likely(!in->race_count) || in->in_race)
+		return;
+	in->race_count--;
+	in->in_race = true;
+	laf_access_one(mm, in->race_addr, true, &kind, &v, &n);
+	in->in_race = false;
+}
+
+/**
+ * folio_prealloc - order-0 zeroed folio, charged with GFP_KERNEL
+ * @charge: also charge it (false: the caller charges, LAF v3 style)
+ *
+ * Order-0 allocation and charge may direct-reclaim: emulated by running the
+ * deferred-split shrinker once and retrying.
+ * Return: pfn, or NO_PFN (→ VM_FAULT_OOM).  No mTHP counter: order 0.
+ */
+static uint32_t folio_prealloc(struct laf_mm *mm, bool need_zero, bool charge)
+{
+	uint32_t pfn = vma_alloc_folio(mm, 0);
+
+	if (pfn == NO_PFN && deferred_split_scan(mm))
+		pfn = vma_alloc_folio(mm, 0);
+	if (pfn == NO_PFN)
+		return NO_PFN;
+	if (charge && mem_cgroup_charge(mm, pfn, 0)) {
+		if (!deferred_split_scan(mm) || mem_cgroup_charge(mm, pfn, 0)) {
+			folio_put(mm, pfn);
+			return NO_PFN;
+		}
+	}
+	if (need_zero)
+		folio_zero_user(mm, 0);
+	return pfn;
+}
+
+/**
+ * anon_beside_full - the anon_beside_full=1 gate of this machine's kernel
+ * @pte: PTE table of the faulting PMD (its first entry)
+ *
+ * Not in mainline: found on 6.18.44-fc by experiment (docs/kernel-findings.md).
+ * An mTHP order that already fits the VMA and has an empty range is used
+ * only if the same-size aligned block on its left or right is "full": inside
+ * the same VMA and the same PTE table, every PTE present (zero-page PTEs
+ * count).  Otherwise anon_fault_declined[order]++ and the next lower order
+ * is tried (no allocation, no anon_fault_fallback).  PMD faults and read
+ * faults are not affected.
+ */
+static bool anon_beside_full(struct laf_mm *mm, struct laf_vma *vma, const pte_t *pte,
+			     uint64_t address, int order)
+{
+	uint64_t size = mm->page_size << order, b = align_down(address, size);
+	uint64_t pmd_start = align_down(address, mm->pmd_size), pmd_end = pmd_start + mm->pmd_size;
+	uint64_t cand[2] = { b - size, b + size };
+	int k;
+
+	for (k = 0; k < 2; k++) {
+		uint64_t s = cand[k];
+		unsigned int i, nr = 1u << order, idx;
+
+		if (k == 0 && b < size)
+			continue;
+		if (s < vma->vm_start || s + size > vma->vm_end || s < pmd_start || s + size > pmd_end)
+			continue;
+		idx = pte_index(mm, s);
+		for (i = 0; i < nr; i++)
+			if (!pte_present(pte[idx + i]))
+				break;
+		if (i == nr)
+			return true;
+	}
+	return false;
+}
+
+#define ALLOC_EAGAIN 1
+#define ALLOC_OOM 2
+
+/**
+ * alloc_anon_folio - choose, allocate and charge the folio for a write fault
+ * @vmf: the fault
+ * @pfnp: out: head pfn of the new folio
+ *
+ * Dup of mm/memory.c (6.18), policy-parameterised:
+ *  1. uffd armed (MISSING/WP/MINOR) → order 0;
+ *  2. orders = policy_anon_orders() (upstream: thp_vma_allowable_orders(...,
+ *     BIT(PMD_ORDER) - 1); LAF v3: {prefer, COSTLY}), then
+ *     thp_vma_suitable_orders() (VMA fit);
+ *  3. pte_offset_map() may fail → -EAGAIN (fault retried);
+ *  4. drop orders from the top until the aligned PTE range is pte_none();
+ *  5. for each remaining order, highest first: allocation failure counts
+ *     anon_fault_fallback; a charge failure counts anon_fault_fallback_charge
+ *     and anon_fault_fallback (upstream) - then the next order;
+ *  6. fallback: folio_prealloc() at order 0; its failure is VM_FAULT_OOM.
+ * Orders dropped in 2 or 4 count nothing.  LAF v3 policies charge after
+ * the allocation in do_anonymous_page() instead (failure → OOM).
+ *
+ * Return: 0 with *pfnp set, ALLOC_EAGAIN, or ALLOC_OOM.
+ */
+static int alloc_anon_folio(struct vm_fault *vmf, uint32_t *pfnp)
+{
+	struct laf_mm *mm = vmf->mm;
+	struct laf_vma *vma = vmf->vma;
+	bool charge = policy_charge_in_alloc_loop(mm);
+	unsigned long orders;
+	int order;
+	pte_t *pte;
+	uint32_t pfn;
+
+	if (unlikely(userfaultfd_armed(vma)))
+		goto fallback;
+	orders = policy_anon_orders(mm, vma, vmf->address);
+	orders = thp_vma_suitable_orders(mm, vma, vmf->address, orders);
+	if (!orders)
+		goto fallback;
+
+	if (unlikely(mm->inject.pte_map_fail)) {
+		mm->inject.pte_map_fail--;
+		return ALLOC_EAGAIN;
+	}
+	pte = pte_offset_map(mm, vmf->pmd, align_down(vmf->address, mm->pmd_size));
+	if (!pte)
+		return ALLOC_EAGAIN;
+
+	order = highest_order(orders);
+	while (orders) {
+		uint64_t addr = align_down(vmf->address, mm->page_size << order);
+
+		if (pte_range_none(pte + pte_index(mm, addr), 1u << order))
+			break;
+		order = next_order(&orders, order);
+	}
+	if (!orders)
+		goto fallback;
+
+	while (orders) {
+		if (unlikely(mm->pol.anon_beside_full) &&
+		    !anon_beside_full(mm, vma, pte, vmf->address, order)) {
+			mm->st.anon_fault_declined[order]++;
+			order = next_order(&orders, order);
+			continue;
+		}
+		pfn = vma_alloc_folio(mm, (unsigned int)order);
+		if (pfn != NO_PFN) {
+			if (charge && mem_cgroup_charge(mm, pfn, (unsigned int)order)) {
+				mm->st.anon_fault_fallback_charge[order]++;
+				folio_put(mm, pfn);
+				goto next;
+			}
+			folio_zero_user(mm, (unsigned int)order);
+			*pfnp = pfn;
+			return 0;
+		}
+next:
+		mm->st.anon_fault_fallback[order]++;
+		mm->st.alloc_retries++;
+		order = next_order(&orders, order);
+	}
+fallback:
+	pfn = folio_prealloc(mm, true, charge);
+	if (pfn == NO_PFN)
+		return ALLOC_OOM;
+	*pfnp = pfn;
+	return 0;
+}
+
+/**
+ * do_anonymous_page - first touch of a none PTE in a private anon VMA
+ *
+ * Read fault: maps the shared zero page (special, read-only, no RSS); never
+ * a large folio.  Write fault: alloc_anon_folio(), then under the PTL
+ * recheck the range (vmf_pte_changed() for nr == 1, pte_range_none()
+ * otherwise; on a race the folio is freed, nothing is counted and the fault
+ * is retried), then folio_ref_add(nr - 1), add_mm_counter(MM_ANONPAGES, nr),
+ * count_mthp_stat(ANON_FAULT_ALLOC), folio_add_new_anon_rmap(),
+ * folio_add_lru_vma(), one set_ptes(nr), update_mmu_cache_range().
+ */
+static vm_fault_t do_anonymous_page(struct vm_fault *vmf)
+{
+	struct laf_mm *mm = vmf->mm;
+	struct laf_vma *vma = vmf->vma;
+	unsigned int order, nr;
+	uint64_t addr;
+	uint32_t pfn;
+	pte_t entry, *pte;
+	int ret;
+
+	if (vma->vm_flags & LAF_VM_SHARED)
+		return LAF_VM_FAULT_SIGBUS;
+	/* pte_alloc(): read faults create the PTE table too */
+	if (pmd_none(vmf->pmd) && __pte_alloc(mm, vmf->pmd))
+		return LAF_VM_FAULT_OOM;
+
+	if (!(vmf->flags & FAULT_FLAG_WRITE)) {
+		pte = &vmf->pmd->ptes[pte_index(mm, vmf->address)];
+		if (!pte_none(*pte))	/* vmf_pte_changed() */
+			return 0;
+		if (userfaultfd_missing(vma))
+			return handle_userfault(mm);
+		entry = pfn_pte(mm->zero_pfn, LAF_PTE_PRESENT | LAF_PTE_SPECIAL | LAF_PTE_YOUNG);
+		set_ptes(mm, align_down(vmf->address, mm->page_size), pte, entry, 1);
+		mm->st.per_folio_ops++;	/* update_mmu_cache_range() */
+		mm->st.zero_page_maps++;
+		mm->st.faults_read++;
+		vmf->kind = LAF_FK_ANON_READ;
+		return 0;
+	}
+
+	vmf_anon_prepare(mm, vma);
+	ret = alloc_anon_folio(vmf, &pfn);
+	if (ret == ALLOC_EAGAIN)
+		return 0;
+	if (ret == ALLOC_OOM)
+		return LAF_VM_FAULT_OOM;
+
+	order = page_order(pfn_to_page(mm, pfn));
+	nr = 1u << order;
+	addr = align_down(vmf->address, mm->page_size << order);
+	entry = pfn_pte(pfn, LAF_PTE_PRESENT | LAF_PTE_YOUNG);
+	if (vma->vm_flags & LAF_VM_WRITE)
+		entry |= LAF_PTE_WRITE | LAF_PTE_DIRTY;
+
+	if (!policy_charge_in_alloc_loop(mm) && mem_cgroup_charge(mm, pfn, order)) {
+		/* LAF v3: charge after allocation, failure is OOM (no fallback) */
+		folio_put(mm, pfn);
+		return LAF_VM_FAULT_OOM;
+	}
+
+	maybe_inject_race(mm);
+	pte = &vmf->pmd->ptes[pte_index(mm, addr)];
+	if ((nr == 1 && !pte_none(*pte)) || (nr > 1 && !pte_range_none(pte, nr))) {
+		/* update_mmu_tlb_range(); release: */
+		folio_put(mm, pfn);
+		return 0;
+	}
+	if (userfaultfd_missing(vma)) {
+		folio_put(mm, pfn);
+		return handle_userfault(mm);
+	}
+
+	pfn_to_page(mm, pfn)->refcount += (int32_t)nr - 1;	/* folio_ref_add() */
+	mm->st.per_folio_ops++;
+	mm->st.mm_anonpages += nr;				/* add_mm_counter() */
+	mm->st.per_folio_ops++;
+	if (order > 0)
+		mm->st.anon_fault_alloc[order]++;		/* count_mthp_stat() */
+	folio_add_new_anon_rmap(mm, pfn, vma, addr);
+	folio_add_lru_vma(mm, pfn);
+	set_ptes(mm, addr, pte, entry, nr);
+	mm->st.per_folio_ops++;				/* update_mmu_cache_range() */
+	mm->st.folios_mapped[order]++;
+	mm->st.faults_write++;
+	vmf->kind = LAF_FK_ANON_WRITE;
+	policy_auto_update(mm, vma, vmf->address, order);
+	return 0;
+}
+
+/* Remove one PTE mapping of @pfn's folio (used by do_wp_page's copy). */
+static void folio_remove_rmap_pte_put(struct laf_mm *mm, uint64_t pfn)
+{
+	uint64_t head = compound_head_pfn(mm, pfn);
+	struct page *hp = pfn_to_page(mm, head);
+
+	hp->mapcount--;
+	mm->st.mm_anonpages--;
+	if (hp->mapcount > 0 && (hp->flags & PG_anon))
+		deferred_split_folio(mm, head, true);
+	folio_put(mm, head);
+}
+
+/**
+ * do_wp_page - write to a present, write-protected PTE
+ *
+ * uffd-wp protected → handed to userfaultfd.  The zero page → wp_page_copy()
+ * of an order-0 zeroed folio (upstream never builds an mTHP here).  An
+ * exclusive anon page → reused (made writable), except a large folio with a
+ * single page left mapped, which is copied to order 0
+ * (__wp_can_reuse_large_anon_folio()).
+ */
+static vm_fault_t do_wp_page(struct vm_fault *vmf)
+{
+	struct laf_mm *mm = vmf->mm;
+	struct laf_vma *vma = vmf->vma;
+	pte_t old = *vmf->pte, entry;
+	uint64_t addr = align_down(vmf->address, mm->page_size);
+	uint32_t pfn;
+	bool was_zero = pte_special(old);
+
+	if ((old & LAF_PTE_UFFD_WP) && (vma->vm_flags & LAF_VM_UFFD_WP))
+		return handle_userfault(mm);
+
+	if (!was_zero) {
+		uint64_t head = compound_head_pfn(mm, pte_pfn(old));
+		struct page *hp = pfn_to_page(mm, head);
+
+		if (page_order(hp) == 0 || hp->mapcount > 1) {
+			*vmf->pte = old | LAF_PTE_WRITE | LAF_PTE_DIRTY | LAF_PTE_YOUNG;
+			mm->st.faults_wp++;
+			vmf->kind = LAF_FK_WP;
+			return 0;
+		}
+	}
+
+	vmf_anon_prepare(mm, vma);
+	pfn = folio_prealloc(mm, was_zero, true);
+	if (pfn == NO_PFN)
+		return LAF_VM_FAULT_OOM;
+	if (*vmf->pte != old) {		/* vmf_pte_changed(): raced */
+		folio_put(mm, pfn);
+		return 0;
+	}
+	if (!was_zero) {
+		mm->st.bytes_zeroed += 0;	/* copy, not zero */
+		mm->st.per_page_ops++;
+	}
+	entry = pfn_pte(pfn, LAF_PTE_PRESENT | LAF_PTE_YOUNG | LAF_PTE_WRITE | LAF_PTE_DIRTY);
+	/* ptep_clear_flush() of the old entry */
+	if (old & LAF_PTE_TOUCHED) {
+		if (was_zero)
+			mm->st.zero_pages_touched--;
+		else
+			mm->st.pages_touched--;
+	}
+	*vmf->pte = 0;
+	mm->st.ptes_cleared++;
+	if (!was_zero)
+		folio_remove_rmap_pte_put(mm, pte_pfn(old));
+	mm->st.mm_anonpages++;				/* inc_mm_counter() */
+	folio_add_new_anon_rmap(mm, pfn, vma, addr);
+	folio_add_lru_vma(mm, pfn);
+	set_ptes(mm, addr, vmf->pte, entry, 1);
+	mm->st.folios_mapped[0]++;
+	mm->st.faults_wp++;
+	vmf->kind = LAF_FK_WP;
+	return 0;
+}
+
+static vm_fault_t handle_pte_fault(struct vm_fault *vmf)
+{
+	struct laf_mm *mm = vmf->mm;
+	pte_t *pte = pte_offset_map(mm, vmf->pmd, vmf->address);
+
+	if (!pte || pte_none(*pte))
+		return do_anonymous_page(vmf);	/* do_pte_missing() */
+	vmf->pte = pte;
+	vmf->orig_pte = *pte;
+	if ((vmf->flags & FAULT_FLAG_WRITE) && !pte_write(*pte))
+		return do_wp_page(vmf);
+	/* spurious / access-flag fault: pte_mkyoung (+ dirty on write) */
+	*pte |= LAF_PTE_YOUNG | ((vmf->flags & FAULT_FLAG_WRITE) ? LAF_PTE_DIRTY : 0);
+	return 0;
+}
+
+static vm_fault_t __handle_mm_fault(struct vm_fault *vmf)
+{
+	struct laf_mm *mm = vmf->mm;
+	vm_fault_t ret;
+
+	vmf->pmd = pmd_offset_alloc(mm, vmf->address);
+	if (!vmf->pmd)
+		return LAF_VM_FAULT_OOM;
+
+	if (pmd_none(vmf->pmd) && policy_pmd_allowed(mm, vmf->vma)) {
+		ret = do_huge_pmd_anonymous_page(vmf);
+		if (!(ret & LAF_VM_FAULT_FALLBACK))
+			return ret;
+	} else if (pmd_trans_huge(vmf->pmd)) {
+		if ((vmf->flags & FAULT_FLAG_WRITE) && !(vmf->pmd->val & LAF_PTE_WRITE)) {
+			ret = do_huge_pmd_wp_page(vmf);	/* wp_huge_pmd() */
+			if (!(ret & LAF_VM_FAULT_FALLBACK))
+				return ret;
+		} else {
+			vmf->pmd->val |= LAF_PTE_YOUNG;	/* huge_pmd_set_accessed() */
+			return 0;
+		}
+	}
+	return handle_pte_fault(vmf);
+}
+
+/**
+ * handle_mm_fault - entry point for one fault in @vma at @address
+ * @kind: out: enum laf_fault_kind of what handled it
+ *
+ * mm_account_fault(): counted in pgfault (ru_minflt) unless the result is
+ * an error or VM_FAULT_RETRY (userfaultfd).
+ */
+vm_fault_t handle_mm_fault(struct laf_mm *mm, struct laf_vma *vma, uint64_t address,
+			   unsigned int flags, int *kind)
+{
+	struct vm_fault vmf = {
+		.mm = mm, .vma = vma, .address = address, .flags = flags,
+		.kind = LAF_FK_NONE,
+	};
+	vm_fault_t ret = __handle_mm_fault(&vmf);
+
+	if (!(ret & (LAF_VM_FAULT_OOM | LAF_VM_FAULT_SIGBUS | LAF_VM_FAULT_SIGSEGV |
+		     LAF_VM_FAULT_RETRY)))
+		mm->st.pgfault++;
+	*kind = vmf.kind;
+	return ret;
+}
+
+/* ------------------------------------------------------------- access */
+
+/*
+ * The MMU: does the present entry already allow this access?  Marks the page
+ * touched (emulator-only bit) on success.
+ */
+static inline bool mmu_access(struct laf_mm *mm, uint64_t addr, bool write)
+{
+	struct pmd_table *t;
+	pmd_t *pmd;
+	pte_t *ptep, pte;
+
+	if (unlikely(addr >= mm->task_size))
+		return false;
+	t = mm->pgd[addr >> mm->pud_shift];
+	if (!t)
+		return false;
+	pmd = &t->e[(addr >> mm->pmd_shift) & (mm->ptrs_per_pte - 1)];
+	if (unlikely(pmd->val)) {	/* huge leaf: touched bits live in the deposited table */
+		if (write && !(pmd->val & LAF_PTE_WRITE))
+			return false;
+		ptep = &pmd->ptes[pte_index(mm, addr)];
+		if (!(*ptep & LAF_PTE_TOUCHED)) {
+			*ptep |= LAF_PTE_TOUCHED;
+			if (pmd->val & LAF_PTE_SPECIAL)
+				mm->st.zero_pages_touched++;
+			else
+				mm->st.pages_touched++;
+		}
+		return true;
+	}
+	if (!pmd->ptes)
+		return false;
+	ptep = &pmd->ptes[pte_index(mm, addr)];
+	pte = *ptep;
+	if (!(pte & LAF_PTE_PRESENT) || (write && !(pte & LAF_PTE_WRITE)))
+		return false;
+	if (!(pte & LAF_PTE_TOUCHED)) {
+		*ptep = pte | LAF_PTE_TOUCHED;
+		if (pte & LAF_PTE_SPECIAL)
+			mm->st.zero_pages_touched++;
+		else
+			mm->st.pages_touched++;
+	}
+	return true;
+}
+
+#define LAF_MAX_FAULTS_PER_ACCESS 64
+
+/*
+ * One access as the CPU does it: try the MMU; on a miss take the fault
+ * (do_user_addr_fault: find_vma, access_error, handle_mm_fault) and
+ * re-execute, until the access completes or fails.
+ */
+static int laf_access_one(struct laf_mm *mm, uint64_t addr, bool write, int *kind,
+			  uint32_t *vmf_out, uint32_t *nr_faults)
+{
+	unsigned int n = 0;
+
+	*kind = LAF_FK_NONE;
+	*vmf_out = 0;
+	*nr_faults = 0;
+	if (likely(mmu_access(mm, addr, write))) {
+		mm->st.hits++;
+		return LAF_ACCESS_HIT;
+	}
+	for (;;) {
+		struct laf_vma *vma;
+		vm_fault_t ret;
+
+		mm->st.faults++;
+		vma = find_vma(mm, addr);
+		if (!vma || addr < vma->vm_start ||
+		    (write && !(vma->vm_flags & LAF_VM_WRITE)) ||
+		    (!write && !(vma->vm_flags & (LAF_VM_READ | LAF_VM_WRITE | LAF_VM_EXEC)))) {
+			mm->st.faults_sigsegv++;
+			return LAF_ACCESS_SIGSEGV;
+		}
+		ret = handle_mm_fault(mm, vma, addr, write ? FAULT_FLAG_WRITE : 0, kind);
+		*vmf_out = ret;
+		*nr_faults = ++n;
+		if (ret & LAF_VM_FAULT_OOM) {
+			mm->st.faults_oom++;
+			return LAF_ACCESS_OOM;
+		}
+		if (ret & LAF_VM_FAULT_SIGBUS) {
+			mm->st.faults_sigbus++;
+			return LAF_ACCESS_SIGBUS;
+		}
+		if (ret & LAF_VM_FAULT_USERFAULT)
+			return LAF_ACCESS_USERFAULT;
+		if (mmu_access(mm, addr, write))
+			return LAF_ACCESS_FAULT;
+		mm->st.faults_retried++;
+		if (n >= LAF_MAX_FAULTS_PER_ACCESS) {
+			mm->st.faults_sigbus++;
+			return LAF_ACCESS_SIGBUS;
+		}
+	}
+}
+
+int laf_access(struct laf_mm *mm, uint64_t addr, bool write, struct laf_fault_result *res)
+{
+	int kind;
+	uint32_t v, n;
+	int a = laf_access_one(mm, addr, write, &kind, &v, &n);
+
+	if (res) {
+		res->access = a;
+		res->kind = kind;
+		res->vm_fault = v;
+		res->nr_faults = n;
+		res->reserved = 0;
+		res->order = -1;
+	}
+	return a;
+}
+
+/* --------------------------------------------------------------- zap */
+
+static inline void account_touched_clear(struct laf_mm *mm, pte_t pte)
+{
+	if (pte & LAF_PTE_TOUCHED) {
+		if (pte & LAF_PTE_SPECIAL)
+			mm->st.zero_pages_touched--;
+		else
+			mm->st.pages_touched--;
+	}
+}
+
+/* arm64 contpte_try_unfold_partial(): repaint a partially covered block */
+static void contpte_unfold_block(struct laf_mm *mm, pte_t *ptes, unsigned int idx)
+{
+	unsigned int cont = 1u << mm->cont_pte_order, start = idx & ~(cont - 1), i;
+
+	if (!(ptes[idx] & LAF_PTE_CONT))
+		return;
+	for (i = start; i < start + cont; i++)
+		ptes[i] &= ~(pte_t)LAF_PTE_CONT;
+	mm->st.contpte_unfolds++;
+}
+
+/**
+ * zap_pte_range - unmap [@addr, @end) within one PTE table
+ *
+ * Per folio batch (folio_pte_batch()): clear the PTEs, MM_ANONPAGES -= nr,
+ * folio_remove_rmap_ptes() (a large anon folio left partially mapped goes
+ * to deferred_split_folio()), then folio_put_refs() frees it at zero.
+ */
+static void zap_pte_range(struct laf_mm *mm, pmd_t *pmd, uint64_t addr, uint64_t end)
+{
+	pte_t *ptes = pmd->ptes;
+	unsigned int i = pte_index(mm, addr);
+	unsigned int iend = i + (unsigned int)((end - addr) >> mm->page_shift);
+
+	if (mm->cont_pte_order) {
+		unsigned int cmask = (1u << mm->cont_pte_order) - 1;
+
+		if (i & cmask)
+			contpte_unfold_block(mm, ptes, i);
+		if ((iend & cmask) && iend > 0)
+			contpte_unfold_block(mm, ptes, iend - 1);
+	}
+	while (i < iend) {
+		pte_t pte = ptes[i];
+		uint64_t pfn, head, fend;
+		struct page *hp;
+		unsigned int n, k;
+
+		if (pte_none(pte)) {
+			i++;
+			continue;
+		}
+		if (pte_special(pte)) {
+			account_touched_clear(mm, pte);
+			ptes[i++] = 0;
+			mm->st.ptes_cleared++;
+			mm->st.per_page_ops++;
+			continue;
+		}
+		pfn = pte_pfn(pte);
+		head = compound_head_pfn(mm, pfn);
+		hp = pfn_to_page(mm, head);
+		fend = head + (1ULL << page_order(hp));
+		n = 1;
+		while (i + n < iend && pfn + n < fend && pte_present(ptes[i + n]) &&
+		       !pte_special(ptes[i + n]) && pte_pfn(ptes[i + n]) == pfn + n)
+			n++;
+		for (k = 0; k < n; k++) {
+			account_touched_clear(mm, ptes[i + k]);
+			ptes[i + k] = 0;
+		}
+		mm->st.ptes_cleared += n;
+		mm->st.per_page_ops += 2 * n;	/* PTE clear + per-page mapcount */
+		mm->st.mm_anonpages -= n;
+		hp->mapcount -= (int32_t)n;	/* folio_remove_rmap_ptes() */
+		mm->st.per_folio_ops++;
+		if (hp->mapcount > 0 && (hp->flags & PG_anon))
+			deferred_split_folio(mm, head, true);
+		folio_put_refs(mm, head, (int)n);
+		i += n;
+	}
+}
+
+/**
+ * zap_page_range - unmap_page_range() of [@start, @end) inside @vma
+ *
+ * A huge PMD fully covered is zapped whole (zap_huge_pmd()); a partially
+ * covered one is split first (__split_huge_pmd()).  Page tables stay.
+ */
+void zap_page_range(struct laf_mm *mm, struct laf_vma *vma, uint64_t start, uint64_t end)
+{
+	uint64_t addr = start;
+
+	while (addr < end) {
+		uint64_t next = align_down(addr, mm->pmd_size) + mm->pmd_size;
+		pmd_t *pmd;
+
+		if (next > end || next < addr)
+			next = end;
+		pmd = pmd_offset(mm, addr);
+		if (pmd && !pmd_none(pmd)) {
+			if (pmd_trans_huge(pmd)) {
+				if (next - addr == mm->pmd_size) {
+					zap_huge_pmd(mm, pmd);
+					addr = next;
+					continue;
+				}
+				__split_huge_pmd(mm, vma, pmd, addr);
+			}
+			zap_pte_range(mm, pmd, addr, next);
+		}
+		addr = next;
+	}
+}

@@ -1,0 +1,293 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * page_alloc.c - emulated physical memory: memmap, buddy allocator, memcg.
+ *
+ * Faithful: the buddy rules of mm/page_alloc.c (__rmqueue_smallest(), expand(),
+ * __free_one_page()): blocks are naturally aligned 2^order frames, a split
+ * returns the lower half and queues the upper halves, a free merges with its
+ * buddy while the buddy is a free block of the same order.  So physical
+ * alignment and contiguity are real, as arm64 contpte needs.
+ *
+ * Simplified (documented in README "Fidelity"): one zone, no per-cpu lists,
+ * no migratetypes, no watermarks, no compaction or reclaim; a large
+ * allocation succeeds iff a free block of that order exists (what
+ * GFP_TRANSHUGE_LIGHT, the default defrag=madvise mask, gets).  Order-0
+ * allocation and memcg-charge failures run the deferred-split shrinker once
+ * and retry, as direct reclaim would.  The memcg charge is pass/fail against
+ * memory.max.  Page tables take frames from emulated RAM but are not charged.
+ *
+ * Free lists link free block heads through struct page (buddy_next/prev);
+ * insertion and removal happen at the head of the list.
+ */
+#include <stdlib.h>
+
+#include "laf_internal.h"
+
+static void add_to_free_list(struct laf_mm *mm, uint32_t pfn, unsigned int order)
+{
+	struct page *p = pfn_to_page(mm, pfn);
+	uint32_t head = mm->free_head[order];
+
+	p->flags = PG_buddy | (order << PG_ORDER_SHIFT);
+	p->buddy_next = head;
+	p->buddy_prev = NO_PFN;
+	p->index = 0;
+	if (head != NO_PFN)
+		mm->memmap[head].buddy_prev = pfn;
+	mm->free_head[order] = pfn;
+	mm->free_count[order]++;
+	mm->nr_free += 1ULL << order;
+}
+
+static void del_page_from_free_list(struct laf_mm *mm, uint32_t pfn, unsigned int order)
+{
+	struct page *p = pfn_to_page(mm, pfn);
+
+	if (p->buddy_prev != NO_PFN)
+		mm->memmap[p->buddy_prev].buddy_next = p->buddy_next;
+	else
+		mm->free_head[order] = p->buddy_next;
+	if (p->buddy_next != NO_PFN)
+		mm->memmap[p->buddy_next].buddy_prev = p->buddy_prev;
+	p->flags = 0;
+	p->buddy_next = 0;
+	p->buddy_prev = 0;
+	mm->free_count[order]--;
+	mm->nr_free -= 1ULL << order;
+}
+
+/**
+ * __free_one_page - return a naturally aligned block to the buddy lists
+ * @mm: the emulated machine
+ * @pfn: first frame, aligned to 2^@order
+ * @order: block order
+ *
+ * Dup of mm/page_alloc.c: merge with the buddy (pfn ^ (1 << order)) while it
+ * is a free block of the same order, then queue the merged block.
+ */
+static void __free_one_page(struct laf_mm *mm, uint64_t pfn, unsigned int order)
+{
+	while (order < mm->max_page_order) {
+		uint64_t buddy = pfn ^ (1ULL << order);
+		struct page *bp;
+
+		if (buddy + (1ULL << order) > mm->nr_frames)
+			break;
+		bp = pfn_to_page(mm, buddy);
+		if (!(bp->flags & PG_buddy) || page_order(bp) != order)
+			break;
+		del_page_from_free_list(mm, (uint32_t)buddy, order);
+		pfn &= ~(1ULL << order);
+		order++;
+	}
+	add_to_free_list(mm, (uint32_t)pfn, order);
+}
+
+void __free_pages_ok(struct laf_mm *mm, uint64_t pfn, unsigned int order)
+{
+	__free_one_page(mm, pfn, order);
+}
+
+/**
+ * __rmqueue - take a free block of exactly @order (__rmqueue_smallest)
+ * Return: first pfn, or NO_PFN when no free block of order >= @order exists.
+ */
+uint32_t __rmqueue(struct laf_mm *mm, unsigned int order)
+{
+	unsigned int o;
+
+	for (o = order; o <= mm->max_page_order; o++) {
+		uint32_t pfn = mm->free_head[o];
+
+		if (pfn == NO_PFN)
+			continue;
+		del_page_from_free_list(mm, pfn, o);
+		/* expand(): keep the low half, queue the high halves */
+		while (o > order) {
+			o--;
+			add_to_free_list(mm, pfn + (1u << o), o);
+		}
+		return pfn;
+	}
+	return NO_PFN;
+}
+
+/**
+ * buddy_init - lay out emulated RAM
+ *
+ * Frame 0 is reserved as the shared zero page (my_zero_pfn()); every other
+ * frame is freed in the largest naturally aligned blocks that fit.
+ * Return: LAF_OK or LAF_ENOMEM.
+ */
+int buddy_init(struct laf_mm *mm)
+{
+	uint64_t pfn;
+	unsigned int o;
+
+	for (o = 0; o < LAF_NR_ORDERS; o++) {
+		mm->free_head[o] = NO_PFN;
+		mm->free_count[o] = 0;
+	}
+	mm->nr_free = 0;
+	mm->memmap[0].flags = PG_reserved;
+	mm->zero_pfn = 0;
+	pfn = 1;
+	while (pfn < mm->nr_frames) {
+		o = mm->max_page_order;
+		while (o && ((pfn & ((1ULL << o) - 1)) || pfn + (1ULL << o) > mm->nr_frames))
+			o--;
+		add_to_free_list(mm, (uint32_t)pfn, o);
+		pfn += 1ULL << o;
+	}
+	return LAF_OK;
+}
+
+/**
+ * vma_alloc_folio - allocate a folio of @order (no memcg charge)
+ *
+ * Emulates vma_alloc_folio() + prep_compound_page(): the head gets refcount 1
+ * and mapcount 0, each tail points at the head.  LAF_INJECT_ALLOC_FAIL makes
+ * the next allocations of an order fail.
+ * Return: head pfn or NO_PFN.
+ */
+uint32_t vma_alloc_folio(struct laf_mm *mm, unsigned int order)
+{
+	uint32_t pfn;
+	struct page *head;
+	unsigned int i, nr = 1u << order;
+
+	if (unlikely(mm->inject.alloc_fail[order])) {
+		mm->inject.alloc_fail[order]--;
+		return NO_PFN;
+	}
+	pfn = __rmqueue(mm, order);
+	if (pfn == NO_PFN)
+		return NO_PFN;
+	head = pfn_to_page(mm, pfn);
+	head->flags = PG_head | (order << PG_ORDER_SHIFT);
+	head->refcount = 1;
+	head->mapcount = 0;
+	head->index = 0;
+	for (i = 1; i < nr; i++) {
+		struct page *t = head + i;
+
+		t->flags = PG_tail;
+		t->head = pfn;
+		t->mapcount = 0;
+		t->index = 0;
+	}
+	mm->st.per_folio_ops++;
+	mm->st.per_page_ops += nr - 1;
+	return pfn;
+}
+
+static void memcg_uncharge(struct laf_mm *mm, struct page *head, unsigned int nr)
+{
+	if (head->flags & PG_memcg) {
+		mm->memcg_charged -= nr;
+		head->flags &= ~PG_memcg;
+	}
+}
+
+/**
+ * free_folio - the last reference is gone: undo every per-folio state
+ *
+ * Emulates __folio_put() -> free_unref_folios(): leaves the LRU, undoes the
+ * large-rmappable state (deferred-split queue, nr_anon_partially_mapped),
+ * nr_anon, the memcg charge, then frees the frames to the buddy allocator.
+ */
+void free_folio(struct laf_mm *mm, uint64_t pfn)
+{
+	struct page *head = pfn_to_page(mm, pfn);
+	unsigned int order = page_order(head), i, nr = 1u << order;
+
+	LAF_BUG_ON(!(head->flags & PG_head));
+	if (head->flags & PG_lru)
+		mm->st.lru_pages -= nr;
+	if (head->flags & PG_anon) {
+		if (order > 0)
+			mm->st.nr_anon[order]--;
+		if (head->flags & PG_partially_mapped)
+			mm->st.nr_anon_partially_mapped[order]--;
+		if (head->flags & PG_deferred_queued)
+			mm->st.deferred_split_queue--;
+	}
+	memcg_uncharge(mm, head, nr);
+	for (i = 1; i < nr; i++) {
+		head[i].flags = 0;
+		head[i].head = 0;
+	}
+	head->flags = 0;
+	head->refcount = 0;
+	head->mapcount = 0;
+	head->index = 0;
+	mm->st.per_folio_ops++;
+	__free_one_page(mm, pfn, order);
+}
+
+/**
+ * folio_put_refs - drop @refs references; free the folio at zero
+ */
+void folio_put_refs(struct laf_mm *mm, uint64_t pfn, int refs)
+{
+	struct page *head = pfn_to_page(mm, pfn);
+
+	head->refcount -= refs;
+	LAF_BUG_ON(head->refcount < 0);
+	if (head->refcount == 0)
+		free_folio(mm, pfn);
+}
+
+/**
+ * mem_cgroup_charge - charge a new folio to the mm's memory cgroup
+ * Return: 0, or -ENOMEM when memory.max would be exceeded (memcg_max_events).
+ */
+int mem_cgroup_charge(struct laf_mm *mm, uint64_t pfn, unsigned int order)
+{
+	uint64_t nr = 1ULL << order;
+	struct page *head = pfn_to_page(mm, pfn);
+
+	mm->st.per_folio_ops++;
+	if (unlikely(mm->inject.charge_fail[order])) {
+		mm->inject.charge_fail[order]--;
+		mm->st.memcg_max_events++;
+		return LAF_ENOMEM;
+	}
+	if (mm->memcg_limit && mm->memcg_charged + nr > mm->memcg_limit) {
+		mm->st.memcg_max_events++;
+		return LAF_ENOMEM;
+	}
+	mm->memcg_charged += nr;
+	head->flags |= PG_memcg;
+	return 0;
+}
+
+/**
+ * pte_alloc_one - allocate the frame backing a page table
+ * Return: pfn or NO_PFN (the fault then returns VM_FAULT_OOM).
+ */
+uint32_t pte_alloc_one(struct laf_mm *mm)
+{
+	uint32_t pfn = __rmqueue(mm, 0);
+
+	if (pfn == NO_PFN) {
+		/* direct reclaim: the deferred-split shrinker may free frames */
+		if (deferred_split_scan(mm))
+			pfn = __rmqueue(mm, 0);
+		if (pfn == NO_PFN)
+			return NO_PFN;
+	}
+	mm->memmap[pfn].flags = PG_pgtable;
+	mm->memmap[pfn].refcount = 1;
+	return pfn;
+}
+
+void pte_free(struct laf_mm *mm, uint32_t pfn)
+{
+	struct page *p = pfn_to_page(mm, pfn);
+
+	LAF_BUG_ON(!(p->flags & PG_pgtable));
+	p->flags = 0;
+	p->refcount = 0;
+	__free_one_page(mm, pfn, 0);
+}

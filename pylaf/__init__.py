@@ -1,0 +1,33 @@
+"""pylaf - a native-accelerated emulator of the Linux anonymous page-fault
+path with large folios (LARGE_ANON_FOLIO / multi-size THP).
+
+The C core (csrc/) keeps the kernel's names: handle_mm_fault(),
+do_anonymous_page(), alloc_anon_folio(), pte_range_none(), set_ptes() ...
+This package gives it a Python API:
+
+    from pylaf import AddressSpace, Config, Policy
+"""
+from __future__ import annotations
+
+from ._ffi import lib as _lib
+from .address_space import (Access, AddressSpace, FaultKind, FaultResult, Folio, FolioFlags,
+                            Pte, PteFlags, TouchResult, Vma, VmFlags, open_address_space)
+from .config import Config
+from .errors import (ClosedError, InvariantError, LafBusyError, LafError, LafMemoryError,
+                     LafValueError)
+from .policy import Policy, parse_thp_anon
+from .sizes import format_size, order_of, parse_size
+from .stats import Stats
+
+__version__ = "0.1.0"
+
+#: Orders in per-order arrays (LAF_NR_ORDERS), read from the C core.
+NR_ORDERS: int = _lib.LAF_NR_ORDERS
+COSTLY_ORDER: int = _lib.LAF_COSTLY_ORDER
+
+__all__ = [
+    "Access", "AddressSpace", "ClosedError", "Config", "FaultKind", "FaultResult", "Folio",
+    "FolioFlags", "InvariantError", "LafBusyError", "LafError", "LafMemoryError", "LafValueError",
+    "NR_ORDERS", "COSTLY_ORDER", "Policy", "Pte", "PteFlags", "Stats", "TouchResult", "Vma",
+    "VmFlags", "format_size", "open_address_space", "order_of", "parse_size", "parse_thp_anon",
+]

@@ -1,0 +1,12 @@
+"""Raw cffi bindings (private): ``ffi`` and ``lib`` of the compiled core."""
+from __future__ import annotations
+
+try:
+    from ._laf import ffi, lib  # type: ignore[import-not-found]
+except ImportError as exc:  # pragma: no cover - only without a build
+    raise ImportError(
+        "pylaf's C core is not built: run `pip install -e .` (or `python build.py`) "
+        "in the repository"
+    ) from exc
+
+__all__ = ["ffi", "lib"]

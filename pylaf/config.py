@@ -1,0 +1,62 @@
+"""Configuration of an emulated machine + process (``struct laf_config``)."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Optional
+
+from ._ffi import lib
+from .policy import Policy
+from .sizes import format_size, parse_size
+
+ARCHES = {"x86_64": lib.LAF_ARCH_GENERIC, "generic": lib.LAF_ARCH_GENERIC,
+          "arm64": lib.LAF_ARCH_ARM64, "aarch64": lib.LAF_ARCH_ARM64}
+PAGE_SIZES = {4096: 12, 16384: 14, 65536: 16}
+
+
+@dataclass(frozen=True)
+class Config:
+    """An emulated machine: base page size, architecture, RAM, memcg limit, policy.
+
+    Sizes accept bytes or the kernel's spelling (``"4K"``, ``"64K"``, ``"8G"``).
+    ``arch="arm64"`` enables contpte (PTE_CONT) and ``arch_wants_pte_order()``.
+    """
+
+    page_size: int | str = 4096
+    arch: str = "x86_64"
+    ram: int | str = "4G"
+    memcg_limit: Optional[int | str] = None
+    policy: Policy = field(default_factory=Policy)
+    mmap_base: Optional[int] = None
+
+    def __post_init__(self) -> None:
+        ps = parse_size(self.page_size)
+        if ps not in PAGE_SIZES:
+            raise ValueError(f"invalid page_size {self.page_size!r}: expected 4K, 16K or 64K")
+        object.__setattr__(self, "page_size", ps)
+        if self.arch not in ARCHES:
+            raise ValueError(f"invalid arch {self.arch!r}: expected one of {', '.join(ARCHES)}")
+        ram = parse_size(self.ram)
+        pmd = ps * (ps // 8)
+        if ram < 2 * pmd or ram % ps:
+            raise ValueError(f"invalid ram {self.ram!r}: needs a multiple of the page size and at "
+                             f"least two PMDs ({format_size(2 * pmd)})")
+        object.__setattr__(self, "ram", ram)
+        if self.memcg_limit is not None:
+            lim = parse_size(self.memcg_limit)
+            if lim % ps:
+                raise ValueError(f"invalid memcg_limit {self.memcg_limit!r}: not a multiple of "
+                                 f"the {format_size(ps)} page")
+            object.__setattr__(self, "memcg_limit", lim)
+        if not isinstance(self.policy, Policy):
+            object.__setattr__(self, "policy", Policy.parse(str(self.policy)))
+
+    @property
+    def page_shift(self) -> int:
+        return PAGE_SIZES[int(self.page_size)]
+
+    def fill_c(self, ccfg: object) -> None:
+        ccfg.page_shift = self.page_shift  # type: ignore[attr-defined]
+        ccfg.arch = ARCHES[self.arch]  # type: ignore[attr-defined]
+        ccfg.ram_bytes = int(self.ram)  # type: ignore[attr-defined]
+        ccfg.memcg_limit_bytes = int(self.memcg_limit or 0)  # type: ignore[attr-defined]
+        ccfg.mmap_base = int(self.mmap_base or 0)  # type: ignore[attr-defined]

@@ -1,0 +1,54 @@
+"""Exceptions, and the one place where C return codes become exceptions."""
+from __future__ import annotations
+
+from ._ffi import ffi, lib
+
+
+class LafError(Exception):
+    """Base class of pylaf errors; ``errno`` is the negative C code."""
+
+    def __init__(self, message: str, errno: int = 0) -> None:
+        super().__init__(message)
+        self.errno = errno
+
+
+class LafValueError(LafError, ValueError):
+    """Invalid argument (EINVAL, ERANGE, EPERM, ENOENT, EEXIST)."""
+
+
+class LafMemoryError(LafError, MemoryError):
+    """The emulated machine (or the host) ran out of memory (ENOMEM)."""
+
+
+class LafBusyError(LafError, RuntimeError):
+    """The address space is being used by another thread (EBUSY)."""
+
+
+class InvariantError(LafError, AssertionError):
+    """check_invariants() found corrupt emulator state (EUCLEAN)."""
+
+
+class ClosedError(LafError, RuntimeError):
+    """The address space was closed."""
+
+
+_BY_CODE: dict[int, type[LafError]] = {
+    lib.LAF_EINVAL: LafValueError,
+    lib.LAF_ERANGE: LafValueError,
+    lib.LAF_EPERM: LafValueError,
+    lib.LAF_ENOENT: LafValueError,
+    lib.LAF_EEXIST: LafValueError,
+    lib.LAF_ENOMEM: LafMemoryError,
+    lib.LAF_ENOSPC: LafMemoryError,
+    lib.LAF_EBUSY: LafBusyError,
+    lib.LAF_EUCLEAN: InvariantError,
+}
+
+
+def check(rv: int, what: str = "") -> int:
+    """Raise the exception for a negative C return code; return ``rv`` otherwise."""
+    if rv >= 0:
+        return rv
+    text = ffi.string(lib.laf_strerror(rv)).decode()
+    cls = _BY_CODE.get(rv, LafError)
+    raise cls(f"{what}: {text}" if what else text, rv)
