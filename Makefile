@@ -1,0 +1,36 @@
+# pylaf top-level build: the cffi extension, the C unit tests, the microbench.
+PYTHON ?= python3
+CC ?= cc
+CFLAGS_TEST = -std=gnu11 -g -O1 -Wall -Wextra -Wno-unused-parameter -DLAF_DEBUG
+SAN = -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all
+CORE = csrc/page_alloc.c csrc/pgtable.c csrc/memory.c csrc/huge_memory.c csrc/policy.c \
+       csrc/vma.c csrc/api.c csrc/check.c
+
+.PHONY: all ext ctest ctest-asan test clean
+
+all: ext
+
+ext:
+	$(PYTHON) build.py
+
+build/test_laf: csrc/test_laf.c $(CORE) csrc/laf.h csrc/laf_internal.h
+	@mkdir -p build
+	$(CC) $(CFLAGS_TEST) -Icsrc -o $@ csrc/test_laf.c $(CORE)
+
+build/test_laf_asan: csrc/test_laf.c $(CORE) csrc/laf.h csrc/laf_internal.h
+	@mkdir -p build
+	$(CC) $(CFLAGS_TEST) $(SAN) -Icsrc -o $@ csrc/test_laf.c $(CORE)
+
+ctest: build/test_laf
+	./build/test_laf
+
+ctest-asan: build/test_laf_asan
+	ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 ./build/test_laf_asan
+
+# The whole suite: C unit tests (plain and ASan+UBSan), then pytest
+# (benchmarks run once each as correctness checks).
+test: ctest ctest-asan
+	$(PYTHON) -m pytest -q --benchmark-disable
+
+clean:
+	rm -rf build pylaf/_laf.c pylaf/*.so pylaf/*.o
