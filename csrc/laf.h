@@ -234,7 +234,8 @@ struct laf_stats {
 	uint64_t folios_mapped[LAF_NR_ORDERS];
 
 	/* /proc/vmstat */
-	uint64_t pgfault;            /* faults accounted like ru_minflt (mm_account_fault) */
+	uint64_t pgfault;            /* vmstat PGFAULT: every completed fault, errors included */
+	uint64_t min_flt;            /* task min_flt (getrusage ru_minflt): successful faults */
 	uint64_t thp_fault_alloc;
 	uint64_t thp_fault_fallback;
 	uint64_t thp_fault_fallback_charge;

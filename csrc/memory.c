@@ -571,8 +571,9 @@ static vm_fault_t __handle_mm_fault(struct vm_fault *vmf)
  * handle_mm_fault - entry point for one fault in @vma at @address
  * @kind: out: enum laf_fault_kind of what handled it
  *
- * mm_account_fault(): counted in pgfault (ru_minflt) unless the result is
- * an error or VM_FAULT_RETRY (userfaultfd).
+ * mm_account_fault(): VM_FAULT_RETRY (userfaultfd) is not counted; every
+ * other fault counts in pgfault (vmstat PGFAULT, errors included) and, when
+ * it succeeded, in min_flt (getrusage ru_minflt, perf page-faults-min).
  */
 vm_fault_t handle_mm_fault(struct laf_mm *mm, struct laf_vma *vma, uint64_t address,
 			   unsigned int flags, int *kind)
@@ -583,9 +584,11 @@ vm_fault_t handle_mm_fault(struct laf_mm *mm, struct laf_vma *vma, uint64_t addr
 	};
 	vm_fault_t ret = __handle_mm_fault(&vmf);
 
-	if (!(ret & (LAF_VM_FAULT_OOM | LAF_VM_FAULT_SIGBUS | LAF_VM_FAULT_SIGSEGV |
-		     LAF_VM_FAULT_RETRY)))
+	if (!(ret & LAF_VM_FAULT_RETRY)) {
 		mm->st.pgfault++;
+		if (!(ret & (LAF_VM_FAULT_OOM | LAF_VM_FAULT_SIGBUS | LAF_VM_FAULT_SIGSEGV)))
+			mm->st.min_flt++;
+	}
 	*kind = vmf.kind;
 	return ret;
 }

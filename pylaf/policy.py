@@ -117,6 +117,9 @@ class Policy:
     fixed_order: Optional[int | str] = None
     anon_beside_full: bool = False
     name: Optional[str] = None
+    #: the kernel's ``thp_anon=`` string; resolved against the page size of the
+    #: address space (``16K`` is order 2 with 4K pages, order 0 with 16K pages)
+    thp_anon: Optional[str] = None
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
@@ -140,6 +143,17 @@ class Policy:
             elif self.fixed_order < 0 or self.fixed_order == 1:
                 raise ValueError(f"invalid fixed order {self.fixed_order}: anonymous folios are "
                                  "order 0 or 2..PMD order (order 1 is not an anon THP size)")
+        if self.thp_anon is not None:
+            errors = []
+            for ps in (4096, 16384, 65536):
+                try:
+                    parse_thp_anon(self.thp_anon, ps)
+                    break
+                except ValueError as exc:
+                    errors.append(exc)
+            else:
+                raise errors[0]
+            object.__setattr__(self, "sizes_exclusive", True)
         object.__setattr__(self, "sizes", MappingProxyType(dict(self.sizes)))
 
     # ---------------------------------------------------------- builders
@@ -147,11 +161,8 @@ class Policy:
     def upstream(cls, enabled: str = "madvise", sizes: Mapping[str, str] | None = None,
                  thp_anon: str | None = None, **kw: object) -> "Policy":
         """Mainline policy; ``thp_anon`` takes the kernel's boot-parameter syntax."""
-        if thp_anon is not None:
-            merged = dict(parse_thp_anon(thp_anon, int(kw.pop("page_size", 4096))))  # type: ignore[arg-type]
-            merged.update(sizes or {})
-            return cls(kind="upstream", enabled=enabled, sizes=merged, sizes_exclusive=True, **kw)  # type: ignore[arg-type]
-        return cls(kind="upstream", enabled=enabled, sizes=dict(sizes or {}), **kw)  # type: ignore[arg-type]
+        return cls(kind="upstream", enabled=enabled, sizes=dict(sizes or {}), thp_anon=thp_anon,
+                   **kw)  # type: ignore[arg-type]
 
     @classmethod
     def fixed(cls, order: int | str, **kw: object) -> "Policy":
@@ -217,9 +228,7 @@ class Policy:
                     raise ValueError(f"policy {spec!r}: unknown option {key!r}") from None
                 sizes[key] = value
         if thp_anon_spec is not None:
-            merged = parse_thp_anon(thp_anon_spec)
-            merged.update(sizes)
-            sizes = merged
+            kw["thp_anon"] = thp_anon_spec
         if base is not None:
             return replace(base, name=text, **kw)  # type: ignore[arg-type]
         return cls(kind=kind, sizes=sizes, sizes_exclusive=exclusive, name=text, **kw)  # type: ignore[arg-type]
@@ -233,6 +242,8 @@ class Policy:
         if self.kind == "fixed":
             return f"order-{self.fixed_order}"
         parts = [self.kind, f"enabled={self.enabled}"]
+        if self.thp_anon:
+            parts.append(f"thp_anon={self.thp_anon}")
         if self.sizes:
             parts.append(";".join(f"{k}:{v}" for k, v in self.sizes.items()))
         return "/".join(parts)
@@ -243,6 +254,9 @@ class Policy:
         states = {o: "never" for o in range(2, pmd_order + 1)}
         if not self.sizes_exclusive:
             states[pmd_order] = "inherit"
+        if self.thp_anon is not None:
+            for size, state in parse_thp_anon(self.thp_anon, page_size).items():
+                states[order_of(size, page_size)] = state
         for size, state in self.sizes.items():
             o = order_of(size, page_size)
             if not 2 <= o <= pmd_order:
