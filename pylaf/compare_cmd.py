@@ -1,0 +1,315 @@
+"""``pylaf compare``: run workloads under THP policies and print one table."""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+import types
+from typing import Any, Callable, NoReturn, Optional, Sequence
+
+from .sizes import format_size, parse_size
+
+DESCRIPTION = """\
+Run built-in workloads under several THP policies, each on a fresh emulated
+address space, and compare faults, RSS, bloat and fault-path work against the
+order-0 (no large folios) run of the same workload.
+
+Columns: faults = exception entries (perf page-faults); saved = faults saved
+against the order-0 run (absolute and %); RSS = MM_ANONPAGES at the end;
+bloat = RSS minus the pages the workload touched, and RSS/touched; per-page
+and per-folio ops = fault-path work done once per base page / once per folio;
+PTEs written; ns/fault = emulator wall time of the run divided by faults.
+"""
+
+EPILOG = """\
+policy specs (--policy, repeatable):
+  order-N, order-<size>      fixed order: every write fault tries exactly that
+                             order, then order 0 (order-0 = no large folios)
+  upstream[/enabled=MODE][/<size>=STATE...][/thp_anon=SPEC]
+                             mainline mTHP: global enabled (never|madvise|always)
+                             and per-size hugepages-<size>kB/enabled
+                             (always|inherit|madvise|never); thp_anon= takes the
+                             boot parameter syntax, e.g. 16K-64K:always;2M:inherit
+  laf-v3|huang-a|huang-b[/enabled=MODE]
+                             the 2023 LAF patch and Huang Ying's alternatives
+  huang-sysfs/enabled=never|madvise|always|small|auto
+  kernel                     this machine's live sysfs settings
+  options for any kind: /defrag=..., /use_zero_page=0|1, /anon_beside_full=0|1
+
+sizes (--ram, --memcg-limit): bytes or K, M, G, T suffixes (4G, 512M).
+
+examples:
+  pylaf compare                                 default workloads x default policies
+  pylaf compare --list                          what those are
+  pylaf compare --workload stride-64k --policy order-0 --policy order-4
+  pylaf compare --policy 'upstream/enabled=always/thp_anon=16K-64K:always'
+  pylaf compare --workload heap-churn --memcg-limit 64M --scale 0.5
+  pylaf compare --page-size 16K --arch arm64 --policy order-0 --policy order-2
+  pylaf compare --workload seq-fill --json | python3 -m json.tool
+"""
+
+
+class UsageError(Exception):
+    """Bad command-line input: reported on one line, exit status 2."""
+
+
+def _one_line_error(self: argparse.ArgumentParser, message: str) -> NoReturn:
+    self.exit(2, f"{self.prog}: error: {message} (see '{self.prog} --help')\n")
+
+
+def _size_arg(text: str) -> int:
+    try:
+        n = parse_size(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    if n <= 0:
+        raise argparse.ArgumentTypeError(f"invalid size {text!r}: must be > 0")
+    return n
+
+
+def _page_size_arg(text: str) -> int:
+    n = _size_arg(text)
+    if n not in (4096, 16384, 65536):
+        raise argparse.ArgumentTypeError(f"invalid page size {text!r}: expected 4K, 16K or 64K")
+    return n
+
+
+def _arch_arg(text: str) -> str:
+    aliases = {"x86_64": "x86_64", "x86-64": "x86_64", "generic": "x86_64",
+               "arm64": "arm64", "aarch64": "arm64"}
+    try:
+        return aliases[text.lower()]
+    except KeyError:
+        raise argparse.ArgumentTypeError(
+            f"invalid arch {text!r}: expected x86_64 or arm64") from None
+
+
+def _scale_arg(text: str) -> float:
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid scale {text!r}: expected a number") from None
+    if not (0 < v <= 1000):
+        raise argparse.ArgumentTypeError(f"invalid scale {text!r}: must be in (0, 1000]")
+    return v
+
+
+def register(subparsers: Any) -> argparse.ArgumentParser:
+    p = subparsers.add_parser(
+        "compare", help="run workloads under THP policies and compare faults, RSS and bloat",
+        description=DESCRIPTION, epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--workload", "-w", action="append", metavar="NAME",
+                   help="workload to run (repeatable; default: every default workload, "
+                        "see --list)")
+    p.add_argument("--policy", "-p", action="append", metavar="SPEC",
+                   help="THP policy spec (repeatable; default: order-0, order-4 and the "
+                        "other policies of pylaf.policy.DEFAULT_COMPARE, see --list)")
+    p.add_argument("--page-size", type=_page_size_arg, default=4096, metavar="4K|16K|64K",
+                   help="base page size of the emulated kernel (default: 4K)")
+    p.add_argument("--arch", type=_arch_arg, default="x86_64", metavar="x86_64|arm64",
+                   help="architecture: arm64 adds contpte (PTE_CONT) and "
+                        "arch_wants_pte_order() (default: x86_64)")
+    p.add_argument("--ram", type=_size_arg, default=4 << 30, metavar="SIZE",
+                   help="emulated RAM (default: 4G)")
+    p.add_argument("--memcg-limit", type=_size_arg, default=None, metavar="SIZE",
+                   help="memory.max of the process's memory cgroup (default: unlimited); "
+                        "charge failures fall back to smaller orders, then OOM")
+    p.add_argument("--scale", type=_scale_arg, default=1.0, metavar="F",
+                   help="multiply every workload's sizes and counts by F (default: 1.0; "
+                        "0.05 for a quick run)")
+    p.add_argument("--json", action="store_true",
+                   help="print the results as JSON on stdout instead of a table")
+    p.add_argument("--list", action="store_true",
+                   help="list the workloads (with their parameters) and the default "
+                        "policies, then exit")
+    p.error = types.MethodType(_one_line_error, p)  # type: ignore[method-assign]
+    p.set_defaults(func=run)
+    return p
+
+
+# ------------------------------------------------------------- formatting
+def _fmt_int(v: Optional[int]) -> str:
+    return "-" if v is None else f"{v:,}"
+
+
+def _fmt_saved(r: Any) -> str:
+    if r.is_baseline:
+        return "baseline"
+    if r.faults_saved is None:
+        return "-"
+    return f"{r.faults_saved:,} ({r.faults_saved_pct:.1f}%)"
+
+
+def _fmt_bytes(n: int) -> str:
+    for unit, mult in (("G", 1 << 30), ("M", 1 << 20), ("K", 1 << 10)):
+        if abs(n) >= mult:
+            return f"{n / mult:.1f}{unit}"
+    return f"{n}B"
+
+
+def _fmt_bloat(r: Any) -> str:
+    if not r.pages_touched:
+        return "-"
+    return f"{_fmt_bytes(r.bloat_bytes)} ({r.bloat_ratio:.2f}x)"
+
+
+def _problems(r: Any) -> str:
+    parts = []
+    if r.error:
+        parts.append(r.error)
+    if r.faults_oom:
+        parts.append(f"OOM x{r.faults_oom:,}")
+    if r.faults_sigsegv:
+        parts.append(f"SIGSEGV x{r.faults_sigsegv:,}")
+    if r.faults_sigbus:
+        parts.append(f"SIGBUS x{r.faults_sigbus:,}")
+    return ", ".join(parts)
+
+
+def _console(file: Any = None, pipe_width: int = 250) -> Any:
+    from rich.console import Console
+
+    out = file or sys.stdout
+    # a pipe or a file gets the table at its natural width (up to pipe_width),
+    # not squeezed into rich's default of 80 columns
+    width = None if getattr(out, "isatty", lambda: False)() else pipe_width
+    return Console(file=out, width=width, highlight=False)
+
+
+#: (header, cell formatter) of the numeric columns; headers are two lines
+#: so the table stays narrow enough for a terminal
+COLUMNS: tuple[tuple[str, Callable[[Any], str]], ...] = (
+    ("faults", lambda r: _fmt_int(r.faults)),
+    ("saved vs\norder-0", _fmt_saved),
+    ("RSS", lambda r: _fmt_bytes(r.rss_bytes)),
+    ("bloat\n(RSS/touched)", _fmt_bloat),
+    ("per-page\nops", lambda r: _fmt_int(r.per_page_ops)),
+    ("per-folio\nops", lambda r: _fmt_int(r.per_folio_ops)),
+    ("PTEs\nwritten", lambda r: _fmt_int(r.ptes_written)),
+    ("ns/fault", lambda r: "-" if r.ns_per_fault is None else f"{r.ns_per_fault:,.0f}"),
+)
+
+
+def results_table(results: Sequence[Any], title: str, caption: str = "") -> Any:
+    """One rich Table: a row per (workload, policy), a section per workload."""
+    from rich.table import Table
+
+    cells = [[fmt(r) for _, fmt in COLUMNS] for r in results]
+    problems = [_problems(r) for r in results]
+    table = Table(title=title, caption=caption or None, caption_justify="left")
+    table.add_column("workload", no_wrap=True,
+                     min_width=max([len("workload")] + [len(r.workload) for r in results]))
+    table.add_column("policy", overflow="fold", min_width=min(
+        24, max([len("policy")] + [len(r.policy) for r in results])))
+    for i, (header, _) in enumerate(COLUMNS):
+        # numbers are never truncated: the column is at least as wide as its cells
+        width = max([len(line) for line in header.split("\n")] + [len(c[i]) for c in cells])
+        table.add_column(header, justify="right", no_wrap=True, min_width=width)
+    if any(problems):
+        table.add_column("errors", style="red", overflow="fold", min_width=12)
+    prev = None
+    for r, row, prob in zip(results, cells, problems):
+        if prev is not None and r.workload != prev:
+            table.add_section()
+        extra = [prob] if any(problems) else []
+        table.add_row(r.workload if r.workload != prev else "", r.policy, *row, *extra)
+        prev = r.workload
+    return table
+
+
+def print_table(console: Any, table: Any) -> None:
+    """Print ``table``, widening the console if it is narrower than the
+    table's minimum (a too-narrow terminal wraps lines rather than losing
+    columns)."""
+    cols = table.columns
+    # every column has a min_width: cells + 2 padding + 1 border each, + 1 border
+    need = sum((c.min_width or 1) + 3 for c in cols) + 1
+    if need > console.width:
+        console.width = need
+    console.print(table)
+
+
+def _list(args: argparse.Namespace, console: Any) -> int:
+    from rich.table import Table
+
+    from .policy import DEFAULT_COMPARE
+    from .workloads import available_workloads, workload_info
+
+    infos = [workload_info(n) for n in available_workloads()]
+    if args.json:
+        print(json.dumps({"workloads": infos, "default_policies": list(DEFAULT_COMPARE)},
+                         indent=2))
+        return 0
+    wt = Table(title="workloads (--workload NAME)", title_justify="left")
+    wt.add_column("name", no_wrap=True)
+    wt.add_column("default", justify="center")
+    wt.add_column("description")
+    wt.add_column("parameters at --scale 1")
+    for info in infos:
+        wt.add_row(info["name"], "yes" if info["default"] else "", info["description"],
+                   info["params_text"])
+    console.print(wt)
+    pt = Table(title="default policies (--policy SPEC)", title_justify="left")
+    pt.add_column("spec")
+    for spec in DEFAULT_COMPARE:
+        pt.add_row(spec)
+    console.print(pt)
+    return 0
+
+
+def run(args: argparse.Namespace) -> int:
+    """Entry point of ``pylaf compare`` (``func`` of the subparser)."""
+    try:
+        return _run(args)
+    except BrokenPipeError:
+        # `pylaf compare | head`: stop quietly; keep the interpreter's final
+        # flush of stdout from raising again
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 0
+
+
+def _run(args: argparse.Namespace) -> int:
+    from .compare import compare, config_dict
+    from .workloads import available_workloads
+
+    if args.list:
+        return _list(args, _console(pipe_width=140))
+    from .errors import LafError
+
+    console = _console()
+    try:
+        known = available_workloads()
+        for w in args.workload or ():
+            if w not in known:
+                raise UsageError(f"unknown workload {w!r} (available: {', '.join(known)})")
+        skipped: list[tuple[str, str]] = []
+        t0 = time.perf_counter()
+        results = compare(args.workload, args.policy, page_size=args.page_size, arch=args.arch,
+                          ram=args.ram, memcg_limit=args.memcg_limit, scale=args.scale,
+                          skip_invalid=args.policy is None, skipped=skipped)
+        wall = time.perf_counter() - t0
+    except (UsageError, ValueError) as exc:      # bad input (LafValueError included)
+        print(f"pylaf compare: error: {' '.join(str(exc).split())}", file=sys.stderr)
+        return 2
+    except (LafError, MemoryError) as exc:       # the emulator (or the host) gave up
+        print(f"pylaf compare: failed: {' '.join(str(exc).split())}", file=sys.stderr)
+        return 1
+    for label, why in skipped:
+        print(f"pylaf compare: skipped policy {label!r}: {why}", file=sys.stderr)
+    cfg = config_dict(page_size=args.page_size, arch=args.arch, ram=args.ram,
+                      memcg_limit=args.memcg_limit, scale=args.scale)
+    if args.json:
+        doc = {"config": cfg, "wall_seconds": round(wall, 3),
+               "skipped_policies": [{"policy": p, "reason": r} for p, r in skipped],
+               "results": [r.to_dict() for r in results]}
+        print(json.dumps(doc, indent=2))
+        return 0
+    caption = (f"{format_size(args.page_size)} pages, {args.arch}, RAM {format_size(args.ram)}, "
+               f"memcg limit {format_size(args.memcg_limit) if args.memcg_limit else 'none'}, "
+               f"scale {args.scale:g}; {len(results)} runs in {wall:.1f}s")
+    print_table(console, results_table(results, "pylaf compare", caption))
+    return 0
