@@ -283,9 +283,34 @@ int laf_uffd_register(laf_mm *mm, uint64_t addr, uint64_t len, int mode)
 	GUARDED(mm, __laf_uffd_register(mm, addr, len, mode));
 }
 
+static int writeprotect(struct laf_mm *mm, uint64_t start, uint64_t len, bool wp);
+
+/*
+ * userfaultfd_unregister() -> userfaultfd_clear_vma(): a WP-registered part
+ * first gets uffd_wp_range(..., false) (uffd-wp bits cleared, exclusive anon
+ * pages writable again), then loses its VM_UFFD_* flags.
+ */
+static int uffd_unregister(struct laf_mm *mm, uint64_t start, uint64_t len)
+{
+	uint64_t end = start + len, addr = start;
+	struct laf_vma *v;
+
+	if ((start | len) & (mm->page_size - 1) || !len || end < start || end > mm->task_size)
+		return LAF_EINVAL;
+	while (addr < end && (v = find_vma(mm, addr)) && v->vm_start < end) {
+		uint64_t s = v->vm_start > addr ? v->vm_start : addr;
+		uint64_t e = v->vm_end < end ? v->vm_end : end;
+
+		if (v->vm_flags & LAF_VM_UFFD_WP)
+			writeprotect(mm, s, e - s, false);
+		addr = e;
+	}
+	return __laf_uffd_unregister(mm, start, len);
+}
+
 int laf_uffd_unregister(laf_mm *mm, uint64_t addr, uint64_t len)
 {
-	GUARDED(mm, __laf_uffd_unregister(mm, addr, len));
+	GUARDED(mm, uffd_unregister(mm, addr, len));
 }
 
 /*
@@ -298,18 +323,30 @@ static int mfill(struct laf_mm *mm, uint64_t start, uint64_t len, bool zeropage,
 {
 	uint64_t addr, end = start + len;
 
+	struct laf_vma *vma;
+
 	if ((start | len) & (mm->page_size - 1) || !len || end < start || end > mm->task_size)
 		return LAF_EINVAL;
+	/*
+	 * uffd_mfill_lock(): the VMA holding @start gets its anon_vma first
+	 * (find_vma_and_prepare_anon()), then the whole range must lie in that
+	 * one VMA and the VMA must be registered (any mode): else -ENOENT.  A
+	 * WP copy needs VM_UFFD_WP (-EINVAL).
+	 */
+	vma = find_vma(mm, start);
+	if (!vma || start < vma->vm_start)
+		return LAF_ENOENT;
+	vmf_anon_prepare(mm, vma);
+	if (end > vma->vm_end ||
+	    !(vma->vm_flags & (LAF_VM_UFFD_MISSING | LAF_VM_UFFD_WP | LAF_VM_UFFD_MINOR)))
+		return LAF_ENOENT;
+	if (wp && !(vma->vm_flags & LAF_VM_UFFD_WP))
+		return LAF_EINVAL;
 	for (addr = start; addr < end; addr += mm->page_size) {
-		struct laf_vma *vma = find_vma(mm, addr);
 		pmd_t *pmd;
 		pte_t *pte, entry;
 		uint32_t pfn;
 
-		if (!vma || addr < vma->vm_start || !(vma->vm_flags & LAF_VM_UFFD_MISSING))
-			return LAF_ENOENT;
-		if (wp && !(vma->vm_flags & LAF_VM_UFFD_WP))
-			return LAF_EINVAL;
 		pmd = pmd_offset_alloc(mm, addr);
 		if (!pmd)
 			return LAF_ENOMEM;
@@ -333,7 +370,6 @@ static int mfill(struct laf_mm *mm, uint64_t start, uint64_t len, bool zeropage,
 			folio_put(mm, pfn);
 			return LAF_ENOMEM;
 		}
-		vmf_anon_prepare(mm, vma);
 		folio_add_new_anon_rmap(mm, pfn, vma, addr);
 		pfn_to_page(mm, pfn)->flags |= PG_lru;
 		mm->st.lru_pages++;
@@ -366,16 +402,31 @@ static int writeprotect(struct laf_mm *mm, uint64_t start, uint64_t len, bool wp
 
 	if ((start | len) & (mm->page_size - 1) || !len || end < start || end > mm->task_size)
 		return LAF_EINVAL;
+	bool found = false;
+
 	for (addr = start; addr < end; addr += mm->page_size) {
 		struct laf_vma *vma = find_vma(mm, addr);
 		pmd_t *pmd;
 		pte_t *pte;
 
-		if (!vma || addr < vma->vm_start || !(vma->vm_flags & LAF_VM_UFFD_WP))
+		/* mwriteprotect_range(): holes are skipped, a non-WP VMA is -ENOENT */
+		if (!vma || vma->vm_start >= end)
+			break;
+		if (addr < vma->vm_start)
+			addr = vma->vm_start;
+		if (!(vma->vm_flags & LAF_VM_UFFD_WP))
 			return LAF_ENOENT;
+		found = true;
 		pmd = pmd_offset(mm, addr);
 		if (!pmd || pmd_none(pmd))
 			continue;
+		if (pmd_trans_huge(pmd)) {
+			uint64_t haddr = align_down(addr, mm->pmd_size);
+
+			/* change_pmd_range(): a huge PMD the range covers only in part is split */
+			if (haddr < start || haddr + mm->pmd_size > end)
+				__split_huge_pmd(mm, vma, pmd, addr);
+		}
 		if (pmd_trans_huge(pmd)) {
 			if (wp)
 				pmd->val = (pmd->val | LAF_PTE_UFFD_WP) & ~(uint64_t)LAF_PTE_WRITE;
@@ -391,6 +442,24 @@ static int writeprotect(struct laf_mm *mm, uint64_t start, uint64_t len, bool wp
 		pte = &pmd->ptes[pte_index(mm, addr)];
 		if (!pte_present(*pte))
 			continue;
+		if (mm->cont_pte_order && (*pte & LAF_PTE_CONT)) {
+			/*
+			 * arm64: a contpte block needs one pgprot; a block the
+			 * range covers only in part is unfolded first
+			 * (contpte_try_unfold_partial()).
+			 */
+			uint64_t csz = mm->page_size << mm->cont_pte_order;
+			uint64_t cs = align_down(addr, csz);
+
+			if (cs < start || cs + csz > end) {
+				pte_t *first = &pmd->ptes[pte_index(mm, cs)];
+				unsigned int k;
+
+				for (k = 0; k < (1u << mm->cont_pte_order); k++)
+					first[k] &= ~(pte_t)LAF_PTE_CONT;
+				mm->st.contpte_unfolds++;
+			}
+		}
 		if (wp) {
 			*pte = (*pte | LAF_PTE_UFFD_WP) & ~(pte_t)LAF_PTE_WRITE;
 		} else {
@@ -399,7 +468,7 @@ static int writeprotect(struct laf_mm *mm, uint64_t start, uint64_t len, bool wp
 				*pte |= LAF_PTE_WRITE;
 		}
 	}
-	return 0;
+	return found ? 0 : LAF_ENOENT;
 }
 
 int laf_uffd_writeprotect(laf_mm *mm, uint64_t addr, uint64_t len, int wp)
@@ -442,9 +511,64 @@ static inline void summarize(struct laf_touch_summary *s, int a, size_t i)
 		s->first_error = (int64_t)i;
 }
 
+/*
+ * The batch loops' paging-structure cache, as an MMU keeps one: the PTE
+ * table of the last PMD range an access walked.  An access whose PTE is
+ * present, allows it and is already marked TOUCHED (so nothing but the hit
+ * counters changes) is served from it.  Every other access goes through
+ * laf_access() and then refills the cache for a new PMD range.  Inside a
+ * batch no PTE table is freed or moved (only munmap/madvise/destroy free
+ * tables, and a table never becomes a huge PMD), so the cached table
+ * pointer stays valid; the PTE itself is always read live.
+ */
+struct mmu_walk_cache {
+	uint64_t tag;		/* addr >> pmd_shift, ~0 when empty */
+	pte_t *ptes;
+};
+
+static inline bool walk_cache_hit(struct laf_mm *mm, const struct mmu_walk_cache *c,
+				  uint64_t addr, bool write)
+{
+	pte_t pte, need = LAF_PTE_PRESENT | LAF_PTE_TOUCHED | (write ? LAF_PTE_WRITE : 0);
+
+	if ((addr >> mm->pmd_shift) != c->tag)
+		return false;
+	pte = c->ptes[pte_index(mm, addr)];
+	return (pte & need) == need;
+}
+
+static inline void walk_cache_fill(struct laf_mm *mm, struct mmu_walk_cache *c, uint64_t addr)
+{
+	pmd_t *pmd;
+
+	if ((addr >> mm->pmd_shift) == c->tag)
+		return;
+	pmd = pmd_offset(mm, addr);
+	if (pmd && !pmd->val && pmd->ptes) {
+		c->tag = addr >> mm->pmd_shift;
+		c->ptes = pmd->ptes;
+	} else {
+		c->tag = ~0ULL;
+	}
+}
+
+static inline int touch_one(struct laf_mm *mm, struct mmu_walk_cache *c, uint64_t addr, bool w)
+{
+	int a;
+
+	if (walk_cache_hit(mm, c, addr, w)) {
+		mm->st.hits++;
+		return LAF_ACCESS_HIT;
+	}
+	a = laf_access(mm, addr, w, NULL);
+	walk_cache_fill(mm, c, addr);
+	return a;
+}
+
 static int __touch(struct laf_mm *mm, const uint64_t *addrs, size_t n, const uint8_t *writes,
 		   int write, int8_t *results, struct laf_touch_summary *s)
 {
+	struct mmu_walk_cache wc = { .tag = ~0ULL };
 	size_t i;
 
 	memset(s, 0, sizeof(*s));
@@ -452,7 +576,7 @@ static int __touch(struct laf_mm *mm, const uint64_t *addrs, size_t n, const uin
 	s->accesses = n;
 	for (i = 0; i < n; i++) {
 		bool w = writes ? writes[i] != 0 : write != 0;
-		int a = laf_access(mm, addrs[i], w, NULL);
+		int a = touch_one(mm, &wc, addrs[i], w);
 
 		if (results)
 			results[i] = (int8_t)a;
@@ -472,13 +596,14 @@ int laf_touch(laf_mm *mm, const uint64_t *addrs, size_t n, const uint8_t *writes
 static int __touch_range(struct laf_mm *mm, uint64_t start, uint64_t len, uint64_t stride,
 			 int write, struct laf_touch_summary *s)
 {
+	struct mmu_walk_cache wc = { .tag = ~0ULL };
 	uint64_t off;
 	size_t i = 0;
 
 	memset(s, 0, sizeof(*s));
 	s->first_error = -1;
 	for (off = 0; off < len; off += stride, i++) {
-		int a = laf_access(mm, start + off, write != 0, NULL);
+		int a = touch_one(mm, &wc, start + off, write != 0);
 
 		summarize(s, a, i);
 	}

@@ -64,6 +64,7 @@ static int check_vmas(struct ctx *c)
 
 			CHECK(c, p->vm_end <= v->vm_start, "vmas %zu and %zu overlap", i - 1, i);
 			CHECK(c, !(p->vm_end == v->vm_start && p->vm_flags == v->vm_flags &&
+				   !v->no_merge_prev &&
 				   (!p->anon_vma || !v->anon_vma || p->anon_vma == v->anon_vma)),
 			      "vmas %zu and %zu [%#llx) should have merged", i - 1, i,
 			      (unsigned long long)v->vm_start);
@@ -146,11 +147,18 @@ static int check_ptes(struct ctx *c, pmd_t *pmd, uint64_t base)
 
 			CHECK(c, !(p0 & (cont - 1)), "contpte block at %#llx: PA not aligned",
 			      (unsigned long long)addr);
-			for (k = 0; k < cont; k++)
+			for (k = 0; k < cont; k++) {
+				const pte_t prot = LAF_PTE_WRITE | LAF_PTE_UFFD_WP | LAF_PTE_SPECIAL;
+
 				CHECK(c, (pmd->ptes[s + k] & LAF_PTE_CONT) &&
 					 pte_pfn(pmd->ptes[s + k]) == p0 + k,
 				      "contpte block at %#llx broken at entry %u",
 				      (unsigned long long)addr, k);
+				/* one pgprot per block (access/dirty bits may differ) */
+				CHECK(c, (pmd->ptes[s + k] & prot) == (pmd->ptes[s] & prot),
+				      "contpte block at %#llx: entry %u has another pgprot",
+				      (unsigned long long)addr, k);
+			}
 		}
 	}
 	return 0;

@@ -101,8 +101,9 @@ static void map_anon_folio_pmd(struct laf_mm *mm, uint32_t pfn, pmd_t *pmd,
 	folio_add_new_anon_rmap(mm, pfn, vma, haddr);
 	mm->st.lru_pages += nr;	/* folio_add_lru_vma() */
 	mm->st.per_folio_ops++;
-	pmd->val = pfn_pte(pfn, LAF_PTE_PRESENT | LAF_PTE_HUGE | LAF_PTE_YOUNG |
-			   ((vma->vm_flags & LAF_VM_WRITE) ? LAF_PTE_WRITE | LAF_PTE_DIRTY : 0));
+	/* maybe_pmd_mkwrite(pmd_mkdirty(entry)): dirty even in a read-only VMA */
+	pmd->val = pfn_pte(pfn, LAF_PTE_PRESENT | LAF_PTE_HUGE | LAF_PTE_YOUNG | LAF_PTE_DIRTY |
+			   ((vma->vm_flags & LAF_VM_WRITE) ? LAF_PTE_WRITE : 0));
 	mm->st.mm_anonpages += nr;
 	mm->st.thp_fault_alloc++;
 	mm->st.anon_fault_alloc[mm->pmd_order]++;

@@ -113,6 +113,11 @@ enum laf_policy_kind {
 #define LAF_PROT_READ   0x1
 #define LAF_PROT_WRITE  0x2
 #define LAF_MAP_FIXED   0x1   /* place exactly at addr; overlap is -EEXIST (MAP_FIXED_NOREPLACE) */
+#define LAF_MAP_NOMERGE 0x2   /* a VMA the kernel keeps unmerged: no merge at creation, its own
+                                 anon_vma, never merged with the VMA just below it (brk():
+                                 do_brk_flags() only expands VMAs at or above start_brk, so the
+                                 heap never merges with .bss; mremap(): the moved VMA keeps its
+                                 source's anon_vma) */
 
 /* madvise advice (Linux values) */
 #define LAF_MADV_DONTNEED    4

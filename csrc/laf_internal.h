@@ -123,7 +123,7 @@ struct laf_vma {
 	/* LAF_THP_AUTO heuristic state (policy.c) */
 	uint64_t auto_next;
 	int32_t auto_order;
-	int32_t pad;
+	int32_t no_merge_prev; /* LAF_MAP_NOMERGE: never merged with the VMA just below it */
 };
 
 struct deferred_split {

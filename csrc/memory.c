@@ -118,8 +118,15 @@ static inline bool pte_range_none(const pte_t *pte, unsigned int nr)
 {
 	unsigned int i;
 
-	for (i = 0; i < nr; i++)
-		if (!pte_none(pte[i]))
+	if (nr < 4) {
+		for (i = 0; i < nr; i++)
+			if (!pte_none(pte[i]))
+				return false;
+		return true;
+	}
+	/* nr is a folio size (a power of two): OR 4 PTEs per step, stop at the first hit */
+	for (i = 0; i < nr; i += 4)
+		if (pte[i] | pte[i + 1] | pte[i + 2] | pte[i + 3])
 			return false;
 	return true;
 }
@@ -270,6 +277,7 @@ static bool anon_beside_full(struct laf_mm *mm, struct laf_vma *vma, const pte_t
  * alloc_anon_folio - choose, allocate and charge the folio for a write fault
  * @vmf: the fault
  * @pfnp: out: head pfn of the new folio
+ * @charge: policy_charge_in_alloc_loop(): charge each order in the loop
  *
  * Dup of mm/memory.c (6.18), policy-parameterised:
  *  1. uffd armed (MISSING/WP/MINOR) → order 0;
@@ -287,11 +295,10 @@ static bool anon_beside_full(struct laf_mm *mm, struct laf_vma *vma, const pte_t
  *
  * Return: 0 with *pfnp set, ALLOC_EAGAIN, or ALLOC_OOM.
  */
-static int alloc_anon_folio(struct vm_fault *vmf, uint32_t *pfnp)
+static int alloc_anon_folio(struct vm_fault *vmf, uint32_t *pfnp, bool charge)
 {
 	struct laf_mm *mm = vmf->mm;
 	struct laf_vma *vma = vmf->vma;
-	bool charge = policy_charge_in_alloc_loop(mm);
 	unsigned long orders;
 	int order;
 	pte_t *pte;
@@ -373,6 +380,7 @@ static vm_fault_t do_anonymous_page(struct vm_fault *vmf)
 	uint64_t addr;
 	uint32_t pfn;
 	pte_t entry, *pte;
+	bool charge;
 	int ret;
 
 	if (vma->vm_flags & LAF_VM_SHARED)
@@ -396,8 +404,10 @@ static vm_fault_t do_anonymous_page(struct vm_fault *vmf)
 		return 0;
 	}
 
-	vmf_anon_prepare(mm, vma);
-	ret = alloc_anon_folio(vmf, &pfn);
+	if (unlikely(!vma->anon_vma))
+		vmf_anon_prepare(mm, vma);
+	charge = policy_charge_in_alloc_loop(mm);	/* @charge: upstream; else LAF v3 */
+	ret = alloc_anon_folio(vmf, &pfn, charge);
 	if (ret == ALLOC_EAGAIN)
 		return 0;
 	if (ret == ALLOC_OOM)
@@ -410,8 +420,13 @@ static vm_fault_t do_anonymous_page(struct vm_fault *vmf)
 	if (vma->vm_flags & LAF_VM_WRITE)
 		entry |= LAF_PTE_WRITE | LAF_PTE_DIRTY;
 
-	if (!policy_charge_in_alloc_loop(mm) && mem_cgroup_charge(mm, pfn, order)) {
-		/* LAF v3: charge after allocation, failure is OOM (no fallback) */
+	/*
+	 * LAF v3: charge after allocation, failure is OOM (no fallback).  The
+	 * order-0 charge is the same GFP_KERNEL charge as folio_prealloc()'s:
+	 * its reclaim is emulated the same way (shrinker once, then retry).
+	 */
+	if (!charge && mem_cgroup_charge(mm, pfn, order) &&
+	    (order || !deferred_split_scan(mm) || mem_cgroup_charge(mm, pfn, 0))) {
 		folio_put(mm, pfn);
 		return LAF_VM_FAULT_OOM;
 	}
@@ -445,27 +460,13 @@ static vm_fault_t do_anonymous_page(struct vm_fault *vmf)
 	return 0;
 }
 
-/* Remove one PTE mapping of @pfn's folio (used by do_wp_page's copy). */
-static void folio_remove_rmap_pte_put(struct laf_mm *mm, uint64_t pfn)
-{
-	uint64_t head = compound_head_pfn(mm, pfn);
-	struct page *hp = pfn_to_page(mm, head);
-
-	hp->mapcount--;
-	mm->st.mm_anonpages--;
-	if (hp->mapcount > 0 && (hp->flags & PG_anon))
-		deferred_split_folio(mm, head, true);
-	folio_put(mm, head);
-}
-
 /**
  * do_wp_page - write to a present, write-protected PTE
  *
  * uffd-wp protected → handed to userfaultfd.  The zero page → wp_page_copy()
- * of an order-0 zeroed folio (upstream never builds an mTHP here).  An
- * exclusive anon page → reused (made writable), except a large folio with a
- * single page left mapped, which is copied to order 0
- * (__wp_can_reuse_large_anon_folio()).
+ * of an order-0 zeroed folio (upstream never builds an mTHP here).  An anon
+ * page is always PageAnonExclusive here (one mm, no fork/GUP pins), so it is
+ * reused (made writable) in place.
  */
 static vm_fault_t do_wp_page(struct vm_fault *vmf)
 {
@@ -474,47 +475,36 @@ static vm_fault_t do_wp_page(struct vm_fault *vmf)
 	pte_t old = *vmf->pte, entry;
 	uint64_t addr = align_down(vmf->address, mm->page_size);
 	uint32_t pfn;
-	bool was_zero = pte_special(old);
 
 	if ((old & LAF_PTE_UFFD_WP) && (vma->vm_flags & LAF_VM_UFFD_WP))
 		return handle_userfault(mm);
 
-	if (!was_zero) {
-		uint64_t head = compound_head_pfn(mm, pte_pfn(old));
-		struct page *hp = pfn_to_page(mm, head);
-
-		if (page_order(hp) == 0 || hp->mapcount > 1) {
-			*vmf->pte = old | LAF_PTE_WRITE | LAF_PTE_DIRTY | LAF_PTE_YOUNG;
-			mm->st.faults_wp++;
-			vmf->kind = LAF_FK_WP;
-			return 0;
-		}
+	if (!pte_special(old)) {
+		/*
+		 * One mm, no fork: every anon page is PageAnonExclusive, so
+		 * do_wp_page() reuses it (wp_page_reuse()) whatever the folio size.
+		 */
+		*vmf->pte = old | LAF_PTE_WRITE | LAF_PTE_DIRTY | LAF_PTE_YOUNG;
+		mm->st.faults_wp++;
+		vmf->kind = LAF_FK_WP;
+		return 0;
 	}
 
+	/* wp_page_copy() of the zero page: folio_prealloc(need_zero = true) */
 	vmf_anon_prepare(mm, vma);
-	pfn = folio_prealloc(mm, was_zero, true);
+	pfn = folio_prealloc(mm, true, true);
 	if (pfn == NO_PFN)
 		return LAF_VM_FAULT_OOM;
 	if (*vmf->pte != old) {		/* vmf_pte_changed(): raced */
 		folio_put(mm, pfn);
 		return 0;
 	}
-	if (!was_zero) {
-		mm->st.bytes_zeroed += 0;	/* copy, not zero */
-		mm->st.per_page_ops++;
-	}
 	entry = pfn_pte(pfn, LAF_PTE_PRESENT | LAF_PTE_YOUNG | LAF_PTE_WRITE | LAF_PTE_DIRTY);
-	/* ptep_clear_flush() of the old entry */
-	if (old & LAF_PTE_TOUCHED) {
-		if (was_zero)
-			mm->st.zero_pages_touched--;
-		else
-			mm->st.pages_touched--;
-	}
+	/* ptep_clear_flush() of the zero-page entry */
+	if (old & LAF_PTE_TOUCHED)
+		mm->st.zero_pages_touched--;
 	*vmf->pte = 0;
 	mm->st.ptes_cleared++;
-	if (!was_zero)
-		folio_remove_rmap_pte_put(mm, pte_pfn(old));
 	mm->st.mm_anonpages++;				/* inc_mm_counter() */
 	folio_add_new_anon_rmap(mm, pfn, vma, addr);
 	folio_add_lru_vma(mm, pfn);
@@ -643,22 +633,19 @@ static inline bool mmu_access(struct laf_mm *mm, uint64_t addr, bool write)
 #define LAF_MAX_FAULTS_PER_ACCESS 64
 
 /*
- * One access as the CPU does it: try the MMU; on a miss take the fault
- * (do_user_addr_fault: find_vma, access_error, handle_mm_fault) and
- * re-execute, until the access completes or fails.
+ * The MMU missed: take the fault (do_user_addr_fault: find_vma,
+ * access_error, handle_mm_fault) and re-execute, until the access completes
+ * or fails.  Kept out of line so the hit path below needs no stack frame.
  */
-static int laf_access_one(struct laf_mm *mm, uint64_t addr, bool write, int *kind,
-			  uint32_t *vmf_out, uint32_t *nr_faults)
+static __attribute__((noinline))
+int laf_access_fault(struct laf_mm *mm, uint64_t addr, bool write, int *kind,
+		     uint32_t *vmf_out, uint32_t *nr_faults)
 {
 	unsigned int n = 0;
 
 	*kind = LAF_FK_NONE;
 	*vmf_out = 0;
 	*nr_faults = 0;
-	if (likely(mmu_access(mm, addr, write))) {
-		mm->st.hits++;
-		return LAF_ACCESS_HIT;
-	}
 	for (;;) {
 		struct laf_vma *vma;
 		vm_fault_t ret;
@@ -694,12 +681,34 @@ static int laf_access_one(struct laf_mm *mm, uint64_t addr, bool write, int *kin
 	}
 }
 
+/* One access as the CPU does it: try the MMU; on a miss, fault and retry. */
+static int laf_access_one(struct laf_mm *mm, uint64_t addr, bool write, int *kind,
+			  uint32_t *vmf_out, uint32_t *nr_faults)
+{
+	if (likely(mmu_access(mm, addr, write))) {
+		mm->st.hits++;
+		*kind = LAF_FK_NONE;
+		*vmf_out = 0;
+		*nr_faults = 0;
+		return LAF_ACCESS_HIT;
+	}
+	return laf_access_fault(mm, addr, write, kind, vmf_out, nr_faults);
+}
+
 int laf_access(struct laf_mm *mm, uint64_t addr, bool write, struct laf_fault_result *res)
 {
 	int kind;
 	uint32_t v, n;
-	int a = laf_access_one(mm, addr, write, &kind, &v, &n);
+	int a;
 
+	if (likely(!res)) {	/* batches: the hit needs no result, no stack frame */
+		if (likely(mmu_access(mm, addr, write))) {
+			mm->st.hits++;
+			return LAF_ACCESS_HIT;
+		}
+		return laf_access_fault(mm, addr, write, &kind, &v, &n);
+	}
+	a = laf_access_one(mm, addr, write, &kind, &v, &n);
 	if (res) {
 		res->access = a;
 		res->kind = kind;
@@ -760,7 +769,7 @@ static void zap_pte_range(struct laf_mm *mm, pmd_t *pmd, uint64_t addr, uint64_t
 		pte_t pte = ptes[i];
 		uint64_t pfn, head, fend;
 		struct page *hp;
-		unsigned int n, k;
+		unsigned int n, touched;
 
 		if (pte_none(pte)) {
 			i++;
@@ -777,14 +786,18 @@ static void zap_pte_range(struct laf_mm *mm, pmd_t *pmd, uint64_t addr, uint64_t
 		head = compound_head_pfn(mm, pfn);
 		hp = pfn_to_page(mm, head);
 		fend = head + (1ULL << page_order(hp));
-		n = 1;
-		while (i + n < iend && pfn + n < fend && pte_present(ptes[i + n]) &&
-		       !pte_special(ptes[i + n]) && pte_pfn(ptes[i + n]) == pfn + n)
-			n++;
-		for (k = 0; k < n; k++) {
-			account_touched_clear(mm, ptes[i + k]);
-			ptes[i + k] = 0;
+		/* folio_pte_batch(): consecutive pages of this folio, cleared as found */
+		touched = !!(pte & LAF_PTE_TOUCHED);
+		ptes[i] = 0;
+		for (n = 1; i + n < iend && pfn + n < fend; n++) {
+			pte_t next = ptes[i + n];
+
+			if (!pte_present(next) || pte_special(next) || pte_pfn(next) != pfn + n)
+				break;
+			touched += !!(next & LAF_PTE_TOUCHED);
+			ptes[i + n] = 0;
 		}
+		mm->st.pages_touched -= touched;
 		mm->st.ptes_cleared += n;
 		mm->st.per_page_ops += 2 * n;	/* PTE clear + per-page mapcount */
 		mm->st.mm_anonpages -= n;

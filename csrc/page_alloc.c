@@ -23,7 +23,7 @@
 
 #include "laf_internal.h"
 
-static void add_to_free_list(struct laf_mm *mm, uint32_t pfn, unsigned int order)
+static inline void add_to_free_list(struct laf_mm *mm, uint32_t pfn, unsigned int order)
 {
 	struct page *p = pfn_to_page(mm, pfn);
 	uint32_t head = mm->free_head[order];
@@ -39,7 +39,7 @@ static void add_to_free_list(struct laf_mm *mm, uint32_t pfn, unsigned int order
 	mm->nr_free += 1ULL << order;
 }
 
-static void del_page_from_free_list(struct laf_mm *mm, uint32_t pfn, unsigned int order)
+static inline void del_page_from_free_list(struct laf_mm *mm, uint32_t pfn, unsigned int order)
 {
 	struct page *p = pfn_to_page(mm, pfn);
 
@@ -94,9 +94,14 @@ void __free_pages_ok(struct laf_mm *mm, uint64_t pfn, unsigned int order)
  */
 uint32_t __rmqueue(struct laf_mm *mm, unsigned int order)
 {
+	uint32_t head = mm->free_head[order];
 	unsigned int o;
 
-	for (o = order; o <= mm->max_page_order; o++) {
+	if (likely(head != NO_PFN)) {	/* exact fit: nothing to expand() */
+		del_page_from_free_list(mm, head, order);
+		return head;
+	}
+	for (o = order + 1; o <= mm->max_page_order; o++) {
 		uint32_t pfn = mm->free_head[o];
 
 		if (pfn == NO_PFN)
@@ -168,13 +173,14 @@ uint32_t vma_alloc_folio(struct laf_mm *mm, unsigned int order)
 	head->refcount = 1;
 	head->mapcount = 0;
 	head->index = 0;
-	for (i = 1; i < nr; i++) {
-		struct page *t = head + i;
+	if (nr > 1) {
+		/* prep_compound_tail(): one 16-byte store per tail page */
+		typedef uint32_t page_vec __attribute__((vector_size(sizeof(struct page))));
+		const page_vec tail = { PG_tail, pfn, 0, 0 };
 
-		t->flags = PG_tail;
-		t->head = pfn;
-		t->mapcount = 0;
-		t->index = 0;
+		_Static_assert(sizeof(struct page) == 16, "struct page is 4 x 32 bits");
+		for (i = 1; i < nr; i++)
+			__builtin_memcpy(&head[i], &tail, sizeof(tail));
 	}
 	mm->st.per_folio_ops++;
 	mm->st.per_page_ops += nr - 1;

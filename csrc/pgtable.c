@@ -93,6 +93,32 @@ int __pte_alloc(struct laf_mm *mm, pmd_t *pmd)
  * (contpte_try_fold()) needs a large folio written one PTE at a time, which
  * no emulated path does; it is not emulated.
  */
+/* arm64 contpte_set_ptes(): out of line, so the generic set_ptes() stays a leaf */
+static __attribute__((noinline)) void contpte_set_ptes(struct laf_mm *mm, uint64_t addr,
+							pte_t *ptep, pte_t pte, unsigned int nr)
+{
+	unsigned int cont = 1u << mm->cont_pte_order, i;
+	uint64_t vpn = addr >> mm->page_shift, pfn = pte_pfn(pte);
+	pte_t bits = pte & ((1ULL << LAF_PTE_PFN_SHIFT) - 1);
+	unsigned int done = 0;
+
+	while (done < nr) {
+		uint64_t v = vpn + done, p = pfn + done;
+		unsigned int n = cont - (unsigned int)(v & (cont - 1));
+		pte_t b = bits;
+
+		if (n > nr - done)
+			n = nr - done;
+		if (n == cont && !(p & (cont - 1))) {
+			b |= LAF_PTE_CONT;
+			mm->st.contpte_blocks++;
+		}
+		for (i = 0; i < n; i++)
+			ptep[done + i] = pfn_pte(p + i, b);
+		done += n;
+	}
+}
+
 void set_ptes(struct laf_mm *mm, uint64_t addr, pte_t *ptep, pte_t pte, unsigned int nr)
 {
 	uint64_t pfn_step = 1ULL << LAF_PTE_PFN_SHIFT;
@@ -104,31 +130,22 @@ void set_ptes(struct laf_mm *mm, uint64_t addr, pte_t *ptep, pte_t pte, unsigned
 	mm->st.per_page_ops += nr;
 	mm->st.per_folio_ops++;
 
-	if (mm->cont_pte_order && nr > 1) {
-		unsigned int cont = 1u << mm->cont_pte_order;
-		uint64_t vpn = addr >> mm->page_shift, pfn = pte_pfn(pte);
-		pte_t bits = pte & ((1ULL << LAF_PTE_PFN_SHIFT) - 1);
-		unsigned int done = 0;
-
-		while (done < nr) {
-			uint64_t v = vpn + done, p = pfn + done;
-			unsigned int n = cont - (unsigned int)(v & (cont - 1));
-			pte_t b = bits;
-
-			if (n > nr - done)
-				n = nr - done;
-			if (n == cont && !(p & (cont - 1))) {
-				b |= LAF_PTE_CONT;
-				mm->st.contpte_blocks++;
-			}
-			for (i = 0; i < n; i++)
-				ptep[done + i] = pfn_pte(p + i, b);
-			done += n;
-		}
+	if (nr == 1) {
+		*ptep = pte;
 		return;
 	}
-	for (i = 0; i < nr; i++)
-		ptep[i] = pte + i * pfn_step;
+	if (unlikely(mm->cont_pte_order)) {
+		contpte_set_ptes(mm, addr, ptep, pte, nr);
+		return;
+	}
+	for (i = 0; i + 4 <= nr; i += 4, pte += 4 * pfn_step) {
+		ptep[i] = pte;
+		ptep[i + 1] = pte + pfn_step;
+		ptep[i + 2] = pte + 2 * pfn_step;
+		ptep[i + 3] = pte + 3 * pfn_step;
+	}
+	for (; i < nr; i++, pte += pfn_step)
+		ptep[i] = pte;
 }
 
 static void free_pte_range(struct laf_mm *mm, pmd_t *pmd)
@@ -179,13 +196,43 @@ void free_pgd_range(struct laf_mm *mm, uint64_t addr, uint64_t end,
 		end -= mm->pmd_size;
 	if (addr > end - 1)
 		return;
-	for (; addr < end; addr += mm->pmd_size) {
-		pmd_t *pmd = pmd_offset(mm, addr);
+	/* free_pud_range(): one free_pmd_range() per PUD range */
+	while (addr < end) {
+		uint64_t pud_size = 1ULL << mm->pud_shift;
+		uint64_t start = addr & ~(pud_size - 1);
+		uint64_t next = start + pud_size;
+		uint64_t pceil = ceiling & ~(pud_size - 1);
+		size_t gi = addr >> mm->pud_shift;
 
-		if (pmd)
-			free_pte_range(mm, pmd);
-		if (addr + mm->pmd_size < addr)
-			break;
+		if (!next || next - 1 >= end - 1)
+			next = end;
+		for (; addr < next; addr += mm->pmd_size) {
+			pmd_t *pmd = pmd_offset(mm, addr);
+
+			if (pmd)
+				free_pte_range(mm, pmd);
+			if (addr + mm->pmd_size < addr)
+				return;
+		}
+		addr = next;
+		/*
+		 * free_pmd_range() tail: the PMD table goes too when no VMA can
+		 * use its PUD range (mm_dec_nr_pmds()).
+		 */
+		if (start < floor || (ceiling && !pceil) || next - 1 > pceil - 1)
+			continue;
+		if (gi < mm->pgd_entries && mm->pgd[gi]) {
+			unsigned int j;
+
+			for (j = 0; j < mm->ptrs_per_pte; j++)
+				if (!pmd_none(&mm->pgd[gi]->e[j]))
+					break;
+			if (j < mm->ptrs_per_pte)
+				continue;	/* cannot happen: the kernel's floor/ceiling guarantee it */
+			free(mm->pgd[gi]);
+			mm->pgd[gi] = NULL;
+			mm->st.nr_pmds--;
+		}
 	}
 }
 

@@ -139,6 +139,7 @@ static int split_vma(struct laf_mm *mm, size_t i, uint64_t addr)
 	split_huge_pmd_address(mm, &mm->vmas[i], addr);
 	nv = mm->vmas[i];
 	nv.vm_start = addr;
+	nv.no_merge_prev = 0;
 	mm->vmas[i].vm_end = addr;
 	vma_insert_at(mm, i + 1, &nv);
 	return 0;
@@ -151,7 +152,7 @@ static bool is_mergeable_anon_vma(uint64_t a, uint64_t b)
 
 static bool can_merge(const struct laf_vma *a, const struct laf_vma *b)
 {
-	return a->vm_end == b->vm_start && a->vm_flags == b->vm_flags &&
+	return a->vm_end == b->vm_start && a->vm_flags == b->vm_flags && !b->no_merge_prev &&
 	       is_mergeable_anon_vma(a->anon_vma, b->anon_vma);
 }
 
@@ -219,19 +220,19 @@ static uint64_t get_unmapped_area_plain(struct laf_mm *mm, uint64_t hint, uint64
 
 /*
  * __get_unmapped_area() for a private anonymous mapping: a length that is a
- * multiple of PMD_SIZE goes through __thp_get_unmapped_area() (pad by
- * PMD_SIZE, then align; top-down takes the upper aligned slot).
+ * multiple of PMD_SIZE and no address hint goes through
+ * __thp_get_unmapped_area() (pad by PMD_SIZE, then align; top-down takes the
+ * upper aligned slot).  With a hint the placement is the ordinary one
+ * ("mm: respect mmap hint address when aligning for THP", 6.13: `!addr`).
  */
 static uint64_t get_unmapped_area(struct laf_mm *mm, uint64_t hint, uint64_t len)
 {
-	if (!(len & (mm->pmd_size - 1))) {
+	if (!hint && !(len & (mm->pmd_size - 1))) {
 		uint64_t size = mm->pmd_size, len_pad = len + size, ret, off_sub;
 
 		if (len_pad >= len) {
-			ret = get_unmapped_area_plain(mm, hint, len_pad);
+			ret = get_unmapped_area_plain(mm, 0, len_pad);
 			if (ret) {
-				if (hint && ret == align_up(hint, mm->page_size))
-					return ret;
 				off_sub = (0 - ret) & (size - 1);
 				if (!off_sub)
 					return ret + size;
@@ -248,7 +249,8 @@ int __laf_mmap(struct laf_mm *mm, uint64_t addr, uint64_t len, int prot, int fla
 	struct laf_vma v;
 	size_t i;
 
-	if (!len || (prot & ~(LAF_PROT_READ | LAF_PROT_WRITE)) || (flags & ~LAF_MAP_FIXED))
+	if (!len || (prot & ~(LAF_PROT_READ | LAF_PROT_WRITE)) ||
+	    (flags & ~(LAF_MAP_FIXED | LAF_MAP_NOMERGE)))
 		return LAF_EINVAL;
 	if (len > mm->task_size)
 		return LAF_ENOMEM;
@@ -274,9 +276,14 @@ int __laf_mmap(struct laf_mm *mm, uint64_t addr, uint64_t len, int prot, int fla
 	v.vm_end = addr + len;
 	v.vm_flags = (prot & LAF_PROT_READ ? LAF_VM_READ : 0) |
 		     (prot & LAF_PROT_WRITE ? LAF_VM_WRITE : 0);
+	if (flags & LAF_MAP_NOMERGE) {
+		v.no_merge_prev = 1;
+		v.anon_vma = ++mm->next_anon_vma;
+	}
 	i = vma_index(mm, addr);
 	vma_insert_at(mm, i, &v);
-	vma_merge_around(mm, i);
+	if (!(flags & LAF_MAP_NOMERGE))
+		vma_merge_around(mm, i);
 	*out = addr;
 	return 0;
 }
@@ -396,18 +403,12 @@ static int modify_flags_range(struct laf_mm *mm, uint64_t start, uint64_t end,
 	return 0;
 }
 
-/* Is [start, end) fully covered by VMAs? */
-static bool range_mapped(struct laf_mm *mm, uint64_t start, uint64_t end)
+/* Does any VMA intersect [start, end)? */
+static bool range_has_vma(struct laf_mm *mm, uint64_t start, uint64_t end)
 {
 	size_t i = vma_index(mm, start);
-	uint64_t addr = start;
 
-	for (; i < mm->nr_vmas && addr < end; i++) {
-		if (mm->vmas[i].vm_start > addr)
-			return false;
-		addr = mm->vmas[i].vm_end;
-	}
-	return addr >= end;
+	return i < mm->nr_vmas && mm->vmas[i].vm_start < end;
 }
 
 /*
@@ -472,7 +473,8 @@ int __laf_madvise(struct laf_mm *mm, uint64_t start, uint64_t len, int advice)
 	if (len && !alen)
 		return LAF_EINVAL;
 	end = start + alen;
-	if (end < start || end > mm->task_size)
+	/* is_valid_madvise(): only wrap-around is invalid; beyond TASK_SIZE is a hole (-ENOMEM) */
+	if (end < start)
 		return LAF_EINVAL;
 	if (end == start)
 		return 0;
@@ -498,8 +500,11 @@ int __laf_prctl(struct laf_mm *mm, int option, uint64_t arg2, uint64_t arg3, int
 	}
 	if (option != LAF_PR_SET_THP_DISABLE)
 		return LAF_EINVAL;
-	/* flags only when disabling; only EXCEPT_ADVISED is a known flag */
-	if (arg2 > 1 || (!arg2 && arg3) || (arg3 & ~(uint64_t)LAF_PR_THP_DISABLE_EXCEPT_ADVISED))
+	/*
+	 * prctl_set_thp_disable(bool thp_disable, flags): any non-zero arg2
+	 * disables; flags only when disabling, only EXCEPT_ADVISED is known.
+	 */
+	if ((!arg2 && arg3) || (arg3 & ~(uint64_t)LAF_PR_THP_DISABLE_EXCEPT_ADVISED))
 		return LAF_EINVAL;
 	if (arg2) {
 		mm->mmf_disable_thp_except_advised = arg3 & LAF_PR_THP_DISABLE_EXCEPT_ADVISED;
@@ -513,7 +518,7 @@ int __laf_prctl(struct laf_mm *mm, int option, uint64_t arg2, uint64_t arg3, int
 
 int __laf_uffd_register(struct laf_mm *mm, uint64_t start, uint64_t len, int mode)
 {
-	uint64_t set = 0, end = start + len;
+	uint64_t set = 0, end = start + len, addr;
 
 	if ((start | len) & (mm->page_size - 1) || !len || end < start || end > mm->task_size)
 		return LAF_EINVAL;
@@ -522,22 +527,60 @@ int __laf_uffd_register(struct laf_mm *mm, uint64_t start, uint64_t len, int mod
 		return LAF_EINVAL;
 	if (mode & LAF_UFFDIO_REGISTER_MODE_MINOR)	/* anon VMAs: hugetlb/shmem only */
 		return LAF_EINVAL;
-	if (!range_mapped(mm, start, end))
+	/* fs/userfaultfd.c: -EINVAL only if no VMA at all; holes are skipped */
+	if (!range_has_vma(mm, start, end))
 		return LAF_EINVAL;
 	if (mode & LAF_UFFDIO_REGISTER_MODE_MISSING)
 		set |= LAF_VM_UFFD_MISSING;
 	if (mode & LAF_UFFDIO_REGISTER_MODE_WP)
 		set |= LAF_VM_UFFD_WP;
-	return modify_flags_range(mm, start, end, VM_UFFD_FLAGS, set, true);
+	/*
+	 * userfaultfd_register_range(): a VMA already registered with (at
+	 * least) these modes is skipped, the others get exactly these modes.
+	 */
+	for (addr = start; addr < end;) {
+		size_t i = vma_index(mm, addr);
+		struct laf_vma *v;
+		uint64_t s, e;
+		int err;
+
+		if (i == mm->nr_vmas || mm->vmas[i].vm_start >= end)
+			break;
+		v = &mm->vmas[i];
+		s = v->vm_start > addr ? v->vm_start : addr;
+		e = v->vm_end < end ? v->vm_end : end;
+		if ((v->vm_flags & set) != set &&
+		    (err = modify_flags_range(mm, s, e, VM_UFFD_FLAGS, set, true)))
+			return err;
+		addr = e;
+	}
+	return 0;
 }
 
 int __laf_uffd_unregister(struct laf_mm *mm, uint64_t start, uint64_t len)
 {
-	uint64_t end = start + len;
+	uint64_t end = start + len, addr;
 
 	if ((start | len) & (mm->page_size - 1) || !len || end < start || end > mm->task_size)
 		return LAF_EINVAL;
-	if (!range_mapped(mm, start, end))
+	/* fs/userfaultfd.c: -EINVAL only if no VMA at all; holes are skipped */
+	if (!range_has_vma(mm, start, end))
 		return LAF_EINVAL;
-	return modify_flags_range(mm, start, end, VM_UFFD_FLAGS, 0, true);
+	for (addr = start; addr < end;) {
+		size_t i = vma_index(mm, addr);
+		struct laf_vma *v;
+		uint64_t s, e;
+		int err;
+
+		if (i == mm->nr_vmas || mm->vmas[i].vm_start >= end)
+			break;
+		v = &mm->vmas[i];
+		s = v->vm_start > addr ? v->vm_start : addr;
+		e = v->vm_end < end ? v->vm_end : end;
+		if ((v->vm_flags & VM_UFFD_FLAGS) &&
+		    (err = modify_flags_range(mm, s, e, VM_UFFD_FLAGS, 0, true)))
+			return err;
+		addr = e;
+	}
+	return 0;
 }

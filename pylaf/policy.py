@@ -72,8 +72,8 @@ def parse_thp_anon(spec: str, page_size: int = 4096) -> dict[str, str]:
     if not spec or not spec.strip():
         raise ValueError("empty thp_anon= string")
     for token in spec.strip().split(";"):
-        if not token:
-            continue
+        # setup_thp_anon(): every ';'-separated token, an empty one included
+        # (a trailing ';'), must be "<sizes>:<state>"
         if ":" not in token:
             raise ValueError(f"thp_anon={spec!r}: {token!r} lacks ':<state>'")
         sizes, state = token.rsplit(":", 1)
@@ -83,10 +83,10 @@ def parse_thp_anon(spec: str, page_size: int = 4096) -> dict[str, str]:
         for item in sizes.split(","):
             if not item:
                 raise ValueError(f"thp_anon={spec!r}: empty size in {token!r}")
-            lo, _, hi = item.partition("-")
+            lo, dash, hi = item.partition("-")
             try:
                 o_lo = order_of(lo, page_size)
-                o_hi = order_of(hi, page_size) if hi else o_lo
+                o_hi = order_of(hi, page_size) if dash else o_lo   # "16K-" is an error
             except ValueError as exc:
                 raise ValueError(f"thp_anon={spec!r}: {exc}") from None
             if o_lo > o_hi:

@@ -1,0 +1,1285 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * test_laf.c - unit tests of the emulator core through the public laf.h ABI,
+ * in the style of the kernel's tools/testing/vma harness: each test is a
+ * static bool test_xxx(void); ASSERT_*() print file:line:func(): expr and
+ * return false; the runner calls every test, runs laf_check_invariants() on
+ * every address space the test created, destroys them, and ends with the
+ * line "N passed, N failed".  `make ctest` and `make ctest-asan` (ASan +
+ * UBSan, leak detection) build and run it.
+ *
+ * Expected values come from the kernel's semantics (upstream-mthp.md, the
+ * LAF v3 seed patch) and this machine's measurements
+ * (docs/kernel-findings.md), not from the emulator's output.
+ *
+ * PTE pictures (one character per base page, as pte_picture() draws them):
+ *   .  none          z  small zero page     Z  huge zero PMD
+ *   p  order-0 page  F  page of a large folio (PTE-mapped)
+ *   C  large folio page with PTE_CONT (arm64)   H  PMD-mapped THP
+ */
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "laf.h"
+
+#define K (1ULL << 10)
+#define M (1ULL << 20)
+#define BASE 0x100000000000ULL  /* fixed mappings live here, far below mmap_base */
+
+/* ------------------------------------------------------------- harness */
+
+#define ASSERT_TRUE(_expr)                                                      \
+	do {                                                                    \
+		if (!(_expr)) {                                                 \
+			fprintf(stderr, "%s:%d:%s(): %s\n", __FILE__, __LINE__, \
+				__func__, #_expr);                              \
+			return false;                                           \
+		}                                                               \
+	} while (0)
+
+#define ASSERT_FALSE(_expr) ASSERT_TRUE(!(_expr))
+
+#define ASSERT_EQ(_a, _b)                                                       \
+	do {                                                                    \
+		long long __a = (long long)(_a), __b = (long long)(_b);         \
+		if (__a != __b) {                                               \
+			fprintf(stderr, "%s:%d:%s(): %s == %s (%lld != %lld)\n",  \
+				__FILE__, __LINE__, __func__, #_a, #_b, __a, __b); \
+			return false;                                           \
+		}                                                               \
+	} while (0)
+
+#define ASSERT_NE(_a, _b) ASSERT_TRUE((_a) != (_b))
+#define ASSERT_OK(_expr) ASSERT_EQ((_expr), LAF_OK)
+
+#define ASSERT_STREQ(_a, _b)                                                    \
+	do {                                                                    \
+		const char *__a = (_a), *__b = (_b);                            \
+		if (strcmp(__a, __b)) {                                         \
+			fprintf(stderr, "%s:%d:%s(): %s == %s\n  got  \"%s\"\n  want \"%s\"\n", \
+				__FILE__, __LINE__, __func__, #_a, #_b, __a, __b); \
+			return false;                                           \
+		}                                                               \
+	} while (0)
+
+/* Every mm a test creates; the runner checks and destroys them after it. */
+#define MAX_MMS 8
+static laf_mm *live[MAX_MMS];
+static int nr_live;
+
+static laf_mm *mm_new(uint32_t page_shift, uint32_t arch, uint64_t ram, uint64_t memcg)
+{
+	struct laf_config cfg;
+	laf_mm *mm = NULL;
+
+	laf_config_default(&cfg);
+	cfg.page_shift = page_shift;
+	cfg.arch = arch;
+	cfg.ram_bytes = ram;
+	cfg.memcg_limit_bytes = memcg;
+	if (laf_mm_create(&cfg, &mm) || !mm || nr_live == MAX_MMS) {
+		laf_mm_destroy(mm);
+		return NULL;
+	}
+	live[nr_live++] = mm;
+	return mm;
+}
+
+/* a 4K x86-64 mm with 64M of RAM */
+static laf_mm *mm_small(void)
+{
+	return mm_new(12, LAF_ARCH_GENERIC, 64 * M, 0);
+}
+
+/* upstream policy: global @enabled, the listed orders "always" */
+static int set_upstream(laf_mm *mm, int enabled, unsigned long always_orders, int pmd_state)
+{
+	struct laf_policy pol;
+	struct laf_geometry g;
+	int o;
+
+	laf_get_geometry(mm, &g);
+	laf_policy_default(&pol, g.page_shift);
+	pol.enabled = enabled;
+	for (o = 2; o < (int)g.pmd_order; o++)
+		if (always_orders & (1UL << o))
+			pol.per_size[o] = LAF_THP_ALWAYS;
+	pol.per_size[g.pmd_order] = pmd_state;
+	return laf_set_policy(mm, &pol);
+}
+
+static int set_kind(laf_mm *mm, int kind, int enabled)
+{
+	struct laf_policy pol;
+	struct laf_geometry g;
+
+	laf_get_geometry(mm, &g);
+	laf_policy_default(&pol, g.page_shift);
+	pol.kind = kind;
+	pol.enabled = enabled;
+	return laf_set_policy(mm, &pol);
+}
+
+static uint64_t map_fixed(laf_mm *mm, uint64_t addr, uint64_t len)
+{
+	uint64_t out = 0;
+
+	if (laf_mmap(mm, addr, len, LAF_PROT_READ | LAF_PROT_WRITE, LAF_MAP_FIXED, &out))
+		return 0;
+	return out;
+}
+
+static struct laf_fault_result fault(laf_mm *mm, uint64_t addr, int write)
+{
+	struct laf_fault_result r;
+
+	memset(&r, 0xff, sizeof(r));
+	if (laf_fault(mm, addr, write, &r))
+		r.access = -1;
+	return r;
+}
+
+static struct laf_stats stats(laf_mm *mm)
+{
+	struct laf_stats s;
+
+	memset(&s, 0, sizeof(s));
+	laf_get_stats(mm, &s);
+	return s;
+}
+
+static int touch(laf_mm *mm, uint64_t start, uint64_t len, int write)
+{
+	struct laf_touch_summary sum;
+
+	if (laf_touch_range(mm, start, len, 4 * K, write, &sum))
+		return -1;
+	return (int)sum.faulted;
+}
+
+/* One character per page, see the header comment. */
+static const char *pte_picture(laf_mm *mm, uint64_t start, size_t n)
+{
+	static char buf[4096];
+	uint64_t ptes[4096];
+	int8_t orders[4096];
+	size_t i;
+
+	if (n >= sizeof(buf) || laf_read_ptes(mm, start, n, ptes, orders))
+		return "<error>";
+	for (i = 0; i < n; i++) {
+		char c;
+
+		if (orders[i] == -1)
+			c = '.';
+		else if (orders[i] == -2)
+			c = 'z';
+		else if (orders[i] == -3)
+			c = 'Z';
+		else if (ptes[i] & LAF_PTE_HUGE)
+			c = 'H';
+		else if (ptes[i] & LAF_PTE_CONT)
+			c = 'C';
+		else
+			c = orders[i] ? 'F' : 'p';
+		buf[i] = c;
+	}
+	buf[n] = 0;
+	return buf;
+}
+
+static int folio_order_at(laf_mm *mm, uint64_t addr)
+{
+	struct laf_folio_info fi;
+
+	if (laf_lookup(mm, addr, NULL, &fi))
+		return -100;
+	return fi.order;
+}
+
+/* ---------------------------------------------------------------- tests */
+
+static bool test_geometry(void)
+{
+	static const struct { uint32_t shift; uint64_t ram, pmd; uint32_t order, ptrs; } g[] = {
+		{ 12, 64 * M, 2 * M, 9, 512 },
+		{ 14, 256 * M, 32 * M, 11, 2048 },
+		{ 16, 1024 * M, 512 * M, 13, 8192 },
+	};
+	size_t i;
+
+	for (i = 0; i < sizeof(g) / sizeof(g[0]); i++) {
+		laf_mm *mm = mm_new(g[i].shift, LAF_ARCH_ARM64, g[i].ram, 0);
+		struct laf_geometry geo;
+
+		ASSERT_TRUE(mm);
+		ASSERT_OK(laf_get_geometry(mm, &geo));
+		ASSERT_EQ(geo.page_size, 1ULL << g[i].shift);
+		ASSERT_EQ(geo.pmd_size, g[i].pmd);
+		ASSERT_EQ(geo.pmd_order, g[i].order);
+		ASSERT_EQ(geo.ptrs_per_pte, g[i].ptrs);
+		ASSERT_EQ(geo.ram_pages, g[i].ram >> g[i].shift);
+	}
+	return true;
+}
+
+static bool test_arch_pte_orders(void)
+{
+	/* arch_wants_pte_order(): -1 generic; the contpte order on arm64 */
+	static const struct { uint32_t shift, arch; int32_t arch_order; uint32_t cont; } g[] = {
+		{ 12, LAF_ARCH_GENERIC, -1, 0 }, { 12, LAF_ARCH_ARM64, 4, 4 },
+		{ 14, LAF_ARCH_ARM64, 7, 7 },    { 16, LAF_ARCH_ARM64, 5, 5 },
+	};
+	size_t i;
+
+	for (i = 0; i < sizeof(g) / sizeof(g[0]); i++) {
+		laf_mm *mm = mm_new(g[i].shift, g[i].arch, 1024 * M, 0);
+		struct laf_geometry geo;
+
+		ASSERT_TRUE(mm);
+		ASSERT_OK(laf_get_geometry(mm, &geo));
+		ASSERT_EQ(geo.arch_pte_order, g[i].arch_order);
+		ASSERT_EQ(geo.cont_pte_order, g[i].cont);
+	}
+	return true;
+}
+
+static bool test_create_rejects_bad_config(void)
+{
+	struct laf_config cfg;
+	laf_mm *mm = (laf_mm *)0x1;
+
+	laf_config_default(&cfg);
+	cfg.page_shift = 13;
+	ASSERT_EQ(laf_mm_create(&cfg, &mm), LAF_EINVAL);
+	ASSERT_TRUE(mm == NULL);
+	laf_config_default(&cfg);
+	cfg.arch = 9;
+	ASSERT_EQ(laf_mm_create(&cfg, &mm), LAF_EINVAL);
+	laf_config_default(&cfg);
+	cfg.ram_bytes = 2 * M;                 /* less than two PMDs */
+	ASSERT_EQ(laf_mm_create(&cfg, &mm), LAF_EINVAL);
+	laf_config_default(&cfg);
+	cfg.flags = 1;
+	ASSERT_EQ(laf_mm_create(&cfg, &mm), LAF_EINVAL);
+	ASSERT_EQ(laf_mm_create(NULL, &mm), LAF_EINVAL);
+	laf_mm_destroy(NULL);
+	ASSERT_TRUE(strlen(laf_strerror(LAF_EINVAL)) > 0);
+	return true;
+}
+
+static bool test_policy_default_and_validation(void)
+{
+	laf_mm *mm = mm_small();
+	struct laf_policy pol, got;
+	int o;
+
+	ASSERT_TRUE(mm);
+	/* stock 6.18: enabled=madvise, use_zero_page=1, PMD inherit, others never */
+	ASSERT_OK(laf_get_policy(mm, &got));
+	ASSERT_EQ(got.kind, LAF_POLICY_UPSTREAM);
+	ASSERT_EQ(got.enabled, LAF_THP_MADVISE);
+	ASSERT_EQ(got.use_zero_page, 1);
+	for (o = 0; o < LAF_NR_ORDERS; o++)
+		ASSERT_EQ(got.per_size[o], o == 9 ? LAF_THP_INHERIT : LAF_THP_NEVER);
+
+	laf_policy_default(&pol, 12);
+	pol.per_size[1] = LAF_THP_ALWAYS;             /* order 1: no anon enabled file */
+	ASSERT_EQ(laf_set_policy(mm, &pol), LAF_EINVAL);
+	laf_policy_default(&pol, 12);
+	pol.per_size[10] = LAF_THP_ALWAYS;            /* above the PMD order */
+	ASSERT_EQ(laf_set_policy(mm, &pol), LAF_EINVAL);
+	laf_policy_default(&pol, 12);
+	pol.enabled = LAF_THP_SMALL;                  /* Huang's values: huang-sysfs only */
+	ASSERT_EQ(laf_set_policy(mm, &pol), LAF_EINVAL);
+	pol.kind = LAF_POLICY_HUANG_SYSFS;
+	ASSERT_OK(laf_set_policy(mm, &pol));
+	laf_policy_default(&pol, 12);
+	pol.kind = LAF_POLICY_FIXED;
+	pol.fixed_order = 1;
+	ASSERT_EQ(laf_set_policy(mm, &pol), LAF_EINVAL);
+	pol.fixed_order = 10;
+	ASSERT_EQ(laf_set_policy(mm, &pol), LAF_EINVAL);
+	laf_policy_default(&pol, 12);
+	pol.anon_beside_full = 2;
+	ASSERT_EQ(laf_set_policy(mm, &pol), LAF_EINVAL);
+	/* a rejected policy leaves the old one in place */
+	ASSERT_OK(laf_get_policy(mm, &got));
+	ASSERT_EQ(got.kind, LAF_POLICY_HUANG_SYSFS);
+	return true;
+}
+
+/*
+ * Read fault: the shared zero page, no RSS, never a large folio.
+ *   PTE 0..15: ..z.............
+ * Write after read: an order-0 COW (do_wp_page), not an mTHP.
+ *   PTE 0..15: ..p.............
+ */
+static bool test_read_zero_page_then_cow(void)
+{
+	laf_mm *mm = mm_small();
+	uint64_t a;
+	struct laf_fault_result r;
+	struct laf_stats s;
+
+	ASSERT_TRUE(mm);
+	ASSERT_OK(set_upstream(mm, LAF_THP_MADVISE, 1UL << 4, LAF_THP_NEVER));
+	a = map_fixed(mm, BASE, 1 * M);
+	ASSERT_TRUE(a);
+	r = fault(mm, a + 8 * K, 0);
+	ASSERT_EQ(r.access, LAF_ACCESS_FAULT);
+	ASSERT_EQ(r.kind, LAF_FK_ANON_READ);
+	ASSERT_EQ(r.order, -1);
+	ASSERT_STREQ(pte_picture(mm, a, 16), "..z.............");
+	s = stats(mm);
+	ASSERT_EQ(s.mm_anonpages, 0);
+	ASSERT_EQ(s.anon_fault_alloc[4], 0);
+	ASSERT_EQ(s.nr_ptes, 1);
+	r = fault(mm, a + 8 * K, 1);
+	ASSERT_EQ(r.kind, LAF_FK_WP);
+	ASSERT_EQ(r.order, 0);
+	ASSERT_STREQ(pte_picture(mm, a, 16), "..p.............");
+	s = stats(mm);
+	ASSERT_EQ(s.mm_anonpages, 1);
+	ASSERT_EQ(s.faults_wp, 1);
+	ASSERT_EQ(s.anon_fault_alloc[4], 0);
+	return true;
+}
+
+/*
+ * 64K always, write at +20K of an aligned VMA: one 64K folio.
+ *   PTE 0..31: FFFFFFFFFFFFFFFF................
+ * refcount == mapcount == 16 (folio_ref_add(nr - 1), large mapcount nr).
+ */
+static bool test_write_maps_64k_folio(void)
+{
+	laf_mm *mm = mm_small();
+	struct laf_folio_info fi;
+	uint64_t a, pte;
+	struct laf_fault_result r;
+	struct laf_stats s;
+
+	ASSERT_TRUE(mm);
+	ASSERT_OK(set_upstream(mm, LAF_THP_MADVISE, 1UL << 4, LAF_THP_NEVER));
+	a = map_fixed(mm, BASE, 1 * M);
+	r = fault(mm, a + 20 * K, 1);
+	ASSERT_EQ(r.access, LAF_ACCESS_FAULT);
+	ASSERT_EQ(r.kind, LAF_FK_ANON_WRITE);
+	ASSERT_EQ(r.order, 4);
+	ASSERT_EQ(r.nr_faults, 1);
+	ASSERT_STREQ(pte_picture(mm, a, 32), "FFFFFFFFFFFFFFFF................");
+	ASSERT_OK(laf_lookup(mm, a + 60 * K, &pte, &fi));
+	ASSERT_EQ(fi.order, 4);
+	ASSERT_EQ(fi.refcount, 16);
+	ASSERT_EQ(fi.mapcount, 16);
+	ASSERT_EQ(fi.index << 12, a);
+	ASSERT_EQ(fi.head_pfn % 16, 0);
+	ASSERT_EQ(fi.head_pfn + 15, pte >> LAF_PTE_PFN_SHIFT);
+	ASSERT_TRUE(fi.flags & LAF_FOLIO_ANON);
+	ASSERT_TRUE(pte & LAF_PTE_WRITE);
+	s = stats(mm);
+	ASSERT_EQ(s.anon_fault_alloc[4], 1);
+	ASSERT_EQ(s.nr_anon[4], 1);
+	ASSERT_EQ(s.mm_anonpages, 16);
+	ASSERT_EQ(s.memcg_charged, 16);
+	/* the rest of the folio is accessible without faults */
+	r = fault(mm, a + 4 * K, 1);
+	ASSERT_EQ(r.access, LAF_ACCESS_HIT);
+	return true;
+}
+
+/*
+ * kernel-findings #2: 1M, both ends 8K past a 64K boundary.
+ *   31 faults, 15 x 64K, the edges order 0; VMA-fit drops count nothing.
+ */
+static bool test_misaligned_vma_edges(void)
+{
+	laf_mm *mm = mm_small();
+	uint64_t a;
+	struct laf_stats s;
+	int8_t orders[256];
+	int i;
+
+	ASSERT_TRUE(mm);
+	ASSERT_OK(set_upstream(mm, LAF_THP_MADVISE, 1UL << 4, LAF_THP_NEVER));
+	a = map_fixed(mm, BASE + 8 * K, 1 * M);
+	ASSERT_EQ(touch(mm, a, 1 * M, 1), 31);
+	s = stats(mm);
+	ASSERT_EQ(s.pgfault, 31);
+	ASSERT_EQ(s.anon_fault_alloc[4], 15);
+	ASSERT_EQ(s.anon_fault_fallback[4], 0);
+	ASSERT_OK(laf_read_ptes(mm, a, 256, NULL, orders));
+	for (i = 0; i < 256; i++)
+		ASSERT_EQ(orders[i], (i < 14 || i >= 254) ? 0 : 4);
+	return true;
+}
+
+/*
+ * A zero-page PTE blocks every mTHP range holding it (pte_range_none):
+ *   PTE 0..15: ..z.............   then a write at 0:
+ *   PTE 0..15: p.z.............   (order 0, no counter)
+ * With 16K also enabled, the write at +32K gets a 16K folio:
+ *   PTE 0..15: p.z.....FFFF....
+ */
+static bool test_zero_pte_blocks_mthp(void)
+{
+	laf_mm *mm = mm_small();
+	uint64_t a;
+	struct laf_stats s;
+
+	ASSERT_TRUE(mm);
+	ASSERT_OK(set_upstream(mm, LAF_THP_NEVER, (1UL << 4) | (1UL << 2), LAF_THP_NEVER));
+	a = map_fixed(mm, BASE, 1 * M);
+	fault(mm, a + 8 * K, 0);
+	ASSERT_EQ(fault(mm, a, 1).order, 0);
+	ASSERT_STREQ(pte_picture(mm, a, 16), "p.z.............");
+	ASSERT_EQ(fault(mm, a + 32 * K, 1).order, 2);
+	ASSERT_STREQ(pte_picture(mm, a, 16), "p.z.....FFFF....");
+	s = stats(mm);
+	ASSERT_EQ(s.anon_fault_alloc[2], 1);
+	ASSERT_EQ(s.anon_fault_alloc[4], 0);
+	ASSERT_EQ(s.anon_fault_fallback[4], 0);
+	ASSERT_EQ(s.anon_fault_fallback[2], 0);
+	return true;
+}
+
+/*
+ * kernel-findings #4a: 16K+64K, 192K VMA 16K past a 64K boundary:
+ *   0+48K:16K 48K+128K:64K 176K+16K:16K, 6 faults.
+ */
+static bool test_vma_fit_16k_and_64k(void)
+{
+	laf_mm *mm = mm_small();
+	uint64_t a;
+	struct laf_stats s;
+
+	ASSERT_TRUE(mm);
+	ASSERT_OK(set_upstream(mm, LAF_THP_MADVISE, (1UL << 4) | (1UL << 2), LAF_THP_NEVER));
+	a = map_fixed(mm, BASE + 16 * K, 192 * K);
+	ASSERT_EQ(touch(mm, a, 192 * K, 1), 6);
+	s = stats(mm);
+	ASSERT_EQ(s.anon_fault_alloc[2], 4);
+	ASSERT_EQ(s.anon_fault_alloc[4], 2);
+	ASSERT_EQ(folio_order_at(mm, a), 2);
+	ASSERT_EQ(folio_order_at(mm, a + 48 * K), 4);
+	ASSERT_EQ(folio_order_at(mm, a + 176 * K), 2);
+	return true;
+}
+
+/* Allocation failure: anon_fault_fallback[o]++, next lower enabled order. */
+static bool test_alloc_failure_fallback(void)
+{
+	laf_mm *mm = mm_small();
+	uint64_t a;
+	struct laf_stats s;
+
+	ASSERT_TRUE(mm);
+	ASSERT_OK(set_upstream(mm, LAF_THP_MADVISE, (1UL << 4) | (1UL << 2), LAF_THP_NEVER));
+	a = map_fixed(mm, BASE, 1 * M);
+	ASSERT_OK(laf_inject(mm, LAF_INJECT_ALLOC_FAIL, 4, 1, 0));
+	ASSERT_EQ(fault(mm, a, 1).order, 2);
+	s = stats(mm);
+	ASSERT_EQ(s.anon_fault_fallback[4], 1);
+	ASSERT_EQ(s.anon_fault_fallback_charge[4], 0);
+	ASSERT_EQ(s.anon_fault_alloc[2], 1);
+	/* both fail: order 0, both counted */
+	ASSERT_OK(laf_inject(mm, LAF_INJECT_ALLOC_FAIL, 4, 1, 0));
+	ASSERT_OK(laf_inject(mm, LAF_INJECT_ALLOC_FAIL, 2, 1, 0));
+	ASSERT_EQ(fault(mm, a + 64 * K, 1).order, 0);
+	s = stats(mm);
+	ASSERT_EQ(s.anon_fault_fallback[4], 2);
+	ASSERT_EQ(s.anon_fault_fallback[2], 1);
+	ASSERT_EQ(laf_inject(mm, LAF_INJECT_ALLOC_FAIL, 10, 1, 0), LAF_EINVAL);
+	return true;
+}
+
+/* Charge failure (injected and real memory.max): _charge + fallback counters. */
+static bool test_charge_failure_fallback(void)
+{
+	laf_mm *mm = mm_small();
+	laf_mm *lim = mm_new(12, LAF_ARCH_GENERIC, 64 * M, 40 * K);
+	uint64_t a, b;
+	struct laf_stats s;
+
+	ASSERT_TRUE(mm && lim);
+	ASSERT_OK(set_upstream(mm, LAF_THP_MADVISE, (1UL << 4) | (1UL << 2), LAF_THP_NEVER));
+	ASSERT_OK(set_upstream(lim, LAF_THP_MADVISE, (1UL << 4) | (1UL << 2), LAF_THP_NEVER));
+	a = map_fixed(mm, BASE, 1 * M);
+	ASSERT_OK(laf_inject(mm, LAF_INJECT_CHARGE_FAIL, 4, 1, 0));
+	ASSERT_EQ(fault(mm, a, 1).order, 2);
+	s = stats(mm);
+	ASSERT_EQ(s.anon_fault_fallback_charge[4], 1);
+	ASSERT_EQ(s.anon_fault_fallback[4], 1);
+	ASSERT_EQ(s.memcg_charged, 4);
+
+	b = map_fixed(lim, BASE, 1 * M);
+	ASSERT_EQ(fault(lim, b, 1).order, 2);            /* 64K > 40K: 16K */
+	s = stats(lim);
+	ASSERT_EQ(s.anon_fault_fallback_charge[4], 1);
+	ASSERT_EQ(s.anon_fault_fallback[4], 1);
+	ASSERT_EQ(s.memcg_max_events, 1);
+	return true;
+}
+
+/*
+ * memory.max exhausted: the 64K charge fails (counted), the order-0 charge
+ * fails: VM_FAULT_OOM, nothing changes but the counters.
+ */
+static bool test_memcg_oom_state_intact(void)
+{
+	laf_mm *mm = mm_new(12, LAF_ARCH_GENERIC, 64 * M, 64 * K);
+	uint64_t a;
+	struct laf_stats before, s;
+	struct laf_fault_result r;
+
+	ASSERT_TRUE(mm);
+	ASSERT_OK(set_upstream(mm, LAF_THP_MADVISE, 1UL << 4, LAF_THP_NEVER));
+	a = map_fixed(mm, BASE, 1 * M);
+	ASSERT_EQ(fault(mm, a, 1).order, 4);
+	before = stats(mm);
+	r = fault(mm, a + 64 * K, 1);
+	ASSERT_EQ(r.access, LAF_ACCESS_OOM);
+	ASSERT_TRUE(r.vm_fault & LAF_VM_FAULT_OOM);
+	s = stats(mm);
+	ASSERT_EQ(s.faults_oom, 1);
+	ASSERT_EQ(s.min_flt, before.min_flt);
+	ASSERT_EQ(s.mm_anonpages, 16);
+	ASSERT_EQ(s.free_pages, before.free_pages);
+	ASSERT_EQ(s.memcg_charged, 16);
+	ASSERT_EQ(s.anon_fault_fallback_charge[4], 1);
+	ASSERT_STREQ(pte_picture(mm, a + 64 * K, 4), "....");
+	ASSERT_EQ(laf_set_memcg_limit(mm, 32 * K), LAF_EBUSY);  /* below usage */
+	ASSERT_OK(laf_set_memcg_limit(mm, 0));
+	ASSERT_EQ(fault(mm, a + 64 * K, 1).order, 4);
+	return true;
+}
+
+/* LAF v3: charge after allocation in do_anonymous_page(); failure is OOM. */
+static bool test_laf_v3_charge_failure_is_oom(void)
+{
+	laf_mm *mm = mm_new(12, LAF_ARCH_GENERIC, 64 * M, 16 * K);
+	uint64_t a;
+	struct laf_stats s;
+
+	ASSERT_TRUE(mm);
+	ASSERT_OK(set_kind(mm, LAF_POLICY_LAF_V3, LAF_THP_NEVER));
+	a = map_fixed(mm, BASE, 1 * M);
+	ASSERT_EQ(fault(mm, a, 1).access, LAF_ACCESS_OOM);
+	s = stats(mm);
+	ASSERT_EQ(s.memcg_charged, 0);
+	ASSERT_EQ(s.anon_fault_fallback_charge[3], 0);
+	ASSERT_OK(laf_set_memcg_limit(mm, 32 * K));
+	ASSERT_EQ(fault(mm, a, 1).order, 3);
+	return true;
+}
+
+/*
+ * LAF v3 ladder {prefer, COSTLY or 0, 0}: generic prefer = max(-1, 3) = 3;
+ * arm64 prefer = max(4, 3) = 4, then 3; order 2 is never in the ladder.
+ */
+static bool test_laf_v3_ladder(void)
+{
+	laf_mm *gen = mm_small();
+	laf_mm *arm = mm_new(12, LAF_ARCH_ARM64, 64 * M, 0);
+	uint64_t a, b, c;
+
+	ASSERT_TRUE(gen && arm);
+	ASSERT_OK(set_kind(gen, LAF_POLICY_LAF_V3, LAF_THP_NEVER));
+	ASSERT_OK(set_kind(arm, LAF_POLICY_LAF_V3, LAF_THP_NEVER));
+	a = map_fixed(gen, BASE, 1 * M);
+	ASSERT_EQ(fault(gen, a, 1).order, 3);
+	ASSERT_OK(laf_inject(gen, LAF_INJECT_ALLOC_FAIL, 3, 1, 0));
+	ASSERT_EQ(fault(gen, a + 64 * K, 1).order, 0);
+	b = map_fixed(arm, BASE, 1 * M);
+	ASSERT_EQ(fault(arm, b, 1).order, 4);
+	ASSERT_OK(laf_inject(arm, LAF_INJECT_ALLOC_FAIL, 4, 1, 0));
+	ASSERT_EQ(fault(arm, b + 64 * K, 1).order, 3);
+	/* a 16K VMA: neither 64K nor 32K fits, and there is no order 2 */
+	c = map_fixed(arm, BASE + 64 * M, 16 * K);
+	ASSERT_EQ(fault(arm, c, 1).order, 0);
+	return true;
+}
+
+/* mm.fragment(k): no free block above order k, every higher order fails. */
+static bool test_fragmentation(void)
+{
+	laf_mm *mm = mm_small();
+	uint64_t a;
+	struct laf_stats s;
+	int o;
+
+	ASSERT_TRUE(mm);
+	ASSERT_OK(set_upstream(mm, LAF_THP_ALWAYS, 0x1fcUL, LAF_THP_ALWAYS)); /* orders 2..8 */
+	a = map_fixed(mm, BASE, 2 * M);
+	ASSERT_OK(laf_phys_fragment(mm, 3));
+	ASSERT_EQ(fault(mm, a, 1).order, 3);
+	s = stats(mm);
+	ASSERT_EQ(s.thp_fault_fallback, 1);
+	for (o = 4; o <= 9; o++)
+		ASSERT_EQ(s.anon_fault_fallback[o], 1);
+	ASSERT_EQ(s.anon_fault_fallback[3], 0);
+	ASSERT_TRUE(s.pinned_pages > 0);
+	ASSERT_OK(laf_phys_unfragment(mm));
+	s = stats(mm);
+	ASSERT_EQ(s.pinned_pages, 0);
+	ASSERT_EQ(laf_phys_fragment(mm, -1), LAF_EINVAL);
+	return true;
+}
+
+/*
+ * PMD path (kernel-findings #5a): global madvise + MADV_HUGEPAGE, write:
+ *   one PMD-mapped THP, refcount 1, mapcount 1, deposited table.
+ *   PTE 0..7: HHHHHHHH
+ */
+static bool test_pmd_thp(void)
+{
+	laf_mm *mm = mm_small();
+	struct laf_folio_info fi;
+	uint64_t a;
+	struct laf_fault_result r;
+	struct laf_stats s;
+
+	ASSERT_TRUE(mm);
+	a = map_fixed(mm, BASE, 2 * M);
+	ASSERT_OK(laf_madvise(mm, a, 2 * M, LAF_MADV_HUGEPAGE));
+	r = fault(mm, a + 4 * K, 1);
+	ASSERT_EQ(r.kind, LAF_FK_PMD);
+	ASSERT_EQ(r.order, 9);
+	ASSERT_STREQ(pte_picture(mm, a, 8), "HHHHHHHH");
+	ASSERT_OK(laf_lookup(mm, a + 1 * M, NULL, &fi));
+	ASSERT_EQ(fi.refcount, 1);
+	ASSERT_EQ(fi.mapcount, 1);
+	ASSERT_TRUE(fi.flags & LAF_FOLIO_PMD_MAPPED);
+	s = stats(mm);
+	ASSERT_EQ(s.thp_fault_alloc, 1);
+	ASSERT_EQ(s.anon_fault_alloc[9], 1);
+	ASSERT_EQ(s.mm_anonpages, 512);
+	ASSERT_EQ(s.nr_ptes, 1);
+	/* without MADV_HUGEPAGE (global madvise): order 0 */
+	a = map_fixed(mm, BASE + 8 * M, 2 * M);
+	ASSERT_EQ(fault(mm, a, 1).order, 0);
+	return true;
+}
+
+/*
+ * Huge zero PMD on a read, then a write: the zero PMD becomes a THP
+ * (do_huge_zero_wp_pmd), no split.
+ *   PTE 0..3: ZZZZ  ->  HHHH
+ */
+static bool test_huge_zero_pmd_then_thp(void)
+{
+	laf_mm *mm = mm_small();
+	uint64_t a;
+	struct laf_fault_result r;
+	struct laf_stats s;
+
+	ASSERT_TRUE(mm);
+	a = map_fixed(mm, BASE, 2 * M);
+	ASSERT_OK(laf_madvise(mm, a, 2 * M, LAF_MADV_HUGEPAGE));
+	r = fault(mm, a + 4 * K, 0);
+	ASSERT_EQ(r.kind, LAF_FK_PMD_ZERO);
+	ASSERT_STREQ(pte_picture(mm, a, 4), "ZZZZ");
+	s = stats(mm);
+	ASSERT_EQ(s.thp_zero_page_alloc, 1);
+	ASSERT_EQ(s.mm_anonpages, 0);
+	ASSERT_EQ(s.nr_ptes, 1);
+	r = fault(mm, a + 4 * K, 1);
+	ASSERT_EQ(r.kind, LAF_FK_PMD_WP);
+	ASSERT_EQ(r.order, 9);
+	ASSERT_STREQ(pte_picture(mm, a, 4), "HHHH");
+	s = stats(mm);
+	ASSERT_EQ(s.thp_fault_alloc, 1);
+	ASSERT_EQ(s.thp_split_pmd, 0);
+	ASSERT_EQ(s.mm_anonpages, 512);
+	return true;
+}
+
+/*
+ * Write to a huge zero PMD when the THP cannot be allocated:
+ * thp_split_pmd, 512 zero PTEs, an order-0 COW at the address.
+ *   PTE 0..7: zzpzzzzz
+ */
+static bool test_huge_zero_pmd_write_fallback(void)
+{
+	laf_mm *mm = mm_small();
+	uint64_t a;
+	struct laf_fault_result r;
+	struct laf_stats s;
+
+	ASSERT_TRUE(mm);
+	a = map_fixed(mm, BASE, 2 * M);
+	ASSERT_OK(laf_madvise(mm, a, 2 * M, LAF_MADV_HUGEPAGE));
+	fault(mm, a, 0);
+	ASSERT_OK(laf_inject(mm, LAF_INJECT_ALLOC_FAIL, 9, 1, 0));
+	r = fault(mm, a + 8 * K, 1);
+	ASSERT_EQ(r.kind, LAF_FK_WP);
+	ASSERT_EQ(r.order, 0);
+	ASSERT_EQ(r.nr_faults, 1);
+	ASSERT_STREQ(pte_picture(mm, a, 8), "zzpzzzzz");
+	s = stats(mm);
+	ASSERT_EQ(s.thp_split_pmd, 1);
+	ASSERT_EQ(s.thp_fault_fallback, 1);
+	ASSERT_EQ(s.anon_fault_fallback[9], 1);
+	ASSERT_EQ(s.mm_anonpages, 1);
+	ASSERT_EQ(s.nr_ptes, 1);
+	return true;
+}
+
+/*
+ * PMD allocation failure: thp_fault_fallback + anon_fault_fallback[PMD],
+ * then the PTE path gives a 64K folio.  A VMA that does not cover the
+ * aligned 2M falls back without any counter.
+ */
+static bool test_pmd_fallback_to_mthp(void)
+{
+	laf_mm *mm = mm_small();
+	uint64_t a, b;
+	struct laf_stats s;
+
+	ASSERT_TRUE(mm);
+	ASSERT_OK(set_upstream(mm, LAF_THP_ALWAYS, 1UL << 4, LAF_THP_INHERIT));
+	a = map_fixed(mm, BASE, 2 * M);
+	ASSERT_OK(laf_inject(mm, LAF_INJECT_ALLOC_FAIL, 9, 1, 0));
+	ASSERT_EQ(fault(mm, a, 1).order, 4);
+	s = stats(mm);
+	ASSERT_EQ(s.thp_fault_fallback, 1);
+	ASSERT_EQ(s.anon_fault_fallback[9], 1);
+	ASSERT_EQ(s.anon_fault_alloc[4], 1);
+	b = map_fixed(mm, BASE + 16 * M, 1 * M);
+	ASSERT_EQ(fault(mm, b, 1).order, 4);
+	s = stats(mm);
+	ASSERT_EQ(s.thp_fault_fallback, 1);
+	ASSERT_EQ(s.anon_fault_alloc[4], 2);
+	return true;
+}
+
+/*
+ * A PTE table blocks the PMD path; MADV_DONTNEED of the whole 2M frees it
+ * (pt_reclaim, kernel-findings check 9) and the PMD path works again; a
+ * partial DONTNEED keeps the table.
+ */
+static bool test_dontneed_reclaims_pte_table(void)
+{
+	laf_mm *mm = mm_small();
+	uint64_t a;
+	struct laf_stats s;
+
+	ASSERT_TRUE(mm);
+	a = map_fixed(mm, BASE, 2 * M);
+	ASSERT_OK(laf_madvise(mm, a, 2 * M, LAF_MADV_NOHUGEPAGE));
+	ASSERT_EQ(touch(mm, a, 2 * M, 1), 512);
+	ASSERT_OK(laf_madvise(mm, a, 2 * M, LAF_MADV_HUGEPAGE));
+	ASSERT_OK(laf_madvise(mm, a, 1 * M, LAF_MADV_DONTNEED));
+	ASSERT_OK(laf_madvise(mm, a + 1 * M, 1 * M, LAF_MADV_DONTNEED));
+	s = stats(mm);
+	ASSERT_EQ(s.mm_anonpages, 0);
+	ASSERT_EQ(s.nr_ptes, 1);                        /* two calls: kept */
+	ASSERT_EQ(fault(mm, a, 1).order, 0);
+	ASSERT_OK(laf_madvise(mm, a, 2 * M, LAF_MADV_DONTNEED));
+	s = stats(mm);
+	ASSERT_EQ(s.nr_ptes, 0);                        /* one whole-PMD call: freed */
+	ASSERT_EQ(fault(mm, a, 1).order, 9);
+	return true;
+}
+
+/*
+ * Partial unmap of a 64K folio (kernel-findings #8) and the shrinker:
+ *   PTE 0..31: FFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFF
+ *   DONTNEED [0, 32K):
+ *   PTE 0..31: ........FFFFFFFFFFFFFFFFFFFFFFFF  split_deferred, partially mapped
+ *   shrink:
+ *   PTE 0..31: ........ppppppppFFFFFFFFFFFFFFFF  split, 8 pages freed
+ */
+static bool test_partial_unmap_deferred_split(void)
+{
+	laf_mm *mm = mm_small();
+	struct laf_folio_info fi;
+	uint64_t a, nr;
+	struct laf_stats before, s;
+
+	ASSERT_TRUE(mm);
+	ASSERT_OK(set_upstream(mm, LAF_THP_MADVISE, 1UL << 4, LAF_THP_NEVER));
+	a = map_fixed(mm, BASE, 128 * K);
+	ASSERT_EQ(touch(mm, a, 128 * K, 1), 2);
+	ASSERT_STREQ(pte_picture(mm, a, 32), "FFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFF");
+	before = stats(mm);
+	ASSERT_OK(laf_madvise(mm, a, 32 * K, LAF_MADV_DONTNEED));
+	ASSERT_STREQ(pte_picture(mm, a, 32), "........FFFFFFFFFFFFFFFFFFFFFFFF");
+	s = stats(mm);
+	ASSERT_EQ(s.split_deferred[4], 1);
+	ASSERT_EQ(s.nr_anon_partially_mapped[4], 1);
+	ASSERT_EQ(s.thp_deferred_split_page, 0);        /* PMD-sized folios only */
+	ASSERT_EQ(s.free_pages, before.free_pages);
+	ASSERT_OK(laf_lookup(mm, a + 32 * K, NULL, &fi));
+	ASSERT_EQ(fi.refcount, 8);
+	ASSERT_EQ(fi.mapcount, 8);
+	ASSERT_TRUE(fi.flags & LAF_FOLIO_PARTIALLY_MAPPED);
+	ASSERT_OK(laf_shrink_deferred_split(mm, &nr));
+	ASSERT_EQ(nr, 1);
+	ASSERT_STREQ(pte_picture(mm, a, 32), "........ppppppppFFFFFFFFFFFFFFFF");
+	s = stats(mm);
+	ASSERT_EQ(s.split[4], 1);
+	ASSERT_EQ(s.free_pages, before.free_pages + 8);
+	ASSERT_EQ(s.nr_anon[4], 1);
+	ASSERT_EQ(s.nr_anon_partially_mapped[4], 0);
+	ASSERT_EQ(s.mm_anonpages, 24);
+	return true;
+}
+
+/* munmap of everything: every frame but the zero page is free again. */
+static bool test_munmap_frees_everything(void)
+{
+	laf_mm *mm = mm_small();
+	uint64_t a, b;
+	struct laf_stats s;
+
+	ASSERT_TRUE(mm);
+	ASSERT_OK(set_upstream(mm, LAF_THP_ALWAYS, (1UL << 2) | (1UL << 4), LAF_THP_INHERIT));
+	a = map_fixed(mm, BASE, 4 * M);
+	b = map_fixed(mm, BASE + 16 * M + 8 * K, 1 * M);
+	ASSERT_TRUE(touch(mm, a, 4 * M, 1) > 0);
+	ASSERT_TRUE(touch(mm, b, 1 * M, 1) > 0);
+	ASSERT_OK(laf_madvise(mm, b, 100 * K, LAF_MADV_DONTNEED));
+	ASSERT_OK(laf_munmap(mm, a + 1 * M, 2 * M));     /* splits a PMD THP */
+	ASSERT_OK(laf_munmap(mm, BASE, 32 * M));
+	s = stats(mm);
+	ASSERT_EQ(s.mm_anonpages, 0);
+	ASSERT_EQ(s.nr_ptes, 0);
+	ASSERT_EQ(s.nr_vmas, 0);
+	ASSERT_EQ(s.memcg_charged, 0);
+	ASSERT_EQ(s.lru_pages, 0);
+	ASSERT_EQ(s.free_pages, s.ram_pages - 1);
+	ASSERT_EQ(s.nr_anon[4], 0);
+	ASSERT_EQ(s.nr_anon[9], 0);
+	return true;
+}
+
+/*
+ * userfaultfd MISSING: the write goes to userspace, nothing is mapped and
+ * it is not accounted (VM_FAULT_RETRY); UFFDIO_COPY / ZEROPAGE fill.
+ *   PTE 0..7: ........  ->  pp..zz..
+ */
+static bool test_uffd_missing(void)
+{
+	laf_mm *mm = mm_small();
+	uint64_t a;
+	struct laf_fault_result r;
+	struct laf_stats s;
+
+	ASSERT_TRUE(mm);
+	ASSERT_OK(set_upstream(mm, LAF_THP_MADVISE, 1UL << 4, LAF_THP_NEVER));
+	a = map_fixed(mm, BASE, 1 * M);
+	ASSERT_OK(laf_uffd_register(mm, a, 1 * M, LAF_UFFDIO_REGISTER_MODE_MISSING));
+	r = fault(mm, a, 1);
+	ASSERT_EQ(r.access, LAF_ACCESS_USERFAULT);
+	ASSERT_STREQ(pte_picture(mm, a, 8), "........");
+	s = stats(mm);
+	ASSERT_EQ(s.pgfault, 0);
+	ASSERT_EQ(s.faults_userfault, 1);
+	ASSERT_EQ(s.mm_anonpages, 0);
+	ASSERT_OK(laf_uffd_copy(mm, a, 8 * K, 0));
+	ASSERT_OK(laf_uffd_zeropage(mm, a + 16 * K, 8 * K));
+	ASSERT_STREQ(pte_picture(mm, a, 8), "pp..zz..");
+	ASSERT_EQ(laf_uffd_copy(mm, a, 4 * K, 0), LAF_EEXIST);
+	ASSERT_EQ(fault(mm, a, 1).access, LAF_ACCESS_HIT);
+	ASSERT_EQ(fault(mm, a + 8 * K, 0).access, LAF_ACCESS_USERFAULT);
+	ASSERT_EQ(laf_uffd_register(mm, a, 1 * M, LAF_UFFDIO_REGISTER_MODE_MINOR), LAF_EINVAL);
+	return true;
+}
+
+/* uffd WP: armed → order 0; a write to a protected PTE → userspace. */
+static bool test_uffd_wp(void)
+{
+	laf_mm *mm = mm_small();
+	uint64_t a, pte;
+	struct laf_fault_result r;
+
+	ASSERT_TRUE(mm);
+	ASSERT_OK(set_upstream(mm, LAF_THP_MADVISE, 1UL << 4, LAF_THP_NEVER));
+	a = map_fixed(mm, BASE, 1 * M);
+	ASSERT_OK(laf_uffd_register(mm, a, 1 * M, LAF_UFFDIO_REGISTER_MODE_WP));
+	ASSERT_EQ(fault(mm, a, 1).order, 0);
+	ASSERT_OK(laf_uffd_writeprotect(mm, a, 4 * K, 1));
+	ASSERT_OK(laf_lookup(mm, a, &pte, NULL));
+	ASSERT_TRUE(pte & LAF_PTE_UFFD_WP);
+	ASSERT_FALSE(pte & LAF_PTE_WRITE);
+	r = fault(mm, a, 1);
+	ASSERT_EQ(r.access, LAF_ACCESS_USERFAULT);
+	ASSERT_EQ(fault(mm, a, 0).access, LAF_ACCESS_HIT);
+	ASSERT_OK(laf_uffd_writeprotect(mm, a, 4 * K, 0));
+	ASSERT_EQ(fault(mm, a, 1).access, LAF_ACCESS_HIT);
+	ASSERT_OK(laf_uffd_unregister(mm, a, 1 * M));
+	ASSERT_EQ(fault(mm, a + 64 * K, 1).order, 4);
+	return true;
+}
+
+/* prctl(PR_SET_THP_DISABLE): GET returns 0, 1, 3; bad arguments -EINVAL. */
+static bool test_prctl(void)
+{
+	laf_mm *mm = mm_small();
+	int64_t v = -1;
+	uint64_t a, b;
+
+	ASSERT_TRUE(mm);
+	ASSERT_OK(set_upstream(mm, LAF_THP_MADVISE, 1UL << 4, LAF_THP_INHERIT));
+	ASSERT_OK(laf_prctl(mm, LAF_PR_GET_THP_DISABLE, 0, 0, &v));
+	ASSERT_EQ(v, 0);
+	ASSERT_OK(laf_prctl(mm, LAF_PR_SET_THP_DISABLE, 1, 0, &v));
+	ASSERT_OK(laf_prctl(mm, LAF_PR_GET_THP_DISABLE, 0, 0, &v));
+	ASSERT_EQ(v, 1);
+	a = map_fixed(mm, BASE, 2 * M);
+	b = map_fixed(mm, BASE + 8 * M, 2 * M);
+	ASSERT_OK(laf_madvise(mm, b, 2 * M, LAF_MADV_HUGEPAGE));
+	ASSERT_EQ(fault(mm, a, 1).order, 0);
+	ASSERT_EQ(fault(mm, b, 1).order, 0);
+	ASSERT_OK(laf_prctl(mm, LAF_PR_SET_THP_DISABLE, 1, LAF_PR_THP_DISABLE_EXCEPT_ADVISED, &v));
+	ASSERT_OK(laf_prctl(mm, LAF_PR_GET_THP_DISABLE, 0, 0, &v));
+	ASSERT_EQ(v, 3);
+	ASSERT_EQ(fault(mm, a + 1 * M, 1).order, 0);
+	ASSERT_EQ(fault(mm, b + 1 * M, 1).order, 4);     /* PTE table exists: 64K */
+	ASSERT_EQ(laf_prctl(mm, LAF_PR_SET_THP_DISABLE, 0, LAF_PR_THP_DISABLE_EXCEPT_ADVISED, &v),
+		  LAF_EINVAL);
+	ASSERT_EQ(laf_prctl(mm, LAF_PR_SET_THP_DISABLE, 1, 1, &v), LAF_EINVAL);
+	ASSERT_OK(laf_prctl(mm, LAF_PR_GET_THP_DISABLE, 0, 0, &v));
+	ASSERT_EQ(v, 3);
+	ASSERT_OK(laf_prctl(mm, LAF_PR_SET_THP_DISABLE, 0, 0, &v));
+	ASSERT_OK(laf_prctl(mm, LAF_PR_GET_THP_DISABLE, 0, 0, &v));
+	ASSERT_EQ(v, 0);
+	return true;
+}
+
+/* MADV_HUGEPAGE/NOHUGEPAGE split a VMA; equal flags merge it back. */
+static bool test_madvise_split_merge(void)
+{
+	laf_mm *mm = mm_small();
+	struct laf_vma_info v[4];
+	size_t nr;
+	uint64_t a;
+
+	ASSERT_TRUE(mm);
+	a = map_fixed(mm, BASE, 1 * M);
+	ASSERT_EQ(fault(mm, a, 1).order, 0);            /* anon_vma for the whole VMA */
+	ASSERT_OK(laf_madvise(mm, a + 64 * K, 64 * K, LAF_MADV_NOHUGEPAGE));
+	ASSERT_OK(laf_get_vmas(mm, v, 4, &nr));
+	ASSERT_EQ(nr, 3);
+	ASSERT_EQ(v[1].start, a + 64 * K);
+	ASSERT_EQ(v[1].end, a + 128 * K);
+	ASSERT_TRUE(v[1].vm_flags & LAF_VM_NOHUGEPAGE);
+	ASSERT_EQ(v[0].anon_vma, v[2].anon_vma);
+	ASSERT_OK(laf_madvise(mm, a, 1 * M, LAF_MADV_HUGEPAGE));
+	ASSERT_OK(laf_get_vmas(mm, v, 4, &nr));
+	ASSERT_EQ(nr, 1);
+	ASSERT_TRUE(v[0].vm_flags & LAF_VM_HUGEPAGE);
+	ASSERT_FALSE(v[0].vm_flags & LAF_VM_NOHUGEPAGE);
+	/* a hole in the range: applied to the mapped part, then -ENOMEM */
+	ASSERT_EQ(laf_madvise(mm, a, 2 * M, LAF_MADV_NOHUGEPAGE), LAF_ENOMEM);
+	ASSERT_OK(laf_get_vmas(mm, v, 4, &nr));
+	ASSERT_TRUE(v[0].vm_flags & LAF_VM_NOHUGEPAGE);
+	return true;
+}
+
+/*
+ * Placement: a PMD-multiple length without a hint is PMD-aligned; other
+ * lengths are placed top-down right below the previous mapping; adjacent
+ * anonymous mappings merge (kernel-findings #6).
+ */
+static bool test_mmap_placement(void)
+{
+	laf_mm *mm = mm_small();
+	struct laf_geometry g;
+	uint64_t x, y, z;
+	size_t nr;
+
+	ASSERT_TRUE(mm);
+	ASSERT_OK(laf_get_geometry(mm, &g));
+	ASSERT_OK(laf_mmap(mm, 0, 1 * M, LAF_PROT_READ | LAF_PROT_WRITE, 0, &x));
+	ASSERT_OK(laf_mmap(mm, 0, 1 * M, LAF_PROT_READ | LAF_PROT_WRITE, 0, &y));
+	ASSERT_EQ(x + 1 * M, g.mmap_base);
+	ASSERT_EQ(y, x - 1 * M);
+	ASSERT_OK(laf_get_vmas(mm, NULL, 0, &nr));
+	ASSERT_EQ(nr, 1);
+	ASSERT_OK(laf_mmap(mm, 0, 4 * M, LAF_PROT_READ | LAF_PROT_WRITE, 0, &z));
+	ASSERT_EQ(z % (2 * M), 0);
+	ASSERT_EQ(laf_mmap(mm, y, 4 * K, LAF_PROT_READ, LAF_MAP_FIXED, &z), LAF_EEXIST);
+	return true;
+}
+
+/*
+ * Races: another thread maps part of our range between the allocation and
+ * the PTL recheck → our folio is freed, nothing counted, re-fault.
+ * -EAGAIN from pte_offset_map() → re-fault.
+ */
+static bool test_race_and_eagain(void)
+{
+	laf_mm *mm = mm_small();
+	uint64_t a, free0;
+	struct laf_fault_result r;
+	struct laf_stats s;
+
+	ASSERT_TRUE(mm);
+	ASSERT_OK(set_upstream(mm, LAF_THP_MADVISE, 1UL << 4, LAF_THP_NEVER));
+	a = map_fixed(mm, BASE, 1 * M);
+	free0 = stats(mm).free_pages;
+	ASSERT_OK(laf_inject(mm, LAF_INJECT_RACE, 0, 1, a + 4 * K));
+	r = fault(mm, a, 1);
+	ASSERT_EQ(r.access, LAF_ACCESS_FAULT);
+	ASSERT_EQ(r.nr_faults, 1);                      /* the racer's folio covers a */
+	s = stats(mm);
+	ASSERT_EQ(s.pgfault, 2);
+	ASSERT_EQ(s.anon_fault_alloc[4], 1);
+	ASSERT_EQ(s.free_pages, free0 - 1 - 16);        /* our folio went back */
+	ASSERT_OK(laf_inject(mm, LAF_INJECT_PTE_MAP_FAIL, 0, 2, 0));
+	r = fault(mm, a + 64 * K, 1);
+	ASSERT_EQ(r.nr_faults, 3);
+	ASSERT_EQ(r.order, 4);
+	s = stats(mm);
+	ASSERT_EQ(s.faults_retried, 2);
+	ASSERT_EQ(s.pgfault, 5);
+	return true;
+}
+
+/*
+ * arm64 contpte: a 64K folio is one PTE_CONT block; a 16K folio is not;
+ * a partial DONTNEED unfolds only the block it cuts.
+ *   PTE 0..31: CCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCC
+ *   DONTNEED [8K, 12K):
+ *   PTE 0..31: FF.FFFFFFFFFFFFFCCCCCCCCCCCCCCCC
+ */
+static bool test_contpte(void)
+{
+	laf_mm *mm = mm_new(12, LAF_ARCH_ARM64, 64 * M, 0);
+	laf_mm *m16 = mm_new(12, LAF_ARCH_ARM64, 64 * M, 0);
+	uint64_t a, b;
+	struct laf_stats s;
+
+	ASSERT_TRUE(mm && m16);
+	ASSERT_OK(set_upstream(mm, LAF_THP_MADVISE, 1UL << 4, LAF_THP_NEVER));
+	ASSERT_OK(set_upstream(m16, LAF_THP_MADVISE, 1UL << 2, LAF_THP_NEVER));
+	a = map_fixed(mm, BASE, 1 * M);
+	ASSERT_EQ(touch(mm, a, 128 * K, 1), 2);
+	ASSERT_STREQ(pte_picture(mm, a, 32), "CCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCC");
+	ASSERT_EQ(stats(mm).contpte_blocks, 2);
+	ASSERT_OK(laf_madvise(mm, a + 8 * K, 4 * K, LAF_MADV_DONTNEED));
+	ASSERT_STREQ(pte_picture(mm, a, 32), "FF.FFFFFFFFFFFFFCCCCCCCCCCCCCCCC");
+	s = stats(mm);
+	ASSERT_EQ(s.contpte_unfolds, 1);
+	b = map_fixed(m16, BASE, 1 * M);
+	ASSERT_EQ(touch(m16, b, 64 * K, 1), 4);
+	ASSERT_STREQ(pte_picture(m16, b, 16), "FFFFFFFFFFFFFFFF");
+	ASSERT_EQ(stats(m16).contpte_blocks, 0);
+	return true;
+}
+
+/*
+ * anon_beside_full=1 (kernel-findings §1.3 "first seen"): 64K always,
+ * a 1M fill: the first block has no full neighbour (declined, 16 x 4K),
+ * then every block's left neighbour is full.  31 faults.
+ *   PTE 0..31: ppppppppppppppppFFFFFFFFFFFFFFFF
+ */
+static bool test_anon_beside_full(void)
+{
+	laf_mm *mm = mm_small();
+	struct laf_policy pol;
+	uint64_t a;
+	struct laf_stats s;
+
+	ASSERT_TRUE(mm);
+	ASSERT_OK(set_upstream(mm, LAF_THP_MADVISE, 1UL << 4, LAF_THP_NEVER));
+	ASSERT_OK(laf_get_policy(mm, &pol));
+	pol.anon_beside_full = 1;
+	ASSERT_OK(laf_set_policy(mm, &pol));
+	a = map_fixed(mm, BASE, 1 * M);
+	ASSERT_EQ(touch(mm, a, 1 * M, 1), 31);
+	ASSERT_STREQ(pte_picture(mm, a, 32), "ppppppppppppppppFFFFFFFFFFFFFFFF");
+	s = stats(mm);
+	ASSERT_EQ(s.anon_fault_declined[4], 1);
+	ASSERT_EQ(s.anon_fault_alloc[4], 15);
+	ASSERT_EQ(s.anon_fault_fallback[4], 0);
+	return true;
+}
+
+/* Orders reported by laf_read_ptes: -1 none, -2 zero page, -3 huge zero. */
+static bool test_read_ptes_codes(void)
+{
+	laf_mm *mm = mm_small();
+	int8_t o[4];
+	uint64_t a, b;
+
+	ASSERT_TRUE(mm);
+	ASSERT_OK(set_upstream(mm, LAF_THP_ALWAYS, 0, LAF_THP_INHERIT));
+	a = map_fixed(mm, BASE, 2 * M);
+	b = map_fixed(mm, BASE + 8 * M + 64 * K, 64 * K);
+	fault(mm, a, 0);
+	fault(mm, b + 4 * K, 0);
+	fault(mm, b + 8 * K, 1);
+	ASSERT_OK(laf_read_ptes(mm, a, 1, NULL, o));
+	ASSERT_EQ(o[0], -3);
+	ASSERT_OK(laf_read_ptes(mm, b, 4, NULL, o));
+	ASSERT_EQ(o[0], -1);
+	ASSERT_EQ(o[1], -2);
+	ASSERT_EQ(o[2], 0);
+	ASSERT_EQ(o[3], -1);
+	ASSERT_EQ(laf_read_ptes(mm, a + 1, 1, NULL, o), LAF_EINVAL);
+	return true;
+}
+
+/* Counters add up after write-only fills; reset keeps the gauges. */
+static bool test_counters_add_up(void)
+{
+	laf_mm *mm = mm_small();
+	uint64_t a, pages = 0;
+	struct laf_stats s;
+	int o;
+
+	ASSERT_TRUE(mm);
+	ASSERT_OK(set_upstream(mm, LAF_THP_ALWAYS, 0x1fcUL, LAF_THP_INHERIT));
+	a = map_fixed(mm, BASE + 24 * K, 4 * M);
+	ASSERT_TRUE(touch(mm, a, 4 * M, 1) > 0);
+	s = stats(mm);
+	for (o = 0; o < LAF_NR_ORDERS; o++)
+		pages += s.folios_mapped[o] << o;
+	ASSERT_EQ(pages, 1024);
+	ASSERT_EQ(s.mm_anonpages, 1024);
+	ASSERT_EQ(s.pgfault, s.faults);
+	ASSERT_EQ(s.memcg_charged, s.lru_pages);
+	ASSERT_EQ(s.free_pages + s.nr_ptes + s.memcg_charged + 1, s.ram_pages);
+	ASSERT_OK(laf_reset_counters(mm));
+	s = stats(mm);
+	ASSERT_EQ(s.pgfault, 0);
+	ASSERT_EQ(s.folios_mapped[0], 0);
+	ASSERT_EQ(s.mm_anonpages, 1024);
+	ASSERT_TRUE(s.nr_anon[9] + s.nr_anon[8] > 0);
+	return true;
+}
+
+/* 16K and 64K base pages: PMD THPs of 32M and 512M, mTHP of order 2. */
+static bool test_large_base_pages(void)
+{
+	laf_mm *m16 = mm_new(14, LAF_ARCH_GENERIC, 256 * M, 0);
+	laf_mm *m64 = mm_new(16, LAF_ARCH_GENERIC, 1024 * M, 0);
+	uint64_t a, b;
+	struct laf_stats s;
+
+	ASSERT_TRUE(m16 && m64);
+	ASSERT_OK(set_upstream(m16, LAF_THP_ALWAYS, 1UL << 2, LAF_THP_INHERIT));
+	ASSERT_OK(set_upstream(m64, LAF_THP_ALWAYS, 1UL << 2, LAF_THP_INHERIT));
+	a = map_fixed(m16, BASE, 64 * M);
+	ASSERT_EQ(fault(m16, a, 1).order, 11);
+	ASSERT_EQ(fault(m16, a + 32 * M + 100 * K, 0).kind, LAF_FK_PMD_ZERO);
+	b = map_fixed(m64, BASE, 2 * M);                /* far below the 512M PMD */
+	ASSERT_EQ(fault(m64, b + 300 * K, 1).order, 2); /* 256K */
+	s = stats(m64);
+	ASSERT_EQ(s.anon_fault_alloc[2], 1);
+	ASSERT_EQ(s.mm_anonpages, 4);
+	ASSERT_EQ(stats(m16).mm_anonpages, 2048);
+	return true;
+}
+
+/* Accesses outside any VMA or against its protection are SIGSEGV. */
+static bool test_sigsegv(void)
+{
+	laf_mm *mm = mm_small();
+	uint64_t a;
+	struct laf_stats s;
+
+	ASSERT_TRUE(mm);
+	ASSERT_OK(laf_mmap(mm, BASE, 64 * K, LAF_PROT_READ, LAF_MAP_FIXED, &a));
+	ASSERT_EQ(fault(mm, a, 1).access, LAF_ACCESS_SIGSEGV);
+	ASSERT_EQ(fault(mm, a + 64 * K, 0).access, LAF_ACCESS_SIGSEGV);
+	ASSERT_EQ(fault(mm, a, 0).access, LAF_ACCESS_FAULT);
+	s = stats(mm);
+	ASSERT_EQ(s.faults_sigsegv, 2);
+	ASSERT_EQ(s.pgfault, 1);
+	ASSERT_EQ(s.faults, 3);
+	return true;
+}
+
+/* ---------------------------------------------------------------- runner */
+
+typedef bool (*test_fn)(void);
+
+#define T(name) { #name, test_##name }
+static const struct { const char *name; test_fn fn; } tests[] = {
+	T(geometry),
+	T(arch_pte_orders),
+	T(create_rejects_bad_config),
+	T(policy_default_and_validation),
+	T(read_zero_page_then_cow),
+	T(write_maps_64k_folio),
+	T(misaligned_vma_edges),
+	T(zero_pte_blocks_mthp),
+	T(vma_fit_16k_and_64k),
+	T(alloc_failure_fallback),
+	T(charge_failure_fallback),
+	T(memcg_oom_state_intact),
+	T(laf_v3_charge_failure_is_oom),
+	T(laf_v3_ladder),
+	T(fragmentation),
+	T(pmd_thp),
+	T(huge_zero_pmd_then_thp),
+	T(huge_zero_pmd_write_fallback),
+	T(pmd_fallback_to_mthp),
+	T(dontneed_reclaims_pte_table),
+	T(partial_unmap_deferred_split),
+	T(munmap_frees_everything),
+	T(uffd_missing),
+	T(uffd_wp),
+	T(prctl),
+	T(madvise_split_merge),
+	T(mmap_placement),
+	T(race_and_eagain),
+	T(contpte),
+	T(anon_beside_full),
+	T(read_ptes_codes),
+	T(counters_add_up),
+	T(large_base_pages),
+	T(sigsegv),
+};
+
+/* After each test: every mm it created must pass laf_check_invariants(). */
+static bool check_and_destroy_live(const char *name)
+{
+	bool ok = true;
+	int i;
+
+	for (i = 0; i < nr_live; i++) {
+		char msg[512];
+		int err = laf_check_invariants(live[i], msg, sizeof(msg));
+
+		if (err) {
+			fprintf(stderr, "%s: laf_check_invariants(mm #%d): %s (%s)\n", name, i,
+				laf_strerror(err), msg);
+			ok = false;
+		}
+		laf_mm_destroy(live[i]);
+		live[i] = NULL;
+	}
+	nr_live = 0;
+	return ok;
+}
+
+int main(int argc, char **argv)
+{
+	size_t i, n = sizeof(tests) / sizeof(tests[0]);
+	int passed = 0, failed = 0;
+
+	for (i = 0; i < n; i++) {
+		bool ok;
+
+		if (argc > 1 && !strstr(tests[i].name, argv[1]))
+			continue;
+		ok = tests[i].fn();
+		ok = check_and_destroy_live(tests[i].name) && ok;
+		if (ok) {
+			passed++;
+		} else {
+			failed++;
+			fprintf(stderr, "Test %s FAILED\n", tests[i].name);
+		}
+	}
+	printf("%d passed, %d failed\n", passed, failed);
+	return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+}

@@ -1,0 +1,236 @@
+"""Counters add up, and the Stats dataclass.
+
+Identities that follow from the kernel's accounting (upstream-mthp.md §4,
+§6.3, §6.5) and hold after any sequence of operations:
+
+* every anon folio is charged to the memcg and on the LRU:
+  memcg_charged == lru_pages;
+* RAM is partitioned: free + pinned + page tables (deposited ones included)
+  + charged anon pages + the zero page + the huge zero folio (once
+  allocated) == RAM;
+* faults (exception entries) == pgfault + SIGSEGV (no VMA / access error,
+  handle_mm_fault not called) + userfaults (VM_FAULT_RETRY, not accounted);
+  pgfault == min_flt + failed faults (OOM);
+* after write-only faults (no unmap, no COW): sum of folios_mapped pages ==
+  MM_ANONPAGES, and pgfault == faults == the faulted accesses.
+"""
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+from hypothesis import given, strategies as st
+
+from conftest import K, M, all_mthp, place, upstream
+from pylaf import AddressSpace, Config, Policy, Stats
+
+POLICIES = [
+    upstream(),
+    upstream({"64K": "always"}),
+    upstream(all_mthp(pmd="always"), enabled="always"),
+    upstream({"16K": "always", "64K": "always"}, anon_beside_full=True),
+    Policy(kind="laf-v3", enabled="madvise"),
+    Policy(kind="huang-sysfs", enabled="auto"),
+    Policy.fixed(4),
+]
+
+
+def check_identities(mm: AddressSpace) -> None:
+    s = mm.stats()
+    assert s.memcg_charged == s.lru_pages
+    huge_zero = (1 << mm.pmd_order) if s.thp_zero_page_alloc else 0
+    assert (s.free_pages + s.pinned_pages + s.nr_ptes + s.memcg_charged + 1 + huge_zero
+            == s.ram_pages)
+    assert s.faults == s.pgfault + s.faults_sigsegv + s.faults_userfault
+    assert s.pgfault == s.min_flt + s.faults_oom + s.faults_sigbus
+    assert s.mm_anonpages <= s.memcg_charged
+    assert all(v >= 0 for v in s.nr_anon.values())
+    assert all(s.nr_anon_partially_mapped[k] <= s.nr_anon[k] for k in s.nr_anon)
+
+
+@pytest.mark.parametrize("pol", POLICIES, ids=lambda p: p.label)
+def test_write_only_fill_counters(mm_factory, pol) -> None:
+    mm = mm_factory(pol)
+    a = place(mm, "4M", misalign="24K")
+    mm.madvise(a, "2M", "hugepage")
+    t = mm.touch_range(a, "4M", write=True)
+    s = mm.stats()
+    mapped = sum(n << o for o, n in enumerate(s.by_order("folios_mapped")))
+    assert mapped == s.mm_anonpages == 1024
+    assert t.faulted == s.pgfault == s.min_flt == s.faults
+    assert t.faulted + t.hits == t.accesses == 1024
+    assert s.pages_touched == 1024 and s.bloat_pages == 0
+    assert s.faults_write + s.faults_pmd == s.pgfault
+    assert sum(s.anon_fault_alloc.values()) == sum(v for k, v in s.folios_mapped.items()
+                                                   if k not in ("4K", "8K"))
+    assert s.nr_anon == {k: v for k, v in s.anon_fault_alloc.items()}
+    check_identities(mm)
+
+
+def test_sparse_writes_bloat(mm_factory) -> None:
+    mm = mm_factory(upstream({"64K": "always"}))
+    a = place(mm, "1M", align="64K")
+    mm.touch(np.array([a + i * 64 * K for i in range(16)], dtype=np.uint64), write=True)
+    s = mm.stats()
+    assert s.pages_touched == 16 and s.mm_anonpages == 256
+    assert s.bloat_pages == 240 and s.bloat_ratio == 16.0
+    assert s.rss_bytes == 1 * M
+    assert s.folio_histogram() == {"64K": 16}
+
+
+def test_stats_per_size_keys_and_arrays(mm_factory) -> None:
+    mm = mm_factory(upstream({"64K": "always"}))
+    a = place(mm, "1M")
+    mm.fault(a, write=True)
+    s = mm.stats()
+    keys = ["16K", "32K", "64K", "128K", "256K", "512K", "1M", "2M"]
+    for name in ("anon_fault_alloc", "anon_fault_fallback", "anon_fault_fallback_charge",
+                 "anon_fault_declined", "split", "split_deferred", "nr_anon",
+                 "nr_anon_partially_mapped"):
+        assert list(getattr(s, name)) == keys, name
+        arr = s.by_order(name)
+        assert arr.shape == (16,) and arr[0] == 0 and arr[1] == 0
+    assert list(s.folios_mapped) == ["4K", "8K"] + keys
+    assert s.anon_fault_alloc["64K"] == 1 == int(s.by_order("anon_fault_alloc")[4])
+    assert s.folios_mapped["64K"] == 1
+    assert s.page_size == 4096 and s.pmd_order == 9
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        s.pgfault = 3  # type: ignore[misc]
+    d = s.as_dict()
+    assert d["pgfault"] == s.pgfault and d["anon_fault_alloc"]["64K"] == 1
+    assert "per_order" not in d
+    assert isinstance(s, Stats)
+
+
+def test_stats_delta_and_reset(mm_factory) -> None:
+    mm = mm_factory(upstream({"64K": "always"}))
+    a = place(mm, "1M")
+    s0 = mm.stats()
+    mm.touch_range(a, "256K", write=True)
+    s1 = mm.stats()
+    d = s1 - s0
+    assert d["pgfault"] == 4 and d["anon_fault_alloc"] == {"64K": 4}
+    assert d["mm_anonpages"] == 64 and "split" in d and d["split"] == {}
+    mm.reset_counters()
+    s2 = mm.stats()
+    # events zeroed; gauges kept
+    assert s2.pgfault == 0 and s2.anon_fault_alloc["64K"] == 0 and s2.faults == 0
+    assert s2.folios_mapped["64K"] == 0
+    assert s2.nr_anon["64K"] == 4 and s2.mm_anonpages == 64 and s2.nr_ptes == 1
+    assert s2.lru_pages == 64 and s2.memcg_charged == 64 and s2.pages_touched == 64
+    assert s2.free_pages == s1.free_pages and s2.nr_vmas == 1
+    mm.munmap(a, "1M")
+    s3 = mm.stats()
+    assert s3.nr_anon["64K"] == 0 and s3.mm_anonpages == 0
+
+
+def test_touch_results_array(mm_factory) -> None:
+    from pylaf import Access
+    mm = mm_factory(upstream())
+    a = place(mm, "64K", prot="r")
+    addrs = np.array([a, a, a + 4 * K, a + 1 * M], dtype=np.uint64)
+    writes = np.array([0, 0, 1, 0], dtype=np.uint8)
+    t = mm.touch(addrs, writes, results=True)
+    assert list(t.results) == [Access.FAULT, Access.HIT, Access.SIGSEGV, Access.SIGSEGV]
+    assert (t.faulted, t.hits, t.sigsegv, t.first_error) == (1, 1, 2, 2)
+    assert not t.ok
+    s = mm.stats()
+    assert s.faults == 3 and s.pgfault == 1 and s.faults_sigsegv == 2 and s.hits == 1
+
+
+# --------------------------------------------------------------- property
+OPS = st.lists(st.one_of(
+    st.tuples(st.just("touch"), st.integers(0, 1023), st.integers(1, 64), st.booleans()),
+    st.tuples(st.just("dontneed"), st.integers(0, 1023), st.integers(1, 300)),
+    st.tuples(st.just("munmap"), st.integers(0, 1023), st.integers(1, 300)),
+    st.tuples(st.just("remap"),),
+    st.tuples(st.just("madvise"), st.integers(0, 1023), st.integers(1, 300), st.booleans()),
+    st.tuples(st.just("shrink"),),
+    st.tuples(st.just("fragment"), st.integers(0, 9)),
+    st.tuples(st.just("inject"), st.sampled_from([0, 2, 3, 4, 9]), st.booleans()),
+    st.tuples(st.just("memcg"), st.sampled_from([None, "1M", "3M"])),
+    st.tuples(st.just("uffd"), st.sampled_from(["missing", "wp", "both", "off"]),
+              st.integers(0, 1023), st.integers(1, 300)),
+    st.tuples(st.just("ufill"), st.sampled_from(["copy", "copy-wp", "zero", "wp", "unwp"]),
+              st.integers(0, 1023), st.integers(1, 32)),
+    st.tuples(st.just("race"), st.integers(0, 1023), st.integers(0, 1023)),
+    st.tuples(st.just("eagain"), st.integers(0, 1023)),
+    st.tuples(st.just("policy"), st.integers(0, 6)),
+), min_size=1, max_size=25)
+
+
+@given(pol=st.sampled_from(POLICIES), arch=st.sampled_from(["x86_64", "arm64"]), ops=OPS)
+def test_random_ops_keep_identities(pol, arch, ops) -> None:
+    mm = AddressSpace(Config(ram="32M", arch=arch, policy=pol))
+    try:
+        base = 0x2000_0000_0000
+        mm.mmap("4M", addr=base, fixed=True)
+        for op in ops:
+            if op[0] == "touch":
+                _, page, n, write = op
+                mm.touch_range(base + page * 4 * K, n * 4 * K, write=write)
+            elif op[0] in ("dontneed", "munmap", "madvise"):
+                _, page, n = op[:3]
+                start, length = base + page * 4 * K, n * 4 * K
+                try:
+                    if op[0] == "dontneed":
+                        mm.madvise(start, length, "dontneed")
+                    elif op[0] == "munmap":
+                        mm.munmap(start, length)
+                    else:
+                        mm.madvise(start, length, "hugepage" if op[3] else "nohugepage")
+                except MemoryError:
+                    pass                       # range with holes: ENOMEM, like the kernel
+            elif op[0] == "remap":
+                mm.munmap(base, "4M")
+                mm.mmap("4M", addr=base, fixed=True)
+            elif op[0] == "shrink":
+                mm.shrink_deferred_split()
+            elif op[0] == "fragment":
+                mm.unfragment()
+                mm.fragment(op[1])
+            elif op[0] == "inject":
+                (mm.inject_alloc_fail if op[2] else mm.inject_charge_fail)(op[1])
+            elif op[0] == "memcg":
+                try:
+                    mm.set_memcg_limit(op[1])
+                except Exception:
+                    pass                       # below current usage: refused
+            elif op[0] == "uffd":
+                _, mode, page, n = op
+                start, length = base + page * 4 * K, min(n, 1024 - page) * 4 * K
+                try:
+                    if mode == "off":
+                        mm.uffd_unregister(start, length)
+                    else:
+                        mm.uffd_register(start, length,
+                                         ["missing", "wp"] if mode == "both" else mode)
+                except ValueError:
+                    pass                       # not fully mapped: EINVAL
+            elif op[0] == "ufill":
+                _, what, page, n = op
+                start, length = base + page * 4 * K, min(n, 1024 - page) * 4 * K
+                try:
+                    if what.startswith("copy"):
+                        mm.uffd_copy(start, length, wp=what == "copy-wp")
+                    elif what == "zero":
+                        mm.uffd_zeropage(start, length)
+                    else:
+                        mm.uffd_writeprotect(start, length, wp=what == "wp")
+                except (ValueError, MemoryError):
+                    pass                       # not registered / EEXIST / ENOMEM
+            elif op[0] == "race":
+                mm.inject_race(base + op[2] * 4 * K)
+                mm.fault(base + op[1] * 4 * K, write=True)
+                mm.inject_clear()
+            elif op[0] == "eagain":
+                mm.inject_pte_map_fail()
+                mm.fault(base + op[1] * 4 * K, write=True)
+                mm.inject_clear()
+            elif op[0] == "policy":
+                mm.set_policy(POLICIES[op[1]])
+            check_identities(mm)
+            mm.check_invariants()
+    finally:
+        mm.close()
