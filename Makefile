@@ -6,7 +6,7 @@ SAN = -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover
 CORE = csrc/page_alloc.c csrc/pgtable.c csrc/memory.c csrc/huge_memory.c csrc/policy.c \
        csrc/vma.c csrc/api.c csrc/check.c
 
-.PHONY: all ext ctest ctest-asan test clean
+.PHONY: all ext ctest ctest-asan bench bench-quick test clean
 
 all: ext
 
@@ -27,10 +27,18 @@ ctest: build/test_laf
 ctest-asan: build/test_laf_asan
 	ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 ./build/test_laf_asan
 
-# The whole suite: C unit tests (plain and ASan+UBSan), then pytest
-# (benchmarks run once each as correctness checks).
-test: ctest ctest-asan
+# The standalone C microbench (bench/laf_bench); bench-quick checks every case on 16 MiB.
+bench:
+	$(MAKE) -C bench
+
+bench-quick:
+	$(MAKE) -C bench quick
+
+# The whole suite: C unit tests (plain and ASan+UBSan), the microbench's
+# self-checks, then pytest (benchmarks run once each as correctness checks).
+test: ctest ctest-asan bench-quick
 	$(PYTHON) -m pytest -q --benchmark-disable
 
 clean:
 	rm -rf build pylaf/_laf.c pylaf/*.so pylaf/*.o
+	$(MAKE) -C bench clean

@@ -6,6 +6,8 @@
 #include <stdlib.h>
 #include <sys/mman.h>
 
+#include <sched.h>
+
 #include "laf_internal.h"
 
 /* vma.c / memory.c internals used here */
@@ -185,6 +187,13 @@ void laf_mm_destroy(laf_mm *mm)
 
 	if (!mm)
 		return;
+	/*
+	 * close() from one thread while another is inside an entry point (the
+	 * busy flag is held) must not free the mm under it: wait for that call
+	 * to return, then keep the flag so nothing else enters.
+	 */
+	while (__atomic_exchange_n(&mm->busy, 1, __ATOMIC_ACQUIRE))
+		sched_yield();
 	for (i = 0; i < mm->nr_vmas; i++)
 		zap_page_range(mm, &mm->vmas[i], mm->vmas[i].vm_start, mm->vmas[i].vm_end);
 	free_all_pgtables(mm);
@@ -295,7 +304,9 @@ static int uffd_unregister(struct laf_mm *mm, uint64_t start, uint64_t len)
 	uint64_t end = start + len, addr = start;
 	struct laf_vma *v;
 
-	if ((start | len) & (mm->page_size - 1) || !len || end < start || end > mm->task_size)
+	/* fs/userfaultfd.c validate_range(): also start >= mmap_min_addr */
+	if ((start | len) & (mm->page_size - 1) || !len || end < start || end > mm->task_size ||
+	    start < MMAP_MIN_ADDR)
 		return LAF_EINVAL;
 	while (addr < end && (v = find_vma(mm, addr)) && v->vm_start < end) {
 		uint64_t s = v->vm_start > addr ? v->vm_start : addr;
@@ -325,7 +336,9 @@ static int mfill(struct laf_mm *mm, uint64_t start, uint64_t len, bool zeropage,
 
 	struct laf_vma *vma;
 
-	if ((start | len) & (mm->page_size - 1) || !len || end < start || end > mm->task_size)
+	/* fs/userfaultfd.c validate_range(): also start >= mmap_min_addr */
+	if ((start | len) & (mm->page_size - 1) || !len || end < start || end > mm->task_size ||
+	    start < MMAP_MIN_ADDR)
 		return LAF_EINVAL;
 	/*
 	 * uffd_mfill_lock(): the VMA holding @start gets its anon_vma first
@@ -355,9 +368,9 @@ static int mfill(struct laf_mm *mm, uint64_t start, uint64_t len, bool zeropage,
 		if (pmd_none(pmd) && __pte_alloc(mm, pmd))
 			return LAF_ENOMEM;
 		pte = &pmd->ptes[pte_index(mm, addr)];
-		if (!pte_none(*pte))
-			return LAF_EEXIST;
 		if (zeropage) {
+			if (!pte_none(*pte))
+				return LAF_EEXIST;
 			entry = pfn_pte(mm->zero_pfn, LAF_PTE_PRESENT | LAF_PTE_SPECIAL | LAF_PTE_YOUNG);
 			set_ptes(mm, addr, pte, entry, 1);
 			mm->st.zero_page_maps++;
@@ -369,6 +382,14 @@ static int mfill(struct laf_mm *mm, uint64_t start, uint64_t len, bool zeropage,
 		if (mem_cgroup_charge(mm, pfn, 0)) {
 			folio_put(mm, pfn);
 			return LAF_ENOMEM;
+		}
+		/*
+		 * mfill_atomic_pte_copy(): the folio is allocated and charged
+		 * first; mfill_atomic_install_pte() then finds the PTE taken.
+		 */
+		if (!pte_none(*pte)) {
+			folio_put(mm, pfn);
+			return LAF_EEXIST;
 		}
 		folio_add_new_anon_rmap(mm, pfn, vma, addr);
 		pfn_to_page(mm, pfn)->flags |= PG_lru;
@@ -400,7 +421,9 @@ static int writeprotect(struct laf_mm *mm, uint64_t start, uint64_t len, bool wp
 {
 	uint64_t addr, end = start + len;
 
-	if ((start | len) & (mm->page_size - 1) || !len || end < start || end > mm->task_size)
+	/* fs/userfaultfd.c validate_range(): also start >= mmap_min_addr */
+	if ((start | len) & (mm->page_size - 1) || !len || end < start || end > mm->task_size ||
+	    start < MMAP_MIN_ADDR)
 		return LAF_EINVAL;
 	bool found = false;
 
@@ -524,64 +547,104 @@ static inline void summarize(struct laf_touch_summary *s, int a, size_t i)
 struct mmu_walk_cache {
 	uint64_t tag;		/* addr >> pmd_shift, ~0 when empty */
 	pte_t *ptes;
+	uint64_t hits;		/* served here; added to the counters at the end */
+	unsigned int pmd_shift, page_shift, index_mask;	/* geometry, kept in registers */
 };
 
-static inline bool walk_cache_hit(struct laf_mm *mm, const struct mmu_walk_cache *c,
-				  uint64_t addr, bool write)
+static inline void walk_cache_init(struct laf_mm *mm, struct mmu_walk_cache *c)
 {
-	pte_t pte, need = LAF_PTE_PRESENT | LAF_PTE_TOUCHED | (write ? LAF_PTE_WRITE : 0);
+	c->tag = ~0ULL;
+	c->ptes = NULL;
+	c->hits = 0;
+	c->pmd_shift = mm->pmd_shift;
+	c->page_shift = mm->page_shift;
+	c->index_mask = mm->ptrs_per_pte - 1;
+}
 
-	if ((addr >> mm->pmd_shift) != c->tag)
+/* PTE bits a cached hit needs */
+static inline pte_t walk_cache_need(bool write)
+{
+	return LAF_PTE_PRESENT | LAF_PTE_TOUCHED | (write ? LAF_PTE_WRITE : 0);
+}
+
+static inline bool walk_cache_hit(struct mmu_walk_cache *c, uint64_t addr, pte_t need)
+{
+	pte_t pte;
+
+	if ((addr >> c->pmd_shift) != c->tag)
 		return false;
-	pte = c->ptes[pte_index(mm, addr)];
-	return (pte & need) == need;
+	pte = c->ptes[(addr >> c->page_shift) & c->index_mask];
+	if ((pte & need) != need)
+		return false;
+	c->hits++;
+	return true;
 }
 
 static inline void walk_cache_fill(struct laf_mm *mm, struct mmu_walk_cache *c, uint64_t addr)
 {
 	pmd_t *pmd;
 
-	if ((addr >> mm->pmd_shift) == c->tag)
+	if ((addr >> c->pmd_shift) == c->tag)
 		return;
 	pmd = pmd_offset(mm, addr);
 	if (pmd && !pmd->val && pmd->ptes) {
-		c->tag = addr >> mm->pmd_shift;
+		c->tag = addr >> c->pmd_shift;
 		c->ptes = pmd->ptes;
 	} else {
 		c->tag = ~0ULL;
 	}
 }
 
-static inline int touch_one(struct laf_mm *mm, struct mmu_walk_cache *c, uint64_t addr, bool w)
+/* The hits the cache served: mm->st.hits and the summary's, once per batch. */
+static inline void walk_cache_flush(struct laf_mm *mm, struct mmu_walk_cache *c,
+				    struct laf_touch_summary *s)
 {
-	int a;
-
-	if (walk_cache_hit(mm, c, addr, w)) {
-		mm->st.hits++;
-		return LAF_ACCESS_HIT;
-	}
-	a = laf_access(mm, addr, w, NULL);
-	walk_cache_fill(mm, c, addr);
-	return a;
+	mm->st.hits += c->hits;
+	s->hits += c->hits;
+	c->hits = 0;
 }
 
 static int __touch(struct laf_mm *mm, const uint64_t *addrs, size_t n, const uint8_t *writes,
 		   int write, int8_t *results, struct laf_touch_summary *s)
 {
-	struct mmu_walk_cache wc = { .tag = ~0ULL };
+	struct mmu_walk_cache wc;
 	size_t i;
 
 	memset(s, 0, sizeof(*s));
 	s->first_error = -1;
 	s->accesses = n;
+	walk_cache_init(mm, &wc);
+	if (!writes && !results) {	/* the common batch: one access kind, summary only */
+		pte_t need = walk_cache_need(write != 0);
+
+		for (i = 0; i < n; i++) {
+			uint64_t addr = addrs[i];
+
+			if (walk_cache_hit(&wc, addr, need))
+				continue;
+			summarize(s, laf_access(mm, addr, write != 0, NULL), i);
+			walk_cache_fill(mm, &wc, addr);
+		}
+		walk_cache_flush(mm, &wc, s);
+		return 0;
+	}
 	for (i = 0; i < n; i++) {
 		bool w = writes ? writes[i] != 0 : write != 0;
-		int a = touch_one(mm, &wc, addrs[i], w);
+		uint64_t addr = addrs[i];
+		int a;
 
+		if (walk_cache_hit(&wc, addr, walk_cache_need(w))) {
+			if (results)
+				results[i] = LAF_ACCESS_HIT;
+			continue;
+		}
+		a = laf_access(mm, addr, w, NULL);
+		walk_cache_fill(mm, &wc, addr);
 		if (results)
 			results[i] = (int8_t)a;
 		summarize(s, a, i);
 	}
+	walk_cache_flush(mm, &wc, s);
 	return 0;
 }
 
@@ -596,17 +659,24 @@ int laf_touch(laf_mm *mm, const uint64_t *addrs, size_t n, const uint8_t *writes
 static int __touch_range(struct laf_mm *mm, uint64_t start, uint64_t len, uint64_t stride,
 			 int write, struct laf_touch_summary *s)
 {
-	struct mmu_walk_cache wc = { .tag = ~0ULL };
+	struct mmu_walk_cache wc;
 	uint64_t off;
 	size_t i = 0;
 
 	memset(s, 0, sizeof(*s));
 	s->first_error = -1;
+	walk_cache_init(mm, &wc);
 	for (off = 0; off < len; off += stride, i++) {
-		int a = touch_one(mm, &wc, start + off, write != 0);
+		uint64_t addr = start + off;
+		int a;
 
+		if (walk_cache_hit(&wc, addr, walk_cache_need(write != 0)))
+			continue;
+		a = laf_access(mm, addr, write != 0, NULL);
+		walk_cache_fill(mm, &wc, addr);
 		summarize(s, a, i);
 	}
+	walk_cache_flush(mm, &wc, s);
 	s->accesses = i;
 	return 0;
 }

@@ -520,7 +520,9 @@ int __laf_uffd_register(struct laf_mm *mm, uint64_t start, uint64_t len, int mod
 {
 	uint64_t set = 0, end = start + len, addr;
 
-	if ((start | len) & (mm->page_size - 1) || !len || end < start || end > mm->task_size)
+	/* fs/userfaultfd.c validate_range(): also start >= mmap_min_addr */
+	if ((start | len) & (mm->page_size - 1) || !len || end < start || end > mm->task_size ||
+	    start < MMAP_MIN_ADDR)
 		return LAF_EINVAL;
 	if (!mode || (mode & ~(LAF_UFFDIO_REGISTER_MODE_MISSING | LAF_UFFDIO_REGISTER_MODE_WP |
 			       LAF_UFFDIO_REGISTER_MODE_MINOR)))
@@ -561,7 +563,9 @@ int __laf_uffd_unregister(struct laf_mm *mm, uint64_t start, uint64_t len)
 {
 	uint64_t end = start + len, addr;
 
-	if ((start | len) & (mm->page_size - 1) || !len || end < start || end > mm->task_size)
+	/* fs/userfaultfd.c validate_range(): also start >= mmap_min_addr */
+	if ((start | len) & (mm->page_size - 1) || !len || end < start || end > mm->task_size ||
+	    start < MMAP_MIN_ADDR)
 		return LAF_EINVAL;
 	/* fs/userfaultfd.c: -EINVAL only if no VMA at all; holes are skipped */
 	if (!range_has_vma(mm, start, end))

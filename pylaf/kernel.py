@@ -182,6 +182,56 @@ def _apply_raw(values: Mapping[str, str], thp_dir: Path = THP_DIR) -> list[str]:
     return errors
 
 
+#: Every pylaf process that changes THP knobs (or measures under them) takes
+#: this lock, so two of them never interleave: the second would otherwise save
+#: the first one's temporary values as "original" and restore those.
+THP_LOCK_PATH = Path(os.environ.get("PYLAF_THP_LOCK", "/tmp/pylaf-thp-settings.lock"))
+_lock_guard = threading.RLock()
+_lock_depth = 0
+_lock_fd: Optional[int] = None
+
+
+@contextlib.contextmanager
+def thp_lock(timeout: Optional[float] = None) -> Iterator[None]:
+    """Hold the machine-wide pylaf THP lock (``flock`` on :data:`THP_LOCK_PATH`).
+
+    Re-entrant within a process.  Blocks while another pylaf process holds it
+    (``timeout`` seconds at most: then ``TimeoutError``).
+    """
+    import fcntl
+    import time
+
+    global _lock_depth, _lock_fd
+    with _lock_guard:
+        if _lock_depth:
+            _lock_depth += 1
+            try:
+                yield
+            finally:
+                _lock_depth -= 1
+            return
+        fd = os.open(str(THP_LOCK_PATH), os.O_RDWR | os.O_CREAT, 0o666)
+        try:
+            t0 = time.monotonic()
+            while True:
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except BlockingIOError:
+                    if timeout is not None and time.monotonic() - t0 > timeout:
+                        raise TimeoutError(f"another pylaf process holds {THP_LOCK_PATH}") from None
+                    time.sleep(0.05)
+            _lock_fd, _lock_depth = fd, 1
+            try:
+                yield
+            finally:
+                _lock_depth = 0
+                _lock_fd = None
+                fcntl.flock(fd, fcntl.LOCK_UN)
+        finally:
+            os.close(fd)
+
+
 @contextlib.contextmanager
 def thp_settings(
     enabled: Optional[str] = None,
@@ -201,8 +251,26 @@ def thp_settings(
     ``enabled``, and the extra global knobs) is saved first and written back
     on every exit path: normal exit, exceptions, KeyboardInterrupt, and
     SIGTERM (converted to SystemExit while the block runs in the main thread).
-    Yields the settings as read back after applying them.
+    Yields the settings as read back after applying them.  The whole block
+    runs under :func:`thp_lock`, so concurrent pylaf processes take turns.
     """
+    with thp_lock():
+        with _thp_settings_locked(enabled, defrag, use_zero_page, sizes, all_sizes, extra,
+                                  anon_beside_full, thp_dir) as st:
+            yield st
+
+
+@contextlib.contextmanager
+def _thp_settings_locked(
+    enabled: Optional[str],
+    defrag: Optional[str],
+    use_zero_page: Optional[int],
+    sizes: Optional[Mapping[Union[str, int], str]],
+    all_sizes: Optional[str],
+    extra: Optional[Mapping[str, Union[str, int]]],
+    anon_beside_full: Optional[int],
+    thp_dir: Path,
+) -> Iterator[ThpSettings]:
     original = _raw_all(thp_dir)
     wanted: dict[str, str] = {}
     if enabled is not None:
@@ -478,29 +546,44 @@ def build_dir() -> Path:
     return Path(env) if env else repo_root() / "build"
 
 
-def build_kprog(cc: Optional[str] = None, force: bool = False) -> Path:
-    """Compile laf_kprog into ``<build>/kprog/laf_kprog-<srchash>`` if needed."""
-    src = kprog_source()
+def build_helper(name: str, cc: Optional[str] = None, force: bool = False) -> Path:
+    """Compile ``csrc/kprog/<name>.c`` into ``<build>/kprog/<name>-<srchash>`` if needed
+    (``laf_kprog``, ``laf_tracee``).  Written to a temp file and renamed."""
+    if name == "laf_kprog":
+        src = kprog_source()
+    else:
+        src = repo_root() / "csrc" / "kprog" / f"{name}.c"
+        if not src.is_file():
+            raise FileNotFoundError(f"{name} source not found at {src}")
     cc = cc or os.environ.get("CC", "cc")
     digest = hashlib.sha256(src.read_bytes() + cc.encode()).hexdigest()[:16]
     outdir = build_dir() / "kprog"
-    exe = outdir / f"laf_kprog-{digest}"
+    exe = outdir / f"{name}-{digest}"
     if exe.exists() and not force:
         return exe
     outdir.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".laf_kprog-", dir=outdir)
+    fd, tmp = tempfile.mkstemp(prefix=f".{name}-", dir=outdir)
     os.close(fd)
     try:
-        subprocess.run([cc, "-O2", "-o", tmp, str(src)], check=True,
+        extra = ["-pthread"] if "pthread.h" in src.read_text() else []
+        subprocess.run([cc, "-O2", "-o", tmp, str(src)] + extra, check=True,
                        capture_output=True, text=True)
         os.chmod(tmp, 0o755)
         os.replace(tmp, exe)
+    except FileNotFoundError as e:
+        raise RuntimeError(f"building {name} failed: C compiler {cc!r} not found "
+                           f"(install gcc or set $CC)") from e
     except subprocess.CalledProcessError as e:
-        raise RuntimeError(f"building laf_kprog failed:\n{e.stderr}") from e
+        raise RuntimeError(f"building {name} failed:\n{e.stderr}") from e
     finally:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
     return exe
+
+
+def build_kprog(cc: Optional[str] = None, force: bool = False) -> Path:
+    """Compile laf_kprog into ``<build>/kprog/laf_kprog-<srchash>`` if needed."""
+    return build_helper("laf_kprog", cc, force)
 
 
 def format_program(program: Union[str, Iterable[str]]) -> str:

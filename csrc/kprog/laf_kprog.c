@@ -882,9 +882,23 @@ int main(int argc, char **argv)
 	out_len = 0;
 	out = outbuf_alloc();
 
+	/*
+	 * Deliver SIGSEGV/SIGBUS on a pre-touched alternate stack: otherwise the
+	 * signal frame can land on a not yet touched page of the main stack and
+	 * its fault (an mTHP with large folios enabled) is counted in the op's
+	 * window.
+	 */
+	{
+		static char altstack[256 << 10];
+		stack_t ss = { .ss_sp = altstack, .ss_size = sizeof(altstack) };
+
+		memset(altstack, 1, sizeof(altstack));
+		if (sigaltstack(&ss, NULL))
+			fprintf(stderr, "laf_kprog: warning: sigaltstack: %s\n", strerror(errno));
+	}
 	memset(&sa, 0, sizeof(sa));
 	sa.sa_handler = segv_handler;
-	sa.sa_flags = SA_NODEFER;
+	sa.sa_flags = SA_NODEFER | SA_ONSTACK;
 	sigaction(SIGSEGV, &sa, NULL);
 	sigaction(SIGBUS, &sa, NULL);
 

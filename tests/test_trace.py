@@ -1,0 +1,498 @@
+"""Record & replay: perf script parsing, the trace format, malformed files,
+replay of the bundled traces, perf failure messages."""
+from __future__ import annotations
+
+import os
+import shutil
+import stat
+import struct
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from pylaf import AddressSpace, Config, Policy
+from pylaf import trace as T
+from pylaf.cli import main
+
+ROOT = Path(__file__).resolve().parents[1]
+FIXTURES = ROOT / "traces" / "fixtures"
+TRACES = ROOT / "traces"
+
+
+def run_cli(capsys, *argv: str) -> tuple[int, str, str]:
+    try:
+        rc = main(list(argv))
+    except SystemExit as exc:
+        rc = exc.code if isinstance(exc.code, int) else 1
+    out, err = capsys.readouterr()
+    return rc, out, err
+
+
+# ------------------------------------------------------------------ fixtures
+
+
+@pytest.fixture(scope="module")
+def fixture_trace() -> T.Trace:
+    """A real capture: `sh -c '/bin/true; echo x >/dev/null'` (perf script text
+    + laf_tracee log, kept with `pylaf record --keep-perf-data`)."""
+    lines = (FIXTURES / "sh-true.perf-script.txt").read_text().splitlines()
+    log = T.read_tracee_log(FIXTURES / "sh-true.tracee.log")
+    return T.build_trace(lines, log, {"command": ["sh", "-c", "/bin/true; echo x >/dev/null"],
+                                      "name": "sh-true"})
+
+
+def test_parse_perf_script_fixture():
+    lines = (FIXTURES / "sh-true.perf-script.txt").read_text().splitlines()
+    evs = list(T.parse_perf_script(lines))
+    assert len(evs) == len([ln for ln in lines if ln.strip()])
+    kinds = {e.event for e in evs}
+    assert {"exceptions:page_fault_user", "sched:sched_process_exec", "sched:sched_process_fork",
+            "syscalls:sys_enter_mmap", "syscalls:sys_exit_mmap"} <= kinds
+    assert all(e.t > 0 for e in evs)
+    assert [e.t for e in evs] == sorted(e.t for e in evs)
+
+
+def test_parse_perf_script_fields():
+    line = ("  Web Content  123/456 [001]  1222.139130756: exceptions:page_fault_user: "
+            "address=0x7f41d3782b70 ip=0x7f41d3782b70 error_code=0x6")
+    (ev,) = T.parse_perf_script([line, "", "# a header line"])
+    assert (ev.comm, ev.pid, ev.tid, ev.t) == ("Web Content", 123, 456, 1222139130756)
+    assert T._fault_fields(ev.fields) == (0x7f41d3782b70, 6)
+    assert T._syscall_args("addr: 0x00000000, len: 0x00002000, prot: 0x00000003, flags: 0x00000022,"
+                           " fd: 0xffffffff, off: 0x00000000") == \
+        {"addr": 0, "len": 0x2000, "prot": 3, "flags": 0x22, "fd": 0xffffffff, "off": 0}
+    assert T._syscall_ret("0xfffffffffffffff4") == -12
+
+
+def test_parse_perf_script_lost_events():
+    with pytest.raises(T.PerfError, match="lost"):
+        list(T.parse_perf_script(["PERF_RECORD_LOST lost 12 events"]))
+
+
+def test_fixture_processes(fixture_trace):
+    tr = fixture_trace
+    # sh, then the vfork()ed child exec()ing /bin/true: two mms
+    assert [p["start"] for p in tr.processes] == ["exec", "exec"]
+    assert tr.processes[0]["exe"] == "/usr/bin/sh"
+    assert tr.processes[1]["exe"] == "/bin/true"
+    fc = tr.fault_counts()
+    assert fc["anon"] == 25 and fc["total"] == 106 and fc["file"] == 79
+    assert fc["no-vma"] == 0
+    # exec internals (elf_load, the auxv copy) are dropped, the tracer's own
+    # faults are not part of the workload
+    assert tr.header["skipped"]["exec_internal"] == 4
+    assert tr.header["skipped"]["untracked"] > 0
+    # the stack page exec populated comes as a POPULATE event, not a fault
+    pop = tr.events[tr.events["op"] == T.OP_POPULATE]
+    assert len(pop) >= 2 and set(pop["cls"]) == {T.C_STACK}
+    # brk: the first heap VMA is created unmerged with .bss
+    maps = tr.events[tr.events["op"] == T.OP_MAP]
+    heap = maps[maps["cls"] == T.C_HEAP]
+    assert len(heap) and heap[0]["flags"] & T.M_NOMERGE
+
+
+# ------------------------------------------------- synthetic perf scenarios
+
+PID = 1000
+
+
+def _line(t_us: int, event: str, rest: str, pid: int = PID, tid: int = PID, comm: str = "prog") -> str:
+    return f"{comm:>16} {pid}/{tid} [000] {t_us // 1000000}.{t_us % 1000000:06d}000: {event}: {rest}"
+
+
+def _exec_log(pid: int = PID) -> list[dict]:
+    return [
+        {"ev": "start", "pid": pid, "no_aslr": 1, "page_size": 4096},
+        {"ev": "exec", "pid": pid, "n": 0, "t": 1, "maps": [
+            [0x400000, 0x401000, "r--p", 0, "/bin/prog"],
+            [0x401000, 0x402000, "rw-p", 0x1000, "/bin/prog"],
+            [0x402000, 0x404000, "rw-p", 0, ""],
+            [0x7ffffffde000, 0x7ffffffff000, "rw-p", 0, "[stack]"]],
+         "present": [[0x402000, 0x404000, "00"],
+                     [0x7ffffffde000, 0x7ffffffff000, "00000000" + "01"]]},
+        {"ev": "end", "status": 0, "t": 99},
+    ]
+
+
+def _mmap(t: int, addr: int, ln: int, prot: int, flags: int, ret: int, fd: int = 0xffffffff) -> list[str]:
+    return [_line(t, "syscalls:sys_enter_mmap", f"addr: {addr:#x}, len: {ln:#x}, prot: {prot:#x}, "
+                                                f"flags: {flags:#x}, fd: {fd:#x}, off: 0x0"),
+            _line(t + 1, "syscalls:sys_exit_mmap", f"{ret:#x}")]
+
+
+def _fault(t: int, addr: int, err: int = 6, kernel: bool = False, pid: int = PID,
+           tid: int = PID) -> str:
+    ev = "exceptions:page_fault_kernel" if kernel else "exceptions:page_fault_user"
+    return _line(t, ev, f"address={addr:#x} ip=0x401000 error_code={err:#x}", pid=pid, tid=tid)
+
+
+def _synthetic() -> list[str]:
+    L: list[str] = []
+    L.append(_line(10, "syscalls:sys_enter_execve", "filename: 0x1, argv: 0x2, envp: 0x3"))
+    L.append(_fault(11, 0x402010, 2, kernel=True))            # exec internal: dropped
+    L.append(_line(12, "sched:sched_process_exec", f"filename=/bin/prog pid={PID} old_pid={PID}"))
+    L.append(_line(13, "syscalls:sys_exit_execve", "0x0"))
+    L.append(_line(20, "syscalls:sys_enter_brk", "brk: 0x00000000"))
+    L.append(_line(21, "syscalls:sys_exit_brk", "0x404000"))
+    L.append(_line(22, "syscalls:sys_enter_brk", "brk: 0x425000"))
+    L.append(_line(23, "syscalls:sys_exit_brk", "0x425000"))
+    L.append(_fault(30, 0x404008))                            # heap write
+    L.append(_fault(31, 0x402000, 4))                         # bss read
+    L.append(_fault(32, 0x400100, 4))                         # file read
+    L += _mmap(40, 0, 0x100000, 3, 0x22, 0x7ffff7e00000)       # anon mmap 1M
+    L.append(_fault(50, 0x7ffff7e00000))
+    L.append(_fault(51, 0x7ffff7e01000))
+    L += _mmap(60, 0, 0x2000, 1, 0x2, 0x7ffff7dfe000, fd=3)    # file mapping
+    L.append(_fault(61, 0x7ffff7dfe000, 4))
+    L.append(_line(70, "syscalls:sys_enter_madvise", "start: 0x7ffff7e00000, len_in: 0x00010000, "
+                                                     "behavior: 0x00000004"))
+    L.append(_line(71, "syscalls:sys_exit_madvise", "0x0"))
+    L.append(_line(80, "syscalls:sys_enter_mremap", "addr: 0x7ffff7e00000, old_len: 0x00100000, "
+                                                    "new_len: 0x00200000, flags: 0x00000001, "
+                                                    "new_addr: 0x00000000"))
+    L.append(_line(81, "syscalls:sys_exit_mremap", "0x7ffff7a00000"))
+    L.append(_fault(90, 0x7ffff7b00000))                      # grown part of the moved VMA
+    L.append(_fault(91, 0x7ffffffdd100))                      # below the stack: expands it
+    L.append(_fault(92, 0x10000))                             # no VMA
+    L.append(_line(93, "syscalls:sys_enter_munmap", "addr: 0x7ffff7a00000, len: 0x00200000"))
+    L.append(_line(94, "syscalls:sys_exit_munmap", "0x0"))
+    # a failed execve: its faults belong to the old mm
+    L.append(_line(95, "syscalls:sys_enter_execve", "filename: 0x1, argv: 0x2, envp: 0x3"))
+    L.append(_fault(96, 0x405010, 2, kernel=True))
+    L.append(_line(97, "syscalls:sys_exit_execve", "0xfffffffffffffffe"))
+    # a process that is not ours
+    L.append(_fault(98, 0x404010, pid=4242, tid=4242))
+    return L
+
+
+def test_synthetic_classification():
+    tr = T.build_trace(_synthetic(), _exec_log())
+    assert len(tr.processes) == 1
+    ev = tr.events
+    f = ev[ev["op"] == T.OP_FAULT]
+    cls = {int(a): T.CLASS_NAMES[c] for a, c in zip(f["addr"], f["cls"])}
+    assert cls[0x404008] == "heap"
+    assert cls[0x402000] == "bss"
+    assert cls[0x400100] == "file"
+    assert cls[0x7ffff7e00000] == "anon-mmap"
+    assert cls[0x7ffff7dfe000] == "file"
+    assert cls[0x7ffff7b00000] == "anon-mmap"          # the moved VMA keeps its class
+    assert cls[0x7ffffffdd100] == "stack"
+    assert cls[0x10000] == "no-vma"
+    assert cls[0x405010] == "heap"                     # from the failed execve
+    assert 0x402010 not in cls                         # exec internal
+    assert tr.header["skipped"]["exec_internal"] == 1
+    assert tr.header["skipped"]["untracked"] == 1
+    ops = [T.OP_NAMES[int(o)] for o in ev["op"] if o != T.OP_FAULT]
+    assert "move" in ops and "madvise" in ops and "map-other" in ops
+    # stack growth is a MAP of the stack class right before the fault
+    grow = ev[(ev["op"] == T.OP_MAP) & (ev["cls"] == T.C_STACK)]
+    assert int(grow[0]["addr"]) == 0x7ffffffdd000
+    assert int(grow[0]["len"]) == 0x7ffffffde000 - 0x7ffffffdd000
+    # heap VMA starts unmerged at start_brk
+    heap = ev[(ev["op"] == T.OP_MAP) & (ev["cls"] == T.C_HEAP)]
+    assert int(heap[0]["addr"]) == 0x404000 and heap[0]["flags"] & T.M_NOMERGE
+
+
+def test_synthetic_replay():
+    tr = T.build_trace(_synthetic(), _exec_log())
+    log: list = []
+    with AddressSpace(Config(policy=Policy.parse("order-0"), ram="256M")) as mm:
+        rep = T.replay_into(mm, tr, log)
+        st = mm.stats()
+        # after munmap of the moved VMA: heap, bss, stack remain
+        assert not any(v.start <= 0x7ffff7a00000 < v.end for v in mm.vmas())
+        # heap and .bss stay separate VMAs (brk never merges with .bss)
+        starts = {v.start for v in mm.vmas()}
+        assert 0x404000 in starts
+        mm.check_invariants()
+    anon = tr.fault_counts()["anon"]
+    assert rep.faults_replayed == anon
+    assert st.pgfault == anon                   # every recorded anon fault faults again at 4K
+    assert rep.sigsegv == 0 and not rep.errors
+
+
+def test_fork_child_gets_cow_zero_pages():
+    L = [_line(12, "sched:sched_process_exec", f"filename=/bin/prog pid={PID} old_pid={PID}")]
+    L += _mmap(20, 0, 0x10000, 3, 0x22, 0x7ffff7e00000)
+    L.append(_fault(21, 0x7ffff7e00000))
+    L.append(_line(22, "sched:sched_process_fork", f"comm=prog pid={PID} child_comm=prog child_pid=1001"))
+    L.append(_fault(23, 0x7ffff7e00000, 7, pid=1001, tid=1001))
+    log = _exec_log()
+    log.insert(2, {"ev": "fork", "kind": "fork", "thread": 0, "parent": PID, "child": 1001, "t": 2})
+    tr = T.build_trace(L, log)
+    assert [p["start"] for p in tr.processes] == ["exec", "fork"]
+    pop = tr.events[(tr.events["op"] == T.OP_POPULATE) & (tr.events["mm"] == 1)]
+    # the parent's present pages (its stack page, the page it wrote) as zero pages
+    assert sorted(int(a) for a in pop["addr"]) == [0x7ffff7e00000, 0x7fffffffe000]
+    assert all(f & T.P_ZERO for f in pop["flags"])
+    with AddressSpace(Config(policy=Policy.parse("upstream/enabled=never/64K=always"), ram="256M")) as mm:
+        T.replay_into(mm, tr)
+        st = mm.stats()
+    # parent: one 64K fault; child: the COW write is an order-0 wp fault
+    assert st.pgfault == 2
+
+
+# ---------------------------------------------------------------- file format
+
+
+def test_round_trip(tmp_path, fixture_trace):
+    p = T.save_trace(fixture_trace, tmp_path / "x.laftrace")
+    assert not [q for q in tmp_path.iterdir() if q.name != "x.laftrace"]   # no temp left
+    mode = stat.S_IMODE(p.stat().st_mode)
+    assert mode & 0o044                                                    # not 0600
+    tr = T.load_trace(p)
+    assert np.array_equal(tr.events, fixture_trace.events)
+    assert tr.processes == fixture_trace.processes
+    assert tr.header["command"] == fixture_trace.header["command"]
+    assert tr.fault_counts() == fixture_trace.fault_counts()
+    data = p.read_bytes()
+    assert data[:8] == T.MAGIC
+    assert struct.unpack_from("<H", data, 8)[0] == T.VERSION
+
+
+def test_round_trip_empty(tmp_path):
+    tr = T.Trace(header={"command": ["x"]}, processes=[], events=np.zeros(0, T.EVENT_DTYPE))
+    T.save_trace(tr, tmp_path / "e.laftrace")
+    back = T.load_trace(tmp_path / "e.laftrace")
+    assert len(back.events) == 0 and back.processes == []
+
+
+@pytest.fixture()
+def good_file(tmp_path, fixture_trace) -> Path:
+    return T.save_trace(fixture_trace, tmp_path / "good.laftrace")
+
+
+def _expect_error(path: Path, pos: int | None, *words: str) -> T.TraceFormatError:
+    with pytest.raises(T.TraceFormatError) as ei:
+        T.load_trace(path)
+    e = ei.value
+    msg = str(e)
+    assert str(path) in msg
+    assert e.path == str(path)
+    if pos is not None:
+        assert e.pos == pos, msg
+    assert f"byte {e.pos}" in msg
+    for w in words:
+        assert w in msg, msg
+    return e
+
+
+@pytest.mark.parametrize("cut", [0, 3, 8, 20, 30, 200, -1, -100])
+def test_truncated(tmp_path, good_file, cut):
+    data = good_file.read_bytes()
+    n = cut if cut >= 0 else len(data) + cut
+    bad = tmp_path / "cut.laftrace"
+    bad.write_bytes(data[:n])
+    if n == 0:
+        _expect_error(bad, 0, "not a pylaf trace")
+    else:
+        _expect_error(bad, n, "truncated")
+
+
+def test_corrupted_header(tmp_path, good_file):
+    data = bytearray(good_file.read_bytes())
+    data[40] ^= 0x55
+    bad = tmp_path / "h.laftrace"
+    bad.write_bytes(bytes(data))
+    _expect_error(bad, T.PREFIX.size, "header checksum mismatch")
+
+
+def test_corrupted_payload(tmp_path, good_file):
+    data = bytearray(good_file.read_bytes())
+    data[-10] ^= 0xFF
+    bad = tmp_path / "p.laftrace"
+    bad.write_bytes(bytes(data))
+    e = _expect_error(bad, None, "checksum mismatch", "'events'")
+    assert T.PREFIX.size < e.pos < len(data)
+
+
+def test_trailing_garbage(tmp_path, good_file):
+    data = good_file.read_bytes()
+    bad = tmp_path / "g.laftrace"
+    bad.write_bytes(data + b"junk")
+    _expect_error(bad, len(data), "unexpected bytes")
+
+
+@pytest.mark.parametrize("content", [
+    b"\x7fELF\x02\x01\x01" + b"\0" * 60,
+    b"\x89PNG\r\n\x1a\n" + b"\0" * 40,
+    b"just some text, not a trace\n",
+    b"PERFILE2" + b"\0" * 100,
+])
+def test_foreign_file(tmp_path, content):
+    bad = tmp_path / "foreign.bin"
+    bad.write_bytes(content)
+    _expect_error(bad, None, "not a pylaf trace")
+
+
+def test_wrong_version(tmp_path, good_file):
+    data = bytearray(good_file.read_bytes())
+    struct.pack_into("<H", data, 8, 99)
+    bad = tmp_path / "v.laftrace"
+    bad.write_bytes(bytes(data))
+    _expect_error(bad, 8, "unsupported trace version 99")
+
+
+def test_missing_file(tmp_path):
+    with pytest.raises(T.TraceError, match="cannot read"):
+        T.load_trace(tmp_path / "nope.laftrace")
+
+
+def test_cli_replay_malformed(tmp_path, capsys, good_file):
+    bad = tmp_path / "bad.laftrace"
+    bad.write_bytes(good_file.read_bytes()[:100])
+    rc, out, err = run_cli(capsys, "replay", str(bad))
+    assert rc == 1
+    assert str(bad) in err and "byte 100" in err and "truncated" in err
+
+
+# ------------------------------------------------------------- bundled traces
+
+
+def _bundled() -> list[Path]:
+    return sorted(TRACES.glob("*.laftrace"))
+
+
+def test_bundled_traces_present():
+    names = [p.stem for p in _bundled()]
+    assert {"python-numeric", "gcc-small", "sqlite-insert", "git-log"} <= set(names)
+    assert sum(p.stat().st_size for p in _bundled()) < 4 << 20
+    readme = (TRACES / "README.md").read_text()
+    for n in names:
+        assert f"{n}.laftrace" in readme
+
+
+@pytest.mark.parametrize("path", _bundled(), ids=lambda p: p.stem)
+def test_replay_bundled(path):
+    tr = T.load_trace(path)
+    rec = tr.fault_counts()
+    reports: list = []
+    st0 = T.replay(tr, "order-0", ram="2G", report=reports)
+    # at 4K every recorded anonymous fault is a fault again
+    assert st0.faults == rec["anon"]
+    assert reports[0].sigsegv == 0
+    st64 = T.replay(tr, "upstream/enabled=never/64K=always", ram="2G")
+    assert 0 < st64.faults <= st0.faults
+    assert st64.anon_fault_alloc["64K"] > 0
+
+
+def test_bundled_workloads_in_compare():
+    from pylaf.compare import compare
+    from pylaf.workloads import default_workload_names
+
+    wls = T.bundled_workloads()
+    assert {w.name for w in wls} >= {"trace-gcc-small", "trace-git-log"}
+    assert all(w.description for w in wls)
+    assert "trace-git-log" in default_workload_names()
+    git = next(w for w in wls if w.name == "trace-git-log")
+    rows = compare([git], ["order-0", "order-4"], ram="1G")
+    assert rows[0].faults == git.trace.fault_counts()["anon"]
+    assert rows[1].faults < rows[0].faults
+
+
+def test_cli_replay_table(capsys):
+    rc, out, err = run_cli(capsys, "replay", str(TRACES / "git-log.laftrace"),
+                           "--policy", "order-0", "--policy", "upstream/enabled=never/64K=always")
+    assert rc == 0, err
+    assert "predicted total" in out and "order-0" in out
+
+
+def test_cli_replay_json(capsys):
+    import json
+    rc, out, err = run_cli(capsys, "replay", str(TRACES / "git-log.laftrace"), "--json",
+                           "--policy", "order-0")
+    assert rc == 0, err
+    d = json.loads(out)
+    assert d["results"][0]["anon_faults"] == d["recorded_faults"]["anon"]
+
+
+# ------------------------------------------------------------- perf problems
+
+
+def test_perf_missing(tmp_path, monkeypatch):
+    monkeypatch.setenv("PYLAF_PERF", str(tmp_path / "no-such-perf"))
+    out = tmp_path / "t.laftrace"
+    with pytest.raises(T.PerfError, match="perf not found.*install"):
+        T.record(["true"], out)
+    assert not out.exists()
+
+
+def _fake_perf(tmp_path: Path, stderr: str, rc: int = 255) -> Path:
+    p = tmp_path / "perf"
+    p.write_text("#!/bin/sh\ncat >&2 <<'EOF'\n" + stderr + "\nEOF\nexit %d\n" % rc)
+    p.chmod(0o755)
+    return p
+
+
+@pytest.mark.skipif(shutil.which("cc") is None, reason="needs a C compiler (laf_tracee)")
+def test_perf_refused(tmp_path, monkeypatch):
+    perf = _fake_perf(tmp_path, "Error:\nNo permission to enable exceptions:page_fault_user event.\n"
+                                "Consider tweaking /proc/sys/kernel/perf_event_paranoid")
+    monkeypatch.setenv("PYLAF_PERF", str(perf))
+    out = tmp_path / "t.laftrace"
+    with pytest.raises(T.PerfError) as ei:
+        T.record(["true"], out)
+    msg = str(ei.value)
+    assert "perf_event_paranoid" in msg and "sysctl" in msg
+    assert not out.exists()
+    assert not list(tmp_path.glob(".t.laftrace*"))
+
+
+@pytest.mark.skipif(shutil.which("cc") is None, reason="needs a C compiler (laf_tracee)")
+def test_perf_no_tracefs(tmp_path, monkeypatch, capsys):
+    perf = _fake_perf(tmp_path, "event syntax error: 'exceptions:page_fault_user'\n"
+                                "can't access trace events: No such file or directory (tracefs)")
+    monkeypatch.setenv("PYLAF_PERF", str(perf))
+    rc, out, err = run_cli(capsys, "record", "-o", str(tmp_path / "t.laftrace"), "--", "true")
+    assert rc == 1
+    assert "tracefs" in err and "mount -t tracefs" in err
+    assert not (tmp_path / "t.laftrace").exists()
+
+
+def test_explain_perf_failure_keeps_perf_text():
+    msg = T.explain_perf_failure("something odd happened", 3)
+    assert "exit 3" in msg and "something odd happened" in msg
+
+
+# ------------------------------------------------------------ live recording
+
+
+def _can_record() -> str | None:
+    if os.geteuid() != 0:
+        return "needs root"
+    if shutil.which("perf") is None:
+        return "perf not installed"
+    if shutil.which("cc") is None:
+        return "no C compiler"
+    return None
+
+
+@pytest.mark.kernel
+@pytest.mark.skipif(_can_record() is not None, reason=str(_can_record()))
+def test_record_live(tmp_path):
+    out = tmp_path / "true.laftrace"
+    tr = T.record(["/bin/true"], out, stdout=subprocess.DEVNULL)
+    assert out.exists()
+    back = T.load_trace(out)
+    assert back.processes[0]["exe"] == "/bin/true"
+    assert back.header["no_aslr"] is True
+    fc = back.fault_counts()
+    assert fc["anon"] > 0 and fc["file"] > 0 and fc["no-vma"] == 0
+    # deterministic with ASLR off: the same command gives the same anon faults
+    again = T.record(["/bin/true"], tmp_path / "again.laftrace", stdout=subprocess.DEVNULL)
+    a, b = back.faults(T.ANON_CLASSES), again.faults(T.ANON_CLASSES)
+    assert np.array_equal(a["addr"], b["addr"])
+    assert tr.header["exit_status"] == 0
+
+
+@pytest.mark.kernel
+@pytest.mark.skipif(_can_record() is not None, reason=str(_can_record()))
+def test_record_cli_exit_status(tmp_path, capsys):
+    rc, out, err = run_cli(capsys, "record", "-o", str(tmp_path / "f.laftrace"), "--",
+                           "sh", "-c", "exit 3")
+    assert rc == 0
+    assert "status 3" in err
+    assert T.load_trace(tmp_path / "f.laftrace").header["exit_status"] == 3
