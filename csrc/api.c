@@ -174,7 +174,12 @@ int laf_mm_create(const struct laf_config *cfg, laf_mm **out)
 	}
 	mm->huge_zero_pfn = NO_PFN;
 	buddy_init(mm);
-	laf_policy_default(&mm->pol, mm->page_shift);
+	{
+		struct laf_policy pol;
+
+		laf_policy_default(&pol, mm->page_shift);
+		policy_apply(mm, &pol);
+	}
 	mm->memcg_limit = cfg->memcg_limit_bytes >> mm->page_shift;
 	*out = mm;
 	return 0;
@@ -229,7 +234,7 @@ static int __set_policy(struct laf_mm *mm, const struct laf_policy *pol)
 
 	if (err)
 		return err;
-	mm->pol = *pol;
+	policy_apply(mm, pol);
 	return 0;
 }
 

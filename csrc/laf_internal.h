@@ -143,6 +143,11 @@ struct laf_inject_state {
 struct laf_mm {
 	struct laf_config cfg;
 	struct laf_policy pol;
+	/* huge_anon_orders_{always,madvise,inherit}: the per-size knobs as the
+	 * kernel keeps them, bitmasks of orders (set by policy_apply()) */
+	unsigned long huge_anon_orders_always;
+	unsigned long huge_anon_orders_madvise;
+	unsigned long huge_anon_orders_inherit;
 
 	/* geometry */
 	unsigned int page_shift;
@@ -298,6 +303,7 @@ uint64_t deferred_split_scan(struct laf_mm *mm);
 
 /* ---- policy.c ---- */
 int policy_validate(const struct laf_mm *mm, const struct laf_policy *pol);
+void policy_apply(struct laf_mm *mm, const struct laf_policy *pol);
 bool policy_pmd_allowed(struct laf_mm *mm, struct laf_vma *vma);
 unsigned long policy_anon_orders(struct laf_mm *mm, struct laf_vma *vma, uint64_t address);
 bool policy_charge_in_alloc_loop(const struct laf_mm *mm);

@@ -120,8 +120,7 @@ static inline bool vma_thp_disabled(const struct laf_mm *mm, const struct laf_vm
 	return mm->mmf_disable_thp_except_advised;
 }
 
-static inline unsigned long orders_with(const struct laf_policy *pol, int mode,
-					unsigned int pmd_order)
+static unsigned long orders_with(const struct laf_policy *pol, int mode, unsigned int pmd_order)
 {
 	unsigned long m = 0;
 	unsigned int o;
@@ -132,18 +131,32 @@ static inline unsigned long orders_with(const struct laf_policy *pol, int mode,
 	return m;
 }
 
+/**
+ * policy_apply - install a validated policy
+ *
+ * Like writes to hugepages-<N>kB/enabled (thpsize_enabled_store()), the
+ * per-size values become the huge_anon_orders_{always,madvise,inherit}
+ * bitmasks that thp_vma_allowable_orders() reads at each fault.
+ */
+void policy_apply(struct laf_mm *mm, const struct laf_policy *pol)
+{
+	mm->pol = *pol;
+	mm->huge_anon_orders_always = orders_with(pol, LAF_THP_ALWAYS, mm->pmd_order);
+	mm->huge_anon_orders_madvise = orders_with(pol, LAF_THP_MADVISE, mm->pmd_order);
+	mm->huge_anon_orders_inherit = orders_with(pol, LAF_THP_INHERIT, mm->pmd_order);
+}
+
 /* thp_vma_allowable_orders(vma, vm_flags, TVA_PAGEFAULT, orders) */
 static unsigned long thp_vma_allowable_orders(struct laf_mm *mm, struct laf_vma *vma,
 					      unsigned long orders)
 {
-	const struct laf_policy *pol = &mm->pol;
 	bool hinted = vma->vm_flags & LAF_VM_HUGEPAGE;
-	unsigned long mask = orders_with(pol, LAF_THP_ALWAYS, mm->pmd_order);
+	unsigned long mask = mm->huge_anon_orders_always;
 
 	if (hinted)
-		mask |= orders_with(pol, LAF_THP_MADVISE, mm->pmd_order);
-	if (pol->enabled == LAF_THP_ALWAYS || (hinted && pol->enabled != LAF_THP_NEVER))
-		mask |= orders_with(pol, LAF_THP_INHERIT, mm->pmd_order);
+		mask |= mm->huge_anon_orders_madvise;
+	if (mm->pol.enabled == LAF_THP_ALWAYS || (hinted && mm->pol.enabled != LAF_THP_NEVER))
+		mask |= mm->huge_anon_orders_inherit;
 	orders &= mask;
 	if (!orders)
 		return 0;
