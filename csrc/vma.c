@@ -516,9 +516,38 @@ int __laf_prctl(struct laf_mm *mm, int option, uint64_t arg2, uint64_t arg3, int
 	return 0;
 }
 
+/*
+ * Give every VMA in [start, end) the uffd modes @set (splitting and merging
+ * as modify_flags_range() does), skipping holes and the VMAs whose
+ * (vm_flags & @skip_mask) already equals @set.
+ */
+static int uffd_set_range(struct laf_mm *mm, uint64_t start, uint64_t end,
+			  uint64_t skip_mask, uint64_t set)
+{
+	uint64_t addr;
+
+	for (addr = start; addr < end;) {
+		size_t i = vma_index(mm, addr);
+		struct laf_vma *v;
+		uint64_t s, e;
+		int err;
+
+		if (i == mm->nr_vmas || mm->vmas[i].vm_start >= end)
+			break;
+		v = &mm->vmas[i];
+		s = v->vm_start > addr ? v->vm_start : addr;
+		e = v->vm_end < end ? v->vm_end : end;
+		if ((v->vm_flags & skip_mask) != set &&
+		    (err = modify_flags_range(mm, s, e, VM_UFFD_FLAGS, set, true)))
+			return err;
+		addr = e;
+	}
+	return 0;
+}
+
 int __laf_uffd_register(struct laf_mm *mm, uint64_t start, uint64_t len, int mode)
 {
-	uint64_t set = 0, end = start + len, addr;
+	uint64_t set = 0, end = start + len;
 
 	/* fs/userfaultfd.c validate_range(): also start >= mmap_min_addr */
 	if ((start | len) & (mm->page_size - 1) || !len || end < start || end > mm->task_size ||
@@ -540,28 +569,12 @@ int __laf_uffd_register(struct laf_mm *mm, uint64_t start, uint64_t len, int mod
 	 * userfaultfd_register_range(): a VMA already registered with (at
 	 * least) these modes is skipped, the others get exactly these modes.
 	 */
-	for (addr = start; addr < end;) {
-		size_t i = vma_index(mm, addr);
-		struct laf_vma *v;
-		uint64_t s, e;
-		int err;
-
-		if (i == mm->nr_vmas || mm->vmas[i].vm_start >= end)
-			break;
-		v = &mm->vmas[i];
-		s = v->vm_start > addr ? v->vm_start : addr;
-		e = v->vm_end < end ? v->vm_end : end;
-		if ((v->vm_flags & set) != set &&
-		    (err = modify_flags_range(mm, s, e, VM_UFFD_FLAGS, set, true)))
-			return err;
-		addr = e;
-	}
-	return 0;
+	return uffd_set_range(mm, start, end, set, set);
 }
 
 int __laf_uffd_unregister(struct laf_mm *mm, uint64_t start, uint64_t len)
 {
-	uint64_t end = start + len, addr;
+	uint64_t end = start + len;
 
 	/* fs/userfaultfd.c validate_range(): also start >= mmap_min_addr */
 	if ((start | len) & (mm->page_size - 1) || !len || end < start || end > mm->task_size ||
@@ -570,21 +583,6 @@ int __laf_uffd_unregister(struct laf_mm *mm, uint64_t start, uint64_t len)
 	/* fs/userfaultfd.c: -EINVAL only if no VMA at all; holes are skipped */
 	if (!range_has_vma(mm, start, end))
 		return LAF_EINVAL;
-	for (addr = start; addr < end;) {
-		size_t i = vma_index(mm, addr);
-		struct laf_vma *v;
-		uint64_t s, e;
-		int err;
-
-		if (i == mm->nr_vmas || mm->vmas[i].vm_start >= end)
-			break;
-		v = &mm->vmas[i];
-		s = v->vm_start > addr ? v->vm_start : addr;
-		e = v->vm_end < end ? v->vm_end : end;
-		if ((v->vm_flags & VM_UFFD_FLAGS) &&
-		    (err = modify_flags_range(mm, s, e, VM_UFFD_FLAGS, 0, true)))
-			return err;
-		addr = e;
-	}
-	return 0;
+	/* every registered VMA in the range loses all its modes */
+	return uffd_set_range(mm, start, end, VM_UFFD_FLAGS, 0);
 }

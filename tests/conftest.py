@@ -241,3 +241,15 @@ def apply_hint_and_prctl(mm: AddressSpace, addr: int, length: int, hint: str,
         mm.set_thp_disable(True, except_advised=True)
     else:
         assert prctl == "none", prctl
+
+
+def run_cli(capsys, *argv: str) -> tuple[int, str, str]:
+    """``pylaf`` main(argv) -> (exit status, stdout, stderr), argparse exits included."""
+    from pylaf.cli import main
+
+    try:
+        rc = main(list(argv))
+    except SystemExit as exc:
+        rc = exc.code if isinstance(exc.code, int) else 1
+    out, err = capsys.readouterr()
+    return rc, out, err

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from pylaf.cli import main
+from conftest import run_cli
 from pylaf.policy import DEFAULT_COMPARE
 from pylaf.workloads import BUILTIN
 
@@ -26,14 +26,6 @@ RESULT_KEYS = {
 }
 
 
-def run_cli(capsys, *argv: str) -> tuple[int, str, str]:
-    """main(argv) -> (exit status, stdout, stderr), argparse exits included."""
-    try:
-        rc = main(list(argv))
-    except SystemExit as exc:
-        rc = exc.code if isinstance(exc.code, int) else 1
-    out, err = capsys.readouterr()
-    return rc, out, err
 
 
 def test_json_output(capsys):

@@ -15,7 +15,7 @@ import pytest
 
 from pylaf import kernel as K
 from pylaf import kernel_check as KC
-from pylaf.cli import main
+from conftest import run_cli
 
 WHY = KC.kernel_check_available()
 live = pytest.mark.skipif(WHY is not None, reason=f"live kernel check unavailable: {WHY}")
@@ -23,13 +23,6 @@ settings = pytest.mark.skipif(os.environ.get("PYLAF_KERNEL_SETTINGS") != "1",
                               reason="changes THP knobs: set PYLAF_KERNEL_SETTINGS=1")
 
 
-def run_cli(capsys, *argv: str) -> tuple[int, str, str]:
-    try:
-        rc = main(list(argv))
-    except SystemExit as exc:
-        rc = exc.code if isinstance(exc.code, int) else 1
-    out, err = capsys.readouterr()
-    return rc, out, err
 
 
 # ------------------------------------------------------------------ units

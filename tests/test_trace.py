@@ -14,20 +14,13 @@ import pytest
 
 from pylaf import AddressSpace, Config, Policy
 from pylaf import trace as T
-from pylaf.cli import main
+from conftest import run_cli
 
 ROOT = Path(__file__).resolve().parents[1]
 FIXTURES = ROOT / "traces" / "fixtures"
 TRACES = ROOT / "traces"
 
 
-def run_cli(capsys, *argv: str) -> tuple[int, str, str]:
-    try:
-        rc = main(list(argv))
-    except SystemExit as exc:
-        rc = exc.code if isinstance(exc.code, int) else 1
-    out, err = capsys.readouterr()
-    return rc, out, err
 
 
 # ------------------------------------------------------------------ fixtures
