@@ -6,7 +6,7 @@ SAN = -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover
 CORE = csrc/page_alloc.c csrc/pgtable.c csrc/memory.c csrc/huge_memory.c csrc/policy.c \
        csrc/vma.c csrc/api.c csrc/check.c
 
-.PHONY: all ext ctest ctest-asan bench bench-quick test clean
+.PHONY: all ext ctest ctest-asan bench bench-quick fuzz-smoke test clean
 
 all: ext
 
@@ -34,10 +34,17 @@ bench:
 bench-quick:
 	$(MAKE) -C bench quick
 
+# A short differential fuzz run (atheris: C core vs pylaf.reference).
+fuzz-smoke:
+	bash fuzz/smoke.sh 30
+
 # The whole suite: C unit tests (plain and ASan+UBSan), the microbench's
-# self-checks, then pytest (benchmarks run once each as correctness checks).
+# self-checks, pytest (benchmarks run once each as correctness checks; the
+# differential state machine with the "ci" hypothesis profile), then the
+# fuzz smoke run.
 test: ctest ctest-asan bench-quick
 	$(PYTHON) -m pytest -q --benchmark-disable
+	$(MAKE) fuzz-smoke
 
 clean:
 	rm -rf build pylaf/_laf.c pylaf/*.so pylaf/*.o

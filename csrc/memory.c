@@ -483,7 +483,18 @@ static vm_fault_t do_wp_page(struct vm_fault *vmf)
 		/*
 		 * One mm, no fork: every anon page is PageAnonExclusive, so
 		 * do_wp_page() reuses it (wp_page_reuse()) whatever the folio size.
+		 * arm64: ptep_set_access_flags() changes the write bit, so
+		 * contpte_ptep_set_access_flags() unfolds the block first.
 		 */
+		if (mm->cont_pte_order && (old & LAF_PTE_CONT)) {
+			unsigned int cont = 1u << mm->cont_pte_order, k;
+			pte_t *first = vmf->pte - (pte_index(mm, addr) & (cont - 1));
+
+			for (k = 0; k < cont; k++)
+				first[k] &= ~(pte_t)LAF_PTE_CONT;
+			mm->st.contpte_unfolds++;
+			old &= ~(pte_t)LAF_PTE_CONT;
+		}
 		*vmf->pte = old | LAF_PTE_WRITE | LAF_PTE_DIRTY | LAF_PTE_YOUNG;
 		mm->st.faults_wp++;
 		vmf->kind = LAF_FK_WP;
@@ -792,7 +803,9 @@ static void zap_pte_range(struct laf_mm *mm, pmd_t *pmd, uint64_t addr, uint64_t
 		for (n = 1; i + n < iend && pfn + n < fend; n++) {
 			pte_t next = ptes[i + n];
 
-			if (!pte_present(next) || pte_special(next) || pte_pfn(next) != pfn + n)
+			/* young/dirty/write are ignored; uffd-wp must match */
+			if (!pte_present(next) || pte_special(next) || pte_pfn(next) != pfn + n ||
+			    ((next ^ pte) & LAF_PTE_UFFD_WP))
 				break;
 			touched += !!(next & LAF_PTE_TOUCHED);
 			ptes[i + n] = 0;
