@@ -39,12 +39,11 @@ fuzz-smoke:
 	bash fuzz/smoke.sh 30
 
 # The whole suite: C unit tests (plain and ASan+UBSan), the microbench's
-# self-checks, pytest (benchmarks run once each as correctness checks; the
-# differential state machine with the "ci" hypothesis profile), then the
-# fuzz smoke run.
-test: ctest ctest-asan bench-quick
+# self-checks, the fuzz smoke run, then pytest (benchmarks run once each as
+# correctness checks; the differential state machine with the "ci"
+# hypothesis profile).  pytest's summary is the last line.
+test: ctest ctest-asan bench-quick fuzz-smoke
 	$(PYTHON) -m pytest -q --benchmark-disable
-	$(MAKE) fuzz-smoke
 
 clean:
 	rm -rf build pylaf/_laf.c pylaf/*.so pylaf/*.o
