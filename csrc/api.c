@@ -10,16 +10,6 @@
 
 #include "laf_internal.h"
 
-/* vma.c / memory.c internals used here */
-int __laf_mmap(struct laf_mm *mm, uint64_t addr, uint64_t len, int prot, int flags, uint64_t *out);
-int __laf_munmap(struct laf_mm *mm, uint64_t start, uint64_t len);
-int __laf_madvise(struct laf_mm *mm, uint64_t start, uint64_t len, int advice);
-int __laf_prctl(struct laf_mm *mm, int option, uint64_t arg2, uint64_t arg3, int64_t *out);
-int __laf_uffd_register(struct laf_mm *mm, uint64_t start, uint64_t len, int mode);
-int __laf_uffd_unregister(struct laf_mm *mm, uint64_t start, uint64_t len);
-int laf_access(struct laf_mm *mm, uint64_t addr, bool write, struct laf_fault_result *res);
-int __laf_check_invariants(struct laf_mm *mm, char *msg, size_t msglen);
-
 /*
  * One thread at a time: a non-blocking flag.  cffi releases the GIL during
  * every call, so a second Python thread really can get here concurrently.
@@ -510,7 +500,6 @@ static int __fault(struct laf_mm *mm, uint64_t addr, int write, struct laf_fault
 	if (res->access == LAF_ACCESS_HIT || res->access == LAF_ACCESS_FAULT) {
 		uint64_t pte;
 		struct laf_folio_info fi;
-		extern int __laf_lookup(struct laf_mm *, uint64_t, uint64_t *, struct laf_folio_info *);
 
 		if (__laf_lookup(mm, addr, &pte, &fi) == 0 && !(pte & LAF_PTE_SPECIAL))
 			res->order = fi.order;

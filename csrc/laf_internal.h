@@ -313,4 +313,15 @@ void policy_auto_update(struct laf_mm *mm, struct laf_vma *vma, uint64_t addr, u
 struct laf_vma *find_vma(struct laf_mm *mm, uint64_t addr);
 int vmf_anon_prepare(struct laf_mm *mm, struct laf_vma *vma);
 
+/* ---- bodies of the public entry points (api.c wraps them in the busy guard) ---- */
+int __laf_mmap(struct laf_mm *mm, uint64_t addr, uint64_t len, int prot, int flags, uint64_t *out);
+int __laf_munmap(struct laf_mm *mm, uint64_t start, uint64_t len);
+int __laf_madvise(struct laf_mm *mm, uint64_t start, uint64_t len, int advice);
+int __laf_prctl(struct laf_mm *mm, int option, uint64_t arg2, uint64_t arg3, int64_t *out);
+int __laf_uffd_register(struct laf_mm *mm, uint64_t start, uint64_t len, int mode);
+int __laf_uffd_unregister(struct laf_mm *mm, uint64_t start, uint64_t len);
+int __laf_lookup(struct laf_mm *mm, uint64_t addr, uint64_t *pte, struct laf_folio_info *fi);
+int __laf_check_invariants(struct laf_mm *mm, char *msg, size_t msglen);
+int laf_access(struct laf_mm *mm, uint64_t addr, bool write, struct laf_fault_result *res);
+
 #endif /* PYLAF_LAF_INTERNAL_H */
