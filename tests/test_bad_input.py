@@ -307,12 +307,23 @@ def test_two_threads_one_address_space_busy() -> None:
         for _attempt in range(10):                 # a loaded machine may need a retry
             started, done = threading.Event(), threading.Event()
 
+            def retry(fn, *args, **kw) -> None:  # type: ignore[no-untyped-def]
+                # the main thread's stats() may hold the address space too:
+                # the loser of that race gets LafBusyError, and retries
+                while True:
+                    try:
+                        return fn(*args, **kw)
+                    except LafBusyError:
+                        continue
+
             def worker() -> None:
                 started.set()
-                for _ in range(4):
-                    mm.touch_range(a, "256M", write=True)
-                    mm.madvise(a, "256M", "MADV_DONTNEED")
-                done.set()
+                try:
+                    for _ in range(4):
+                        retry(mm.touch_range, a, "256M", write=True)
+                        retry(mm.madvise, a, "256M", "MADV_DONTNEED")
+                finally:
+                    done.set()
 
             t = threading.Thread(target=worker)
             t.start()

@@ -24,10 +24,21 @@ def _space() -> AddressSpace:
     return AddressSpace(Config(ram="1G", policy=Policy.parse("order-0")))
 
 
-def _churn(mm: AddressSpace, a: int, length: int, rounds: int) -> None:
+def _retry_busy(fn, *args, **kw):  # type: ignore[no-untyped-def]
+    """Call fn until it is not refused with LafBusyError (the other thread
+    may be the one inside at that moment)."""
+    while True:
+        try:
+            return fn(*args, **kw)
+        except LafBusyError:
+            continue
+
+
+def _churn(mm: AddressSpace, a: int, length: int, rounds: int, retry: bool = False) -> None:
+    call = _retry_busy if retry else (lambda fn, *args, **kw: fn(*args, **kw))
     for _ in range(rounds):
-        mm.touch_range(a, length, write=True)
-        mm.madvise(a, length, "MADV_DONTNEED")
+        call(mm.touch_range, a, length, write=True)
+        call(mm.madvise, a, length, "MADV_DONTNEED")
 
 
 def test_batch_call_releases_the_gil() -> None:
@@ -95,9 +106,11 @@ def test_one_address_space_two_threads_is_refused_not_corrupted() -> None:
 
         def worker() -> None:
             started.set()
-            _churn(mm, a, 256 * M, 6)
-            mm.touch_range(a, "128M", write=True)
-            done.set()
+            try:
+                _churn(mm, a, 256 * M, 6, retry=True)
+                _retry_busy(mm.touch_range, a, "128M", write=True)
+            finally:
+                done.set()
 
         t = threading.Thread(target=worker)
         t.start()
