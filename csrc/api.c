@@ -246,9 +246,13 @@ static int __set_memcg_limit(struct laf_mm *mm, uint64_t bytes)
 {
 	if (bytes & (mm->page_size - 1))
 		return LAF_EINVAL;
-	/* memory.max below usage: the kernel reclaims, then OOM-kills; we refuse */
+	/*
+	 * memory.max below usage: cgroup v2 reclaims, then OOM-kills; cgroup v1
+	 * refuses with -EBUSY.  We refuse too, with -ERANGE, because LAF_EBUSY
+	 * means "another thread is inside" here.
+	 */
 	if (bytes && (bytes >> mm->page_shift) < mm->memcg_charged)
-		return LAF_EBUSY;
+		return LAF_ERANGE;
 	mm->memcg_limit = bytes >> mm->page_shift;
 	return 0;
 }

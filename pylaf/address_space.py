@@ -255,7 +255,9 @@ class AddressSpace:
         self._policy = policy
 
     def set_memcg_limit(self, limit: Optional[int | str]) -> None:
-        """memory.max of the mm's memcg (None: unlimited)."""
+        """memory.max of the mm's memcg (None: unlimited).  A limit below the
+        current usage raises LafValueError (ERANGE): the emulator does not
+        reclaim to get under it."""
         nbytes = 0 if limit is None else parse_size(limit)
         if nbytes % self.page_size:
             raise ValueError(f"memcg limit {limit!r} is not a multiple of the page size")

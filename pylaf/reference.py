@@ -390,8 +390,8 @@ class Reference:
             raise ValueError(f"memcg limit {limit!r} is not a multiple of the page size")
         if nbytes and nbytes // self.page_size < self.memcg_charged:
             # memory.max below usage: the kernel reclaims, then OOM-kills;
-            # the emulator refuses like cgroup v1's limit_in_bytes (-EBUSY)
-            raise _err(EBUSY, f"set_memcg_limit({limit!r})")
+            # the emulator refuses (-ERANGE; cgroup v1 would say -EBUSY)
+            raise _err(ERANGE, f"set_memcg_limit({limit!r})")
         self.memcg_limit = nbytes // self.page_size
 
     # --- which orders may a fault use (policy.c's questions, from the docs)
