@@ -216,7 +216,7 @@ struct laf_policy {
  * nr_anon_partially_mapped, and anon_fault_declined (the anon_beside_full
  * knob of the 6.18.44-fc kernel, see docs/kernel-findings.md).  Like count_mthp_stat(), index 0 stays 0.
  * folios_mapped[] is the emulator's own histogram of folios mapped by faults
- * (order 0 included).
+ * and by UFFDIO_COPY (order 0 included).
  *
  * Work accounting (emulator's own):
  *  per_folio_ops: operations done once per folio whatever its size: buddy

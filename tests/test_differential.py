@@ -51,6 +51,8 @@ STEPS = int(os.environ.get("PYLAF_DIFF_STEPS", _STEPS.get(PROFILE, 30)))
 K, M = 1 << 10, 1 << 20
 #: append each example's step count to this file (progress of long runs)
 STEPLOG = os.environ.get("PYLAF_DIFF_STEPLOG")
+#: print every operation to stderr (replaying a failure found by a long run)
+TRACE = bool(os.environ.get("PYLAF_DIFF_TRACE"))
 
 
 # ----------------------------------------------------------------- strategies
@@ -95,6 +97,8 @@ class DiffMachine(RuleBasedStateMachine):
         self.c = AddressSpace(spec.config())
         self.r = Reference(spec.config())
         self.ps = spec.page_size
+        if TRACE:
+            print(f"SPEC {spec!r}", file=sys.stderr)
         self.pmd = self.ps * (self.ps // 8)
         self.nsteps = 0
 
@@ -108,6 +112,8 @@ class DiffMachine(RuleBasedStateMachine):
 
     # --- helpers
     def run(self, *op: object) -> None:
+        if TRACE:
+            print(f"OP {op!r}", file=sys.stderr)
         oc = diffops.apply(self.c, op)
         orr = diffops.apply(self.r, op)
         assert oc == orr, f"{op!r}: outcome C={oc!r} R={orr!r}"
