@@ -468,12 +468,17 @@ static int writeprotect(struct laf_mm *mm, uint64_t start, uint64_t len, bool wp
 			/*
 			 * arm64: a contpte block needs one pgprot; a block the
 			 * range covers only in part is unfolded first
-			 * (contpte_try_unfold_partial()).
+			 * (contpte_try_unfold_partial()).  The range is the
+			 * part inside this VMA: mwriteprotect_range() calls
+			 * uffd_wp_range() per VMA, and may stop at the next
+			 * VMA (-ENOENT) with a straddling block half done.
 			 */
 			uint64_t csz = mm->page_size << mm->cont_pte_order;
 			uint64_t cs = align_down(addr, csz);
+			uint64_t vs = start > vma->vm_start ? start : vma->vm_start;
+			uint64_t ve = end < vma->vm_end ? end : vma->vm_end;
 
-			if (cs < start || cs + csz > end) {
+			if (cs < vs || cs + csz > ve) {
 				pte_t *first = &pmd->ptes[pte_index(mm, cs)];
 				unsigned int k;
 

@@ -242,7 +242,9 @@ bool policy_pmd_allowed(struct laf_mm *mm, struct laf_vma *vma)
 	case LAF_POLICY_UPSTREAM:
 		return thp_vma_allowable_orders(mm, vma, 1UL << mm->pmd_order) != 0;
 	case LAF_POLICY_FIXED:
-		return mm->pol.fixed_order == (int)mm->pmd_order && !vma_thp_disabled(mm, vma);
+		/* header: VM_NOHUGEPAGE, prctl and uffd force order 0 (PMD order too) */
+		return mm->pol.fixed_order == (int)mm->pmd_order && !vma_thp_disabled(mm, vma) &&
+		       !userfaultfd_armed(vma);
 	default:
 		return laf_thp_eligible(mm, vma);
 	}

@@ -551,7 +551,7 @@ static bool test_memcg_oom_state_intact(void)
 	ASSERT_EQ(s.memcg_charged, 16);
 	ASSERT_EQ(s.anon_fault_fallback_charge[4], 1);
 	ASSERT_STREQ(pte_picture(mm, a + 64 * K, 4), "....");
-	ASSERT_EQ(laf_set_memcg_limit(mm, 32 * K), LAF_EBUSY);  /* below usage */
+	ASSERT_EQ(laf_set_memcg_limit(mm, 32 * K), LAF_ERANGE);  /* below usage */
 	ASSERT_OK(laf_set_memcg_limit(mm, 0));
 	ASSERT_EQ(fault(mm, a + 64 * K, 1).order, 4);
 	return true;

@@ -1009,23 +1009,20 @@ class Reference:
             if not v.flags & VM_UFFD_WP:
                 err = ENOENT
                 break
-            self._change_protection(v, max(v.start, addr), min(v.end, end), wp=bool(wp),
-                                    bounds=(addr, end))
+            self._change_protection(v, max(v.start, addr), min(v.end, end), wp=bool(wp))
             err = 0
         if err:
             raise _err(err, what)
 
-    def _change_protection(self, vma: _Vma, start: int, end: int, wp: bool,
-                           bounds: Optional[tuple[int, int]] = None) -> None:
+    def _change_protection(self, vma: _Vma, start: int, end: int, wp: bool) -> None:
         """uffd_wp_range() -> change_protection(MM_CP_UFFD_WP[_RESOLVE]).
 
-        arm64: a contpte block that ``bounds`` (the whole request; default the
-        range) covers only in part is unfolded first.  The kernel clips to the
-        VMA; whether it then refolds depends on the version (per-PTE commit
-        with contpte_try_fold() before 6.17, batched after), so the C core's
-        choice (the request range) is followed.
+        arm64: a contpte block that the range (clipped to this VMA, as
+        mwriteprotect_range() calls uffd_wp_range() per VMA) covers only in
+        part is unfolded first, and not refolded (the batched commit of
+        6.17+; older kernels refolded a block whose 16 PTEs ended up equal).
         """
-        ub0, ub1 = bounds or (start, end)
+        ub0, ub1 = start, end
         try_writable = not wp and bool(vma.flags & VM_WRITE)
         addr = start
         while addr < end:

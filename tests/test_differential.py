@@ -564,3 +564,42 @@ def test_zap_batch_breaks_at_uffd_wp_bit(cls: type) -> None:
         s = mm.stats()
         assert s.split_deferred["64K"] == 1
         assert s.nr_anon["64K"] == 0 and s.nr_anon_partially_mapped["64K"] == 0
+
+
+@pytest.mark.parametrize("cls", SIDES)
+def test_fixed_pmd_order_honours_uffd(cls: type) -> None:
+    """csrc/policy.c header: for the fixed policy, "VM_NOHUGEPAGE, prctl and
+    uffd still force order 0" - the PMD order too.  C took the PMD path in a
+    uffd-registered VMA (a THP in a WP range; an anon_vma on a MISSING read).
+    Found by atheris (fuzz/corpus/regress-fixed-pmd-uffd)."""
+    with cls(Config(ram="64M", policy=Policy.fixed(9))) as mm:
+        a = mm.mmap("4M", addr=_A, fixed=True)
+        mm.uffd_register(a, "2M", "wp")
+        assert mm.fault(a, True).order == 0
+        assert mm.fault(a + 2 * M, True).order == 9              # not registered
+        mm.uffd_register(a + 2 * M, "2M", "missing")
+        mm.madvise(a + 2 * M, "2M", "MADV_DONTNEED")
+        assert mm.fault(a + 2 * M, False).access == Access.USERFAULT
+
+
+@pytest.mark.parametrize("cls", SIDES)
+def test_writeprotect_unfolds_block_straddling_vmas(cls: type) -> None:
+    """mwriteprotect_range() runs uffd_wp_range() per VMA and stops (-ENOENT)
+    at a VMA not registered for WP; a contpte block straddling the boundary
+    is therefore only partly write-protected and must be unfolded (arm64
+    contpte_try_unfold_partial()).  C judged "partial" against the whole
+    request and left PTE_CONT on a block with mixed permissions (its own
+    check_invariants() caught it in a long differential run)."""
+    pol = Policy(kind="fixed", fixed_order=4, enabled="always")
+    with cls(Config(ram="64M", arch="arm64", policy=pol)) as mm:
+        a = mm.mmap("64K", addr=_A, fixed=True)
+        mm.touch_range(a, "64K", write=True)
+        mm.uffd_register(a, "32K", "wp")                       # splits the VMA
+        assert all(int(p) & 0x20 for p in mm.read_ptes(a, 16)[0])
+        with pytest.raises(LafValueError) as ei:
+            mm.uffd_writeprotect(a, "64K", True)
+        assert ei.value.errno == -2
+        ptes = mm.read_ptes(a, 16)[0]
+        assert not any(int(p) & 0x20 for p in ptes)
+        assert all(int(p) & 0x40 for p in ptes[:8]) and not any(int(p) & 0x40 for p in ptes[8:])
+        mm.check_invariants()
