@@ -592,17 +592,24 @@ class Reference:
         if end < middle.end:
             self._split_vma(middle, end)
         middle.flags = flags
-        idx = self._vma_index(middle)
+        self._merge_around(middle)
+
+    def _merge_around(self, vma: _Vma) -> _Vma:
+        """vma_merge_new_range()/vma_merge_existing_range(): merge ``vma`` with
+        its neighbours where allowed (both only if prev and next are
+        anon_vma-compatible); returns the resulting VMA."""
+        idx = self._vma_index(vma)
         prev = self.vma_list[idx - 1] if idx > 0 else None
         nxt = self.vma_list[idx + 1] if idx + 1 < len(self.vma_list) else None
-        left = prev is not None and self._can_merge(prev, middle)
-        right = nxt is not None and self._can_merge(middle, nxt)
+        left = prev is not None and self._can_merge(prev, vma)
+        right = nxt is not None and self._can_merge(vma, nxt)
         if left and right and not self._anon_compatible(prev, nxt):
             right = False
         if left:
-            middle = self._merge_pair(prev, middle)
+            vma = self._merge_pair(prev, vma)
         if right:
-            self._merge_pair(middle, nxt)
+            self._merge_pair(vma, nxt)
+        return vma
 
     # ------------------------------------------------------------- mmap
     def _gap_topdown(self, length: int, high: int) -> Optional[int]:
@@ -674,17 +681,7 @@ class Reference:
         flags = (VM_READ if "r" in prot else 0) | (VM_WRITE if "w" in prot else 0)
         vma = _Vma(start, start + length_al, flags)
         self._insert_vma(vma)
-        idx = self._vma_index(vma)
-        prev = self.vma_list[idx - 1] if idx > 0 else None
-        nxt = self.vma_list[idx + 1] if idx + 1 < len(self.vma_list) else None
-        left = prev is not None and self._can_merge(prev, vma)
-        right = nxt is not None and self._can_merge(vma, nxt)
-        if left and right and not self._anon_compatible(prev, nxt):
-            right = False
-        if left:
-            vma = self._merge_pair(prev, vma)
-        if right:
-            self._merge_pair(vma, nxt)
+        self._merge_around(vma)
         return start
 
     def munmap(self, addr: int, length: int | str) -> None:

@@ -253,3 +253,15 @@ def run_cli(capsys, *argv: str) -> tuple[int, str, str]:
         rc = exc.code if isinstance(exc.code, int) else 1
     out, err = capsys.readouterr()
     return rc, out, err
+
+
+def retry_busy(fn, *args, **kw):  # type: ignore[no-untyped-def]
+    """Call fn until it is not refused with LafBusyError: in the thread tests the
+    other thread may be the one inside the address space at that moment."""
+    from pylaf import LafBusyError
+
+    while True:
+        try:
+            return fn(*args, **kw)
+        except LafBusyError:
+            continue

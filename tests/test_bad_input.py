@@ -11,6 +11,7 @@ import threading
 import numpy as np
 import pytest
 
+from conftest import retry_busy
 from pylaf import (Access, AddressSpace, ClosedError, Config, LafBusyError, LafError,
                    LafValueError, Policy, parse_thp_anon)
 from pylaf._ffi import ffi, lib
@@ -307,21 +308,12 @@ def test_two_threads_one_address_space_busy() -> None:
         for _attempt in range(10):                 # a loaded machine may need a retry
             started, done = threading.Event(), threading.Event()
 
-            def retry(fn, *args, **kw) -> None:  # type: ignore[no-untyped-def]
-                # the main thread's stats() may hold the address space too:
-                # the loser of that race gets LafBusyError, and retries
-                while True:
-                    try:
-                        return fn(*args, **kw)
-                    except LafBusyError:
-                        continue
-
             def worker() -> None:
                 started.set()
                 try:
                     for _ in range(4):
-                        retry(mm.touch_range, a, "256M", write=True)
-                        retry(mm.madvise, a, "256M", "MADV_DONTNEED")
+                        retry_busy(mm.touch_range, a, "256M", write=True)
+                        retry_busy(mm.madvise, a, "256M", "MADV_DONTNEED")
                 finally:
                     done.set()
 

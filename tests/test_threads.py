@@ -15,6 +15,7 @@ import time
 import numpy as np
 import pytest
 
+from conftest import retry_busy
 from pylaf import AddressSpace, ClosedError, Config, LafBusyError, Policy
 
 M = 1 << 20
@@ -24,18 +25,8 @@ def _space() -> AddressSpace:
     return AddressSpace(Config(ram="1G", policy=Policy.parse("order-0")))
 
 
-def _retry_busy(fn, *args, **kw):  # type: ignore[no-untyped-def]
-    """Call fn until it is not refused with LafBusyError (the other thread
-    may be the one inside at that moment)."""
-    while True:
-        try:
-            return fn(*args, **kw)
-        except LafBusyError:
-            continue
-
-
 def _churn(mm: AddressSpace, a: int, length: int, rounds: int, retry: bool = False) -> None:
-    call = _retry_busy if retry else (lambda fn, *args, **kw: fn(*args, **kw))
+    call = retry_busy if retry else (lambda fn, *args, **kw: fn(*args, **kw))
     for _ in range(rounds):
         call(mm.touch_range, a, length, write=True)
         call(mm.madvise, a, length, "MADV_DONTNEED")
@@ -108,7 +99,7 @@ def test_one_address_space_two_threads_is_refused_not_corrupted() -> None:
             started.set()
             try:
                 _churn(mm, a, 256 * M, 6, retry=True)
-                _retry_busy(mm.touch_range, a, "128M", write=True)
+                retry_busy(mm.touch_range, a, "128M", write=True)
             finally:
                 done.set()
 
