@@ -1019,7 +1019,6 @@ class Reference:
         part is unfolded first, and not refolded (the batched commit of
         6.17+; older kernels refolded a block whose 16 PTEs ended up equal).
         """
-        ub0, ub1 = start, end
         try_writable = not wp and bool(vma.flags & VM_WRITE)
         addr = start
         while addr < end:
@@ -1049,7 +1048,7 @@ class Reference:
                     if pte & PTE_CONT:
                         csz = cn * self.page_size
                         cs = ((idx << self.pmd_shift) + (i << self.page_shift)) & ~(csz - 1)
-                        if cs < ub0 or cs + csz > ub1:
+                        if cs < start or cs + csz > end:
                             self._contpte_unfold(ent, i)
                         pte = ent.ptes[i]
                     pte &= ~PTE_WRITE
