@@ -21,7 +21,8 @@ Run for real:
 from __future__ import annotations
 
 import importlib
-from typing import Any, Callable, Optional
+from collections.abc import Callable
+from typing import Any, Optional
 
 import numpy as np
 import pytest

@@ -10,12 +10,13 @@ comparable outcome (a value, or ``("error", ExceptionClass, errno)``).
 from __future__ import annotations
 
 import random
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable, Optional
+from typing import Any, Optional
 
 import numpy as np
 
-from pylaf import (AddressSpace, Config, LafError, Policy)
+from pylaf import AddressSpace, Config, LafError, Policy
 from pylaf.reference import Reference
 from pylaf.stats import PER_ORDER_FIELDS, SCALAR_FIELDS
 

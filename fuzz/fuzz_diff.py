@@ -36,6 +36,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 with atheris.instrument_imports(include=["pylaf", "diffops"]):
     import diffops
+
     from pylaf import AddressSpace
     from pylaf.reference import Reference
 

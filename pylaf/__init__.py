@@ -9,15 +9,26 @@ This package gives it a Python API:
 """
 from __future__ import annotations
 
-from ._ffi import lib as _lib
-from .address_space import (Access, AddressSpace, FaultKind, FaultResult, Folio, FolioFlags,
-                            Pte, PteFlags, TouchResult, Vma, VmFlags, open_address_space)
-from .config import Config
-from .errors import (ClosedError, InvariantError, LafBusyError, LafError, LafMemoryError,
-                     LafValueError)
-from .policy import Policy, parse_thp_anon
-from .sizes import format_size, order_of, parse_size
-from .stats import Stats
+from pylaf._ffi import lib as _lib
+from pylaf.address_space import (
+                            Access,
+                            AddressSpace,
+                            FaultKind,
+                            FaultResult,
+                            Folio,
+                            FolioFlags,
+                            Pte,
+                            PteFlags,
+                            TouchResult,
+                            Vma,
+                            VmFlags,
+                            open_address_space,
+)
+from pylaf.config import Config
+from pylaf.errors import ClosedError, InvariantError, LafBusyError, LafError, LafMemoryError, LafValueError
+from pylaf.policy import Policy, parse_thp_anon
+from pylaf.sizes import format_size, order_of, parse_size
+from pylaf.stats import Stats
 
 __version__ = "0.1.0"
 
@@ -26,8 +37,31 @@ NR_ORDERS: int = _lib.LAF_NR_ORDERS
 COSTLY_ORDER: int = _lib.LAF_COSTLY_ORDER
 
 __all__ = [
-    "Access", "AddressSpace", "ClosedError", "Config", "FaultKind", "FaultResult", "Folio",
-    "FolioFlags", "InvariantError", "LafBusyError", "LafError", "LafMemoryError", "LafValueError",
-    "NR_ORDERS", "COSTLY_ORDER", "Policy", "Pte", "PteFlags", "Stats", "TouchResult", "Vma",
-    "VmFlags", "format_size", "open_address_space", "order_of", "parse_size", "parse_thp_anon",
+                            "COSTLY_ORDER",
+                            "NR_ORDERS",
+                            "Access",
+                            "AddressSpace",
+                            "ClosedError",
+                            "Config",
+                            "FaultKind",
+                            "FaultResult",
+                            "Folio",
+                            "FolioFlags",
+                            "InvariantError",
+                            "LafBusyError",
+                            "LafError",
+                            "LafMemoryError",
+                            "LafValueError",
+                            "Policy",
+                            "Pte",
+                            "PteFlags",
+                            "Stats",
+                            "TouchResult",
+                            "VmFlags",
+                            "Vma",
+                            "format_size",
+                            "open_address_space",
+                            "order_of",
+                            "parse_size",
+                            "parse_thp_anon",
 ]

@@ -15,17 +15,18 @@ AddressSpaces run in parallel on separate threads.
 from __future__ import annotations
 
 import enum
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any, Iterable, Optional, Sequence
+from typing import Any, Optional
 
 import numpy as np
 
-from ._ffi import ffi, lib
-from .config import Config
-from .errors import ClosedError, InvariantError, check
-from .policy import Policy
-from .sizes import format_size, parse_size
-from .stats import Stats, stats_from_c
+from pylaf._ffi import ffi, lib
+from pylaf.config import Config
+from pylaf.errors import ClosedError, InvariantError, check
+from pylaf.policy import Policy
+from pylaf.sizes import format_size, parse_size
+from pylaf.stats import Stats, stats_from_c
 
 
 class Access(enum.IntEnum):
@@ -229,7 +230,7 @@ class AddressSpace:
             mm, self._mm = self._mm, None
             ffi.release(mm)
 
-    def __enter__(self) -> "AddressSpace":
+    def __enter__(self) -> AddressSpace:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -498,6 +499,17 @@ def open_address_space(policy: Policy | str | None = None, **kw: Any) -> Address
     return AddressSpace(Config(**kw))
 
 
-__all__: Sequence[str] = ("AddressSpace", "Access", "FaultKind", "FaultResult", "TouchResult",
-                          "Vma", "Pte", "Folio", "PteFlags", "VmFlags", "FolioFlags",
-                          "open_address_space")
+__all__: Sequence[str] = (
+    "Access",
+    "AddressSpace",
+    "FaultKind",
+    "FaultResult",
+    "Folio",
+    "FolioFlags",
+    "Pte",
+    "PteFlags",
+    "TouchResult",
+    "VmFlags",
+    "Vma",
+    "open_address_space",
+)

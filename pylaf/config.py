@@ -4,9 +4,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Optional
 
-from ._ffi import lib
-from .policy import Policy
-from .sizes import format_size, parse_size
+from pylaf._ffi import lib
+from pylaf.policy import Policy
+from pylaf.sizes import format_size, parse_size
 
 ARCHES = {"x86_64": lib.LAF_ARCH_GENERIC, "generic": lib.LAF_ARCH_GENERIC,
           "arm64": lib.LAF_ARCH_ARM64, "aarch64": lib.LAF_ARCH_ARM64}

@@ -1,7 +1,7 @@
 """Exceptions, and the one place where C return codes become exceptions."""
 from __future__ import annotations
 
-from ._ffi import ffi, lib
+from pylaf._ffi import ffi, lib
 
 
 class LafError(Exception):

@@ -18,13 +18,14 @@ order 4), ``order-64K``, ``kernel`` (this machine's live sysfs settings).
 """
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from types import MappingProxyType
-from typing import Mapping, Optional
+from typing import Optional
 
-from ._ffi import lib
-from .sizes import format_size, order_of, parse_size
+from pylaf._ffi import lib
+from pylaf.sizes import format_size, order_of, parse_size
 
 KINDS: Mapping[str, int] = MappingProxyType({
     "upstream": lib.LAF_POLICY_UPSTREAM,
@@ -159,21 +160,21 @@ class Policy:
     # ---------------------------------------------------------- builders
     @classmethod
     def upstream(cls, enabled: str = "madvise", sizes: Mapping[str, str] | None = None,
-                 thp_anon: str | None = None, **kw: object) -> "Policy":
+                 thp_anon: str | None = None, **kw: object) -> Policy:
         """Mainline policy; ``thp_anon`` takes the kernel's boot-parameter syntax."""
         return cls(kind="upstream", enabled=enabled, sizes=dict(sizes or {}), thp_anon=thp_anon,
                    **kw)  # type: ignore[arg-type]
 
     @classmethod
-    def fixed(cls, order: int | str, **kw: object) -> "Policy":
+    def fixed(cls, order: int | str, **kw: object) -> Policy:
         """Every write fault tries exactly ``order`` (0, 2..PMD, or a size like
         ``"64K"``), then order 0."""
         return cls(kind="fixed", fixed_order=order, enabled="always", **kw)  # type: ignore[arg-type]
 
     @classmethod
-    def from_sysfs(cls, thp_dir: str | Path = "/sys/kernel/mm/transparent_hugepage") -> "Policy":
+    def from_sysfs(cls, thp_dir: str | Path = "/sys/kernel/mm/transparent_hugepage") -> Policy:
         """This machine's live settings as an ``upstream`` policy."""
-        from .kernel import read_thp_settings
+        from pylaf.live.host import read_thp_settings
 
         s = read_thp_settings(Path(thp_dir))
         sizes = {format_size(kb * 1024): state for kb, state in s.per_size.items()}
@@ -182,7 +183,7 @@ class Policy:
                    anon_beside_full=bool(s.anon_beside_full or 0), name="kernel")
 
     @classmethod
-    def parse(cls, spec: str) -> "Policy":
+    def parse(cls, spec: str) -> Policy:
         """Parse a policy spec string (see the module docstring)."""
         text = spec.strip()
         if not text:

@@ -11,8 +11,8 @@ from typing import Any
 
 import numpy as np
 
-from ._ffi import ffi
-from .sizes import format_size
+from pylaf._ffi import ffi
+from pylaf.sizes import format_size
 
 _FIELDS = ffi.typeof("struct laf_stats").fields
 PER_ORDER_FIELDS: tuple[str, ...] = tuple(n for n, f in _FIELDS if f.type.kind == "array")
@@ -52,7 +52,7 @@ class _StatsBase:
         d.pop("per_order", None)
         return d
 
-    def __sub__(self, other: "Stats") -> dict[str, Any]:
+    def __sub__(self, other: Stats) -> dict[str, Any]:
         """Event deltas (self - other) for scalar and per-size counters."""
         out: dict[str, Any] = {}
         for n in SCALAR_FIELDS:
@@ -76,7 +76,7 @@ Stats = dataclasses.make_dataclass(
 Stats.__doc__ = __doc__
 
 
-def stats_from_c(cst: Any, page_size: int, pmd_order: int) -> "Stats":
+def stats_from_c(cst: Any, page_size: int, pmd_order: int) -> Stats:
     per_order: dict[str, np.ndarray] = {}
     kw: dict[str, Any] = {"page_size": page_size, "pmd_order": pmd_order}
     for n in PER_ORDER_FIELDS:

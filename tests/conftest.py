@@ -19,8 +19,9 @@ from __future__ import annotations
 
 import csv
 import os
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any, Optional
 
 import numpy as np
 import pytest
@@ -89,7 +90,7 @@ def _invariants_at_teardown(request: pytest.FixtureRequest,
             continue
         try:
             mm.check_invariants()
-        except Exception as exc:  # noqa: BLE001 - report every broken mm
+        except Exception as exc:
             failures.append(f"AddressSpace #{i} ({mm!r}): {type(exc).__name__}: {exc}")
     for mm in created:
         mm.close()

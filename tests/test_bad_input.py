@@ -10,10 +10,19 @@ import threading
 
 import numpy as np
 import pytest
-
 from conftest import retry_busy
-from pylaf import (Access, AddressSpace, ClosedError, Config, LafBusyError, LafError,
-                   LafValueError, Policy, parse_thp_anon)
+
+from pylaf import (
+    Access,
+    AddressSpace,
+    ClosedError,
+    Config,
+    LafBusyError,
+    LafError,
+    LafValueError,
+    Policy,
+    parse_thp_anon,
+)
 from pylaf._ffi import ffi, lib
 from pylaf.reference import Reference
 

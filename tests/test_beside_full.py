@@ -14,8 +14,8 @@ Every expected number below is the kernel's, from the experiments table
 from __future__ import annotations
 
 import pytest
-
 from conftest import K, M, all_mthp, layout, place, upstream
+
 from pylaf import FaultKind, Policy
 
 S64 = {"64K": "always"}

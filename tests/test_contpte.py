@@ -11,7 +11,6 @@ with PTE_CONT, ``z`` zero page.
 from __future__ import annotations
 
 import pytest
-
 from conftest import K, M, all_mthp, place, pte_picture, upstream
 
 

@@ -1,4 +1,4 @@
-"""pylaf.costmodel: the fitting math on synthetic data (no live kernel), plus
+"""pylaf.experiments.costmodel: the fitting math on synthetic data (no live kernel), plus
 one live-kernel calibration test (PYLAF_KERNEL_TESTS=1 only)."""
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import os
 import pytest
 
 from pylaf import AddressSpace, Config, Policy
-from pylaf import costmodel as cm
+from pylaf.experiments import costmodel as cm
 
 PAGE = 4096
 

@@ -20,9 +20,10 @@ import dataclasses
 
 import numpy as np
 import pytest
-from hypothesis import given, strategies as st
-
 from conftest import K, M, all_mthp, place, upstream
+from hypothesis import given
+from hypothesis import strategies as st
+
 from pylaf import AddressSpace, Config, Policy, Stats
 
 POLICIES = [

@@ -15,8 +15,8 @@ the brief: a 2 MiB-aligned 2 MiB VMA, one write fault.
 from __future__ import annotations
 
 import pytest
+from conftest import K, M, apply_hint_and_prctl, load_decision_vectors, place, upstream
 
-from conftest import M, K, apply_hint_and_prctl, load_decision_vectors, place, upstream
 from pylaf import Access, FaultKind, FolioFlags
 
 ROWS = load_decision_vectors()

@@ -40,7 +40,7 @@ from pylaf import Access, AddressSpace, Config, LafValueError, Policy
 from pylaf.reference import Reference
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "fuzz"))
-import diffops  # noqa: E402
+import diffops
 
 PROFILE = os.environ.get("HYPOTHESIS_PROFILE", "ci")
 _EXAMPLES = {"ci": 12, "dev": 150, "long": 4000}

@@ -13,8 +13,8 @@ and the measured layouts of docs/kernel-findings.md §2 (this machine's kernel).
 from __future__ import annotations
 
 import pytest
-
 from conftest import K, M, all_mthp, layout, place, upstream
+
 from pylaf import Access, FaultKind, Policy
 
 S64 = {"64K": "always"}

@@ -1,4 +1,4 @@
-"""The kernel-vs-emulator validation suite (pylaf.kernel_check).
+"""The kernel-vs-emulator validation suite (pylaf.live.check).
 
 * Pure unit tests (layouts, attempt combination, CLI listing) run everywhere.
 * The suite with the machine's settings as they are runs when we are root
@@ -12,10 +12,10 @@ import os
 
 import numpy as np
 import pytest
-
-from pylaf import kernel as K
-from pylaf import kernel_check as KC
 from conftest import run_cli
+
+from pylaf.live import check as KC
+from pylaf.live import host as K
 
 WHY = KC.kernel_check_available()
 live = pytest.mark.skipif(WHY is not None, reason=f"live kernel check unavailable: {WHY}")

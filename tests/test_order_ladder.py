@@ -13,8 +13,8 @@ pages = 2M).  The cap is order 4 (64K) with 4K pages, order 2 (64K) with
 from __future__ import annotations
 
 import pytest
-
 from conftest import K, M, place
+
 from pylaf import Policy
 
 UNHINTED = Policy(kind="laf-v3", enabled="never")   # never THP-eligible: capped

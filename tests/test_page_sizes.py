@@ -4,8 +4,8 @@ per-size stats keys, and the fault path at each size."""
 from __future__ import annotations
 
 import pytest
-
 from conftest import K, M, layout, place, upstream
+
 from pylaf import Config, FaultKind, Policy
 from pylaf.sizes import format_size
 

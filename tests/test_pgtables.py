@@ -10,8 +10,8 @@
 from __future__ import annotations
 
 import pytest
-
 from conftest import K, M, place, upstream
+
 from pylaf import FaultKind
 
 

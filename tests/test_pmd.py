@@ -13,8 +13,8 @@
 from __future__ import annotations
 
 import pytest
-
 from conftest import K, M, layout, place, upstream
+
 from pylaf import Access, FaultKind, FolioFlags, Policy, PteFlags
 
 S64 = {"64K": "always"}

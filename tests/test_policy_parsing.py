@@ -6,8 +6,8 @@ given, every size it does not mention, the PMD size included, is
 from __future__ import annotations
 
 import pytest
+from conftest import M, place
 
-from conftest import K, M, place
 from pylaf import Config, Policy, parse_thp_anon
 from pylaf.policy import MODES
 

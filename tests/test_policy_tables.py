@@ -18,8 +18,8 @@ from __future__ import annotations
 import itertools
 
 import pytest
-
 from conftest import K, M, place
+
 from pylaf import FaultKind, Policy
 
 # (table, sysfs) -> {hint: cell}; the prctl=disable column is S everywhere.

@@ -9,8 +9,8 @@ flags are -EINVAL.  MADV_HUGEPAGE clears VM_NOHUGEPAGE and vice versa.
 from __future__ import annotations
 
 import pytest
-
 from conftest import K, M, place, upstream
+
 from pylaf import LafError, LafMemoryError, LafValueError, VmFlags
 
 PR_SET, PR_GET, EXCEPT = 41, 42, 2

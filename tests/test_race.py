@@ -10,7 +10,8 @@ fault returns 0 and is retried.  Both returns are accounted in pgfault
 """
 from __future__ import annotations
 
-from conftest import K, M, layout, place, upstream
+from conftest import K, layout, place, upstream
+
 from pylaf import Access, FaultKind
 
 S64 = {"64K": "always"}

@@ -13,8 +13,8 @@ deferred split (upstream-mthp.md §6.3-6.5; kernel-findings #8).
 from __future__ import annotations
 
 import pytest
-
 from conftest import K, M, layout, place, upstream
+
 from pylaf import AddressSpace, ClosedError, Config, FolioFlags, Policy
 
 S64 = {"64K": "always"}

@@ -14,8 +14,8 @@ import time
 
 import numpy as np
 import pytest
-
 from conftest import retry_busy
+
 from pylaf import AddressSpace, ClosedError, Config, LafBusyError, Policy
 
 M = 1 << 20

@@ -11,10 +11,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import run_cli
 
 from pylaf import AddressSpace, Config, Policy
 from pylaf import trace as T
-from conftest import run_cli
 
 ROOT = Path(__file__).resolve().parents[1]
 FIXTURES = ROOT / "traces" / "fixtures"
@@ -373,8 +373,8 @@ def test_replay_bundled(path):
 
 
 def test_bundled_workloads_in_compare():
-    from pylaf.compare import compare
-    from pylaf.workloads import default_workload_names
+    from pylaf.experiments.compare import compare
+    from pylaf.experiments.workloads import default_workload_names
 
     wls = T.bundled_workloads()
     assert {w.name for w in wls} >= {"trace-gcc-small", "trace-git-log"}

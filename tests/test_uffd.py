@@ -13,8 +13,8 @@
 from __future__ import annotations
 
 import pytest
-
 from conftest import K, M, all_mthp, layout, place, upstream
+
 from pylaf import Access, FaultKind, LafError, PteFlags, VmFlags
 
 MTHP = upstream(all_mthp(pmd="never"))

@@ -4,8 +4,8 @@ split (thp_vma_suitable_orders uses vm_start/vm_end)."""
 from __future__ import annotations
 
 import pytest
-
 from conftest import K, M, layout, place, upstream
+
 from pylaf import LafError, VmFlags
 
 S64 = {"64K": "always"}

@@ -10,11 +10,18 @@ import types
 import pytest
 
 from pylaf import AddressSpace, Config, Policy
-from pylaf import workloads as wl
-from pylaf.compare import CompareResult, compare
-from pylaf.workloads import (BUILTIN, HeapChurn, OddSizes, available_workloads,
-                             default_workload_names, get_workload, register_workload,
-                             unregister_workload)
+from pylaf.experiments import workloads as wl
+from pylaf.experiments.compare import CompareResult, compare
+from pylaf.experiments.workloads import (
+    BUILTIN,
+    HeapChurn,
+    OddSizes,
+    available_workloads,
+    default_workload_names,
+    get_workload,
+    register_workload,
+    unregister_workload,
+)
 
 SCALE = 0.02
 NAMES = [cls.name for cls in BUILTIN]

@@ -6,6 +6,7 @@ blocks every mTHP range that contains it (pte_range_none)."""
 from __future__ import annotations
 
 from conftest import K, M, all_mthp, layout, place, upstream
+
 from pylaf import Access, FaultKind, PteFlags
 
 

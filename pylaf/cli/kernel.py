@@ -2,7 +2,7 @@
 
 ``show``   live THP settings, per-size mTHP stats and the vmstat ``thp_*``
            counters of the running kernel.
-``check``  the validation suite of :mod:`pylaf.kernel_check`: every program
+``check``  the validation suite of :mod:`pylaf.live.check`: every program
            on the live kernel and in the emulator, compared.  By default it
            runs with the machine's settings as they are and changes nothing.
            ``--apply-settings`` (explicit opt-in) also runs the setting
@@ -54,8 +54,8 @@ def register(subparsers: Any) -> None:
 
 
 def cmd_show(args: argparse.Namespace) -> int:
-    from . import kernel as K
-    from .kernel_check import format_table
+    from pylaf.live import host as K
+    from pylaf.live.check import format_table
 
     if not K.THP_DIR.is_dir():
         print(f"pylaf kernel show: {K.THP_DIR} does not exist (kernel without THP?)", file=sys.stderr)
@@ -91,8 +91,8 @@ def _want_settings(args: argparse.Namespace) -> bool:
 
 
 def cmd_check(args: argparse.Namespace) -> int:
-    from . import kernel as K
-    from . import kernel_check as KC
+    from pylaf.live import check as KC
+    from pylaf.live import host as K
 
     if args.list:
         print("programs:")

@@ -7,7 +7,7 @@ workload-major order.  "Faults saved" is measured against the order-0 run of
 the same workload (``baseline``); when the baseline is not among the policies
 it is run anyway, and left out of the results.
 
->>> from pylaf.compare import compare
+>>> from pylaf.experiments.compare import compare
 >>> rows = compare(["seq-fill"], ["order-0", "order-4"], scale=0.05)
 >>> [(r.policy, r.faults, r.faults_saved_pct) for r in rows]
 [('order-0', 3072, 0.0), ('order-4', 192, 93.75)]
@@ -20,17 +20,18 @@ from __future__ import annotations
 
 import dataclasses
 import time
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Optional, Sequence, Union
+from typing import Any, Optional, Union
 
 import numpy as np
 
-from .address_space import AddressSpace
-from .config import Config
-from .errors import LafError
-from .policy import DEFAULT_COMPARE, Policy
-from .sizes import format_size, parse_size
-from .workloads import WorkloadLike, default_workload_names, get_workload
+from pylaf.address_space import AddressSpace
+from pylaf.config import Config
+from pylaf.errors import LafError
+from pylaf.experiments.workloads import WorkloadLike, default_workload_names, get_workload
+from pylaf.policy import DEFAULT_COMPARE, Policy
+from pylaf.sizes import format_size, parse_size
 
 #: the policy whose fault count "saved" is measured against
 BASELINE = "order-0"
@@ -276,5 +277,12 @@ def config_dict(*, page_size: int | str = 4096, arch: str = "x86_64", ram: int |
             "scale": scale, "baseline": BASELINE}
 
 
-__all__: Sequence[str] = ("BASELINE", "CompareResult", "compare", "run_one", "check_policy",
-                          "make_config", "config_dict")
+__all__: Sequence[str] = (
+    "BASELINE",
+    "CompareResult",
+    "check_policy",
+    "compare",
+    "config_dict",
+    "make_config",
+    "run_one",
+)

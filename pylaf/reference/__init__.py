@@ -34,21 +34,31 @@ Modelling choices shared with the C core (beyond the kernel):
 """
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any, Iterable, Optional
+from typing import Any, Optional
 
 import numpy as np
 
-from .address_space import (Access, FaultKind, FaultResult, Folio, FolioFlags, Pte, TouchResult,
-                            Vma, VmFlags, _as_u64_array)
-from .config import Config
-from .errors import (ClosedError, InvariantError, LafBusyError, LafError, LafMemoryError,
-                     LafValueError)
-from .policy import Policy
-from .sizes import order_of, parse_size
-from .stats import PER_ORDER_FIELDS, SCALAR_FIELDS, Stats
+from pylaf.address_space import (
+    Access,
+    FaultKind,
+    FaultResult,
+    Folio,
+    FolioFlags,
+    Pte,
+    TouchResult,
+    Vma,
+    VmFlags,
+    _as_u64_array,
+)
+from pylaf.config import Config
+from pylaf.errors import ClosedError, InvariantError, LafBusyError, LafError, LafMemoryError, LafValueError
+from pylaf.policy import Policy
+from pylaf.sizes import order_of, parse_size
+from pylaf.stats import PER_ORDER_FIELDS, SCALAR_FIELDS, Stats
 
-__all__ = ["Reference", "BuddyAllocator"]
+__all__ = ["BuddyAllocator", "Reference"]
 
 # --------------------------------------------------------------------------
 # ABI constants (csrc/laf.h); spelled out so this module needs no C build
@@ -201,8 +211,18 @@ class BuddyAllocator:
 class _Folio:
     """An anonymous folio (struct folio), or the huge zero folio."""
 
-    __slots__ = ("pfn", "order", "va", "mapped", "nr_mapped", "pmd_mapped", "refcount",
-                 "partially_mapped", "queued", "huge_zero")
+    __slots__ = (
+        "huge_zero",
+        "mapped",
+        "nr_mapped",
+        "order",
+        "partially_mapped",
+        "pfn",
+        "pmd_mapped",
+        "queued",
+        "refcount",
+        "va",
+    )
 
     def __init__(self, pfn: int, order: int, va: int) -> None:
         self.pfn = pfn
@@ -241,7 +261,7 @@ class _HugePmd:
     PTE table (pgtable_trans_huge_deposit).  ``flags`` are the entry bits;
     ``touched`` the per-page TOUCHED bits the emulator keeps."""
 
-    __slots__ = ("folio", "flags", "table", "touched")
+    __slots__ = ("flags", "folio", "table", "touched")
 
     def __init__(self, folio: _Folio, flags: int, table: int, nr: int) -> None:
         self.folio = folio
@@ -251,7 +271,7 @@ class _HugePmd:
 
 
 class _Vma:
-    __slots__ = ("start", "end", "flags", "anon_vma", "auto_next", "auto_ramp")
+    __slots__ = ("anon_vma", "auto_next", "auto_ramp", "end", "flags", "start")
 
     def __init__(self, start: int, end: int, flags: int) -> None:
         self.start = start
@@ -261,7 +281,7 @@ class _Vma:
         self.auto_next = 0
         self.auto_ramp = 0
 
-    def copy(self, start: int, end: int) -> "_Vma":
+    def copy(self, start: int, end: int) -> _Vma:
         v = _Vma(start, end, self.flags)
         v.anon_vma = self.anon_vma
         v.auto_next = self.auto_next
@@ -356,7 +376,7 @@ class Reference:
         if self._closed:
             raise ClosedError("address space is closed")
 
-    def __enter__(self) -> "Reference":
+    def __enter__(self) -> Reference:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -2022,7 +2042,7 @@ class Reference:
             arr = np.array(c[n], dtype=np.int64)
             per_order[n] = arr
             lo = 0 if n == "folios_mapped" else 1
-            from .sizes import format_size
+            from pylaf.sizes import format_size
             kw[n] = {format_size(self.page_size << o): int(arr[o]) for o in range(lo, self.pmd_order + 1)
                      if n == "folios_mapped" or o >= 2}
         for n in SCALAR_FIELDS:

@@ -2,27 +2,29 @@
 
 Each subcommand lives in its own module exposing ``register(subparsers)``,
 which adds an argparse parser and sets ``func`` to the function that runs it
-(``func(args) -> int``).  Modules are imported lazily so a missing optional
-dependency (matplotlib, perf) only affects its own subcommand.
+(``func(args) -> int``).  A missing module is an error, not a missing
+subcommand; optional dependencies (matplotlib, perf) are imported by the
+subcommand that needs them, when it runs.
 """
 from __future__ import annotations
 
 import argparse
 import importlib
 import sys
-from typing import Optional, Sequence
+from collections.abc import Sequence
+from typing import Optional
 
 #: subcommand modules, in --help order
 SUBCOMMAND_MODULES: tuple[str, ...] = (
-    "pylaf.compare_cmd",   # pylaf compare
-    "pylaf.bench_cmd",     # pylaf bench
-    "pylaf.kernel_cmd",    # pylaf kernel show|check
-    "pylaf.trace_cmd",     # pylaf record / pylaf replay
+    "pylaf.cli.compare",   # pylaf compare
+    "pylaf.cli.bench",     # pylaf bench
+    "pylaf.cli.kernel",    # pylaf kernel show|check
+    "pylaf.cli.trace",     # pylaf record / pylaf replay
 )
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from . import __version__
+    from pylaf import __version__
 
     parser = argparse.ArgumentParser(
         prog="pylaf",
@@ -32,13 +34,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"pylaf {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in SUBCOMMAND_MODULES:
-        try:
-            mod = importlib.import_module(name)
-        except ModuleNotFoundError as exc:
-            if exc.name == name:
-                continue  # subcommand not present in this tree
-            raise
-        mod.register(sub)
+        importlib.import_module(name).register(sub)
     return parser
 
 

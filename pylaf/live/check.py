@@ -32,17 +32,18 @@ import dataclasses
 import os
 import re
 import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable, Mapping, Optional, Sequence
+from typing import Any, Optional
 
 import numpy as np
 
-from . import kernel as K
-from .address_space import AddressSpace
-from .config import Config
-from .errors import LafError
-from .policy import Policy
-from .sizes import format_size, parse_size
+from pylaf.address_space import AddressSpace
+from pylaf.config import Config
+from pylaf.errors import LafError
+from pylaf.live import host as K
+from pylaf.policy import Policy
+from pylaf.sizes import format_size, parse_size
 
 PAGE = 4096
 
@@ -64,7 +65,7 @@ class CheckProgram:
                 out.append(line)
         return out
 
-    def chunked(self, max_accesses: int = 64) -> "CheckProgram":
+    def chunked(self, max_accesses: int = 64) -> CheckProgram:
         """The same program with long touch ops split (see :func:`chunk_program`)."""
         return CheckProgram(self.name, self.description,
                             "\n".join(chunk_program(self.lines(), max_accesses)))
@@ -486,7 +487,7 @@ def _median(values: Sequence[int]) -> int:
     return v[(len(v) - 1) // 2]
 
 
-def combine_attempts(attempts: Sequence["SideResult"]) -> "SideResult":
+def combine_attempts(attempts: Sequence[SideResult]) -> SideResult:
     """Per-op estimate of the kernel's own counter deltas over several runs.
 
     Kernel counters are system-wide.  Every run of a program does exactly the
@@ -918,7 +919,7 @@ def check_program(program: CheckProgram, group: str = "current", retries: int = 
     for attempt in range(1, retries + 2):
         try:
             kres = runner(text)
-        except Exception as exc:  # noqa: BLE001 - reported, not hidden
+        except Exception as exc:
             return ProgramCheck(group, program.name, attempts[0] if attempts else None, es, [],
                                 notes, attempt, f"kernel run failed: {exc}")
         ks = kernel_side(kres)
@@ -1128,9 +1129,26 @@ def expected_original_ok(original: K.ThpSettings) -> bool:
 
 
 __all__ = [
-    "CheckProgram", "PROGRAMS", "PROGRAMS_BY_NAME", "SettingGroup", "GROUPS", "GROUPS_BY_NAME",
-    "DEFAULT_GROUP", "check_program", "run_group", "kernel_side", "emulator_side",
-    "compare_sides", "layout_from_orders", "format_group", "summary_line", "results_as_dict",
-    "kernel_check_available", "ProgramCheck", "GroupResult", "SideResult", "Unsupported",
+    "DEFAULT_GROUP",
+    "GROUPS",
+    "GROUPS_BY_NAME",
+    "PROGRAMS",
+    "PROGRAMS_BY_NAME",
+    "CheckProgram",
+    "GroupResult",
+    "ProgramCheck",
+    "SettingGroup",
+    "SideResult",
+    "Unsupported",
+    "check_program",
+    "compare_sides",
+    "emulator_side",
+    "format_group",
+    "kernel_check_available",
+    "kernel_side",
+    "layout_from_orders",
+    "results_as_dict",
+    "run_group",
+    "summary_line",
 ]
 _ = dataclasses  # re-exported helpers use dataclasses at import time

@@ -9,7 +9,7 @@ it finds through ``/proc/self/pagemap`` + ``/proc/kpageflags``.
 
 Typical use::
 
-    from pylaf.kernel import thp_settings, run_kprog
+    from pylaf.live.host import thp_settings, run_kprog
     with thp_settings(sizes={"64kB": "always"}):
         res = run_kprog('''
             mmap a 1M align=64K
@@ -32,9 +32,10 @@ import signal
 import subprocess
 import tempfile
 import threading
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Mapping, Optional, Union
+from typing import Any, Optional, Union
 
 THP_DIR = Path("/sys/kernel/mm/transparent_hugepage")
 VMSTAT = Path("/proc/vmstat")
@@ -254,10 +255,9 @@ def thp_settings(
     Yields the settings as read back after applying them.  The whole block
     runs under :func:`thp_lock`, so concurrent pylaf processes take turns.
     """
-    with thp_lock():
-        with _thp_settings_locked(enabled, defrag, use_zero_page, sizes, all_sizes, extra,
-                                  anon_beside_full, thp_dir) as st:
-            yield st
+    with thp_lock(), _thp_settings_locked(enabled, defrag, use_zero_page, sizes, all_sizes, extra,
+                              anon_beside_full, thp_dir) as st:
+        yield st
 
 
 @contextlib.contextmanager
@@ -529,7 +529,7 @@ def parse_kprog_output(data: Mapping[str, Any]) -> KprogResult:
 
 def repo_root() -> Path:
     """The checkout this package lives in (``pylaf/..``)."""
-    return Path(__file__).resolve().parent.parent
+    return Path(__file__).resolve().parents[2]
 
 
 def kprog_source() -> Path:
@@ -609,14 +609,14 @@ def run_kprog(program: Union[str, Iterable[str]], timeout: float = 300.0) -> Kpr
 
 
 # --------------------------------------------------------------------------
-# command line: python -m pylaf.kernel {show|run FILE [--set K=V ...]}
+# command line: python -m pylaf.live.host {show|run FILE [--set K=V ...]}
 
 
 def _main(argv: Optional[list[str]] = None) -> int:
     import argparse
     import sys
 
-    ap = argparse.ArgumentParser(prog="python -m pylaf.kernel")
+    ap = argparse.ArgumentParser(prog="python -m pylaf.live.host")
     sub = ap.add_subparsers(dest="cmd", required=True)
     sub.add_parser("show", help="print THP settings, mTHP stats and vmstat thp_*")
     r = sub.add_parser("run", help="run an access program (file or - for stdin)")

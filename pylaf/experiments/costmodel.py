@@ -46,13 +46,14 @@ import math
 import os
 import platform
 import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Mapping, Optional, Sequence
+from typing import Any, Optional
 
 import numpy as np
 
-from .sizes import format_size, parse_size
+from pylaf.sizes import format_size, parse_size
 
 PAGE_SIZE = 4096
 PMD_ORDER = 9
@@ -137,7 +138,7 @@ class CostModel:
         return json.dumps(d, indent=1)
 
     @classmethod
-    def from_json(cls, text: str) -> "CostModel":
+    def from_json(cls, text: str) -> CostModel:
         d = json.loads(text)
         samples = tuple(KernelSample(**{**s, "ns_runs": tuple(s.get("ns_runs", ()))})
                         for s in d.get("samples", ()))
@@ -265,7 +266,7 @@ def measure_order(order: int, size: int | str = "256M", runs: int = 5,
     """Time ``size`` of write faults at ``order`` on the live kernel (the THP
     settings that make the kernel use ``order`` must already be in force)."""
     if runner is None:
-        from .kernel import run_kprog_raw
+        from pylaf.live.host import run_kprog_raw
         runner = run_kprog_raw
     nbytes = parse_size(size)
     nr = 1 << order
@@ -320,7 +321,7 @@ def calibrate(size: int | str = "256M", runs: int = 5, orders: Optional[Sequence
     when ``settings`` is opted in).  Orders 2..PMD-1 need ``settings``.
     ``pmd_size``: PMD faults are few, so they get a larger mapping.
     """
-    from . import kernel as k
+    from pylaf.live import host as k
 
     opted = settings_opted_in(settings)
     if orders is None:
@@ -355,7 +356,7 @@ def calibrate(size: int | str = "256M", runs: int = 5, orders: Optional[Sequence
 
 # ------------------------------------------------------------- caching
 def default_cache() -> Path:
-    from .kernel import build_dir
+    from pylaf.live.host import build_dir
     return build_dir() / "costmodel.json"
 
 
@@ -373,6 +374,18 @@ def load_or_calibrate(path: Optional[Path] = None, recalibrate: bool = False,
     return m
 
 
-__all__ = ["KernelSample", "CostModel", "fit", "fit_model", "identifiable_terms",
-           "leave_one_out", "features_from_stats", "sample_features", "kernel_program",
-           "measure_order", "calibrate", "load_or_calibrate", "TERMS"]
+__all__ = [
+    "TERMS",
+    "CostModel",
+    "KernelSample",
+    "calibrate",
+    "features_from_stats",
+    "fit",
+    "fit_model",
+    "identifiable_terms",
+    "kernel_program",
+    "leave_one_out",
+    "load_or_calibrate",
+    "measure_order",
+    "sample_features",
+]

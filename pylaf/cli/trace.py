@@ -69,7 +69,7 @@ DEFAULT_REPLAY_POLICIES = (
 
 
 def cmd_record(args: argparse.Namespace) -> int:
-    from .trace import TraceError, record
+    from pylaf.trace import TraceError, record
 
     cmd = list(args.command)
     if cmd and cmd[0] == "--":
@@ -96,7 +96,7 @@ def cmd_record(args: argparse.Namespace) -> int:
 
 
 def cmd_replay(args: argparse.Namespace) -> int:
-    from .trace import TraceError, TraceWorkload, load_trace
+    from pylaf.trace import TraceError, TraceWorkload, load_trace
 
     try:
         tr = load_trace(args.trace)
@@ -117,7 +117,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
     counts = tr.fault_counts()
     other = counts["total"] - counts["anon"]
     try:
-        from .compare import compare
+        from pylaf.experiments.compare import compare
         results = compare([wl], policies, ram=args.ram)
     except (ValueError, TraceError) as exc:
         print(f"pylaf replay: error: {exc}", file=sys.stderr)
@@ -139,15 +139,15 @@ def cmd_replay(args: argparse.Namespace) -> int:
         return 0
     print(tr.summary())
     try:
-        from .compare_cmd import _console, print_table, results_table
+        from pylaf.cli.compare import _console, print_table, results_table
         console = _console()
         print_table(console, results_table(results, title=f"replay of {tr.name}"))
     except ImportError:
-        from .kernel_check import format_table
+        from pylaf.live.check import format_table
         print(format_table([[r.policy, str(r.faults), f"{r.rss_bytes >> 10}K",
                              f"{r.bloat_ratio:.2f}"] for r in results],
                            ["policy", "faults", "RSS", "bloat"]))
-    from .kernel_check import format_table
+    from pylaf.live.check import format_table
     print()
     print(f"recorded: {counts['total']} faults = {counts['anon']} anonymous (replayed) + "
           f"{other} other (file {counts['file']}, shared {counts['shared']}, special "
@@ -165,9 +165,9 @@ def cmd_replay(args: argparse.Namespace) -> int:
 def _validate(tr: Any, args: argparse.Namespace) -> int:
     import os
 
-    from .kernel import read_thp_settings
-    from .kernel_check import format_table
-    from .trace import TraceError, validate_live
+    from pylaf.live.check import format_table
+    from pylaf.live.host import read_thp_settings
+    from pylaf.trace import TraceError, validate_live
 
     if os.geteuid() != 0:
         print("pylaf replay: error: --validate-live needs root (it sets THP knobs and records)",

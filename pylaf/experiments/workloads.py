@@ -24,7 +24,7 @@ the recorded traces it returns join the registry (and the default set) the
 first time the registry is consulted.
 
 >>> from pylaf import open_address_space
->>> from pylaf.workloads import get_workload
+>>> from pylaf.experiments.workloads import get_workload
 >>> with open_address_space("order-4") as mm:
 ...     get_workload("stride-64k", scale=0.01).run(mm)
 ...     round(mm.stats().bloat_ratio)
@@ -35,15 +35,16 @@ from __future__ import annotations
 import dataclasses
 import importlib
 import warnings
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Callable, ClassVar, Iterable, Optional, Protocol, Union
+from typing import TYPE_CHECKING, Any, ClassVar, Optional, Protocol, Union
 
 import numpy as np
 
-from .sizes import format_size, parse_size
+from pylaf.sizes import format_size, parse_size
 
 if TYPE_CHECKING:  # pragma: no cover
-    from .address_space import AddressSpace
+    from pylaf.address_space import AddressSpace
 
 K = 1 << 10
 M = 1 << 20
@@ -103,7 +104,7 @@ class WorkloadLike(Protocol):
     name: str
     description: str
 
-    def run(self, mm: "AddressSpace") -> None: ...
+    def run(self, mm: AddressSpace) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -127,10 +128,10 @@ class Workload:
             raise ValueError(f"{self.name}: invalid scale {self.scale!r}: "
                              "must be a positive number")
 
-    def run(self, mm: "AddressSpace") -> None:
+    def run(self, mm: AddressSpace) -> None:
         raise NotImplementedError
 
-    def scaled(self, scale: float) -> "Workload":
+    def scaled(self, scale: float) -> Workload:
         """The same workload with another scale factor."""
         return dataclasses.replace(self, scale=scale)
 
@@ -158,7 +159,7 @@ class SeqFill(Workload):
 
     size: int = 256 * M
 
-    def run(self, mm: "AddressSpace") -> None:
+    def run(self, mm: AddressSpace) -> None:
         n = _scaled(self.size, self.scale, max(mm.page_size, 2 * M))
         a = mm.mmap(n)
         mm.touch_range(a, n, write=True)
@@ -175,7 +176,7 @@ class RandomSparse(Workload):
     size: int = 1 << 30
     density: float = 0.01
 
-    def run(self, mm: "AddressSpace") -> None:
+    def run(self, mm: AddressSpace) -> None:
         n = _scaled(self.size, self.scale, max(mm.page_size, 2 * M))
         nr = max(1, int(round(n // mm.page_size * self.density)))
         a = mm.mmap(n)
@@ -194,7 +195,7 @@ class Stride64K(Workload):
     size: int = 256 * M
     stride: int = 64 * K
 
-    def run(self, mm: "AddressSpace") -> None:
+    def run(self, mm: AddressSpace) -> None:
         n = _scaled(self.size, self.scale, max(mm.page_size, 2 * M))
         a = mm.mmap(n)
         mm.touch_range(a, n, stride=max(self.stride, mm.page_size), write=True)
@@ -210,7 +211,7 @@ class ReadThenWrite(Workload):
 
     size: int = 64 * M
 
-    def run(self, mm: "AddressSpace") -> None:
+    def run(self, mm: AddressSpace) -> None:
         n = _scaled(self.size, self.scale, max(mm.page_size, 2 * M))
         a = mm.mmap(n)
         mm.touch_range(a, n, write=False)
@@ -255,7 +256,7 @@ class HeapChurn(Workload):
     mmap_threshold: int = 128 * K
     large_per_round: int = 2
 
-    def run(self, mm: "AddressSpace") -> None:
+    def run(self, mm: AddressSpace) -> None:
         rng = self._rng()
         ps = mm.page_size
         arena_size = _scaled(self.arena_size, self.scale, max(ps, 64 * K))
@@ -384,7 +385,7 @@ class OddSizes(Workload):
                               516 * K, 2 * M + 4 * K, 300 * K, 4 * M - 4 * K)
     guard: bool = True
 
-    def run(self, mm: "AddressSpace") -> None:
+    def run(self, mm: AddressSpace) -> None:
         n = _count(self.count, self.scale)
         ps = mm.page_size
         lengths = self._rng().choice(np.asarray(self.sizes, dtype=np.int64), size=n)
@@ -409,7 +410,7 @@ class MadviseHugepage(Workload):
 
     size: int = 64 * M
 
-    def run(self, mm: "AddressSpace") -> None:
+    def run(self, mm: AddressSpace) -> None:
         n = _scaled(self.size, self.scale, mm.pmd_size)
         a = mm.mmap(n)
         mm.madvise(a, n, "MADV_HUGEPAGE")
@@ -479,11 +480,11 @@ def _load_plugins() -> None:
         return
     _plugins_loaded = True
     try:
-        trace = importlib.import_module(f"{__package__}.trace")
+        trace = importlib.import_module("pylaf.trace")
     except ImportError as exc:
         # no trace module in this tree: nothing to add; a trace module that
         # exists but fails to import is worth a warning
-        if not (isinstance(exc, ModuleNotFoundError) and exc.name == f"{__package__}.trace"):
+        if not (isinstance(exc, ModuleNotFoundError) and exc.name == "pylaf.trace"):
             warnings.warn(f"pylaf.trace could not be imported, bundled traces skipped: {exc}",
                           RuntimeWarning, stacklevel=3)
         return
@@ -549,7 +550,22 @@ for _cls in BUILTIN:
     register_workload(_cls)
 del _cls
 
-__all__ = ["Workload", "WorkloadLike", "SeqFill", "RandomSparse", "Stride64K", "ReadThenWrite",
-           "HeapChurn", "OddSizes", "MadviseHugepage", "BUILTIN", "register_workload",
-           "unregister_workload", "available_workloads", "default_workload_names",
-           "get_workload", "default_workloads", "workload_info"]
+__all__ = [
+    "BUILTIN",
+    "HeapChurn",
+    "MadviseHugepage",
+    "OddSizes",
+    "RandomSparse",
+    "ReadThenWrite",
+    "SeqFill",
+    "Stride64K",
+    "Workload",
+    "WorkloadLike",
+    "available_workloads",
+    "default_workload_names",
+    "default_workloads",
+    "get_workload",
+    "register_workload",
+    "unregister_workload",
+    "workload_info",
+]

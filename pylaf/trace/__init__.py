@@ -57,9 +57,10 @@ import subprocess
 import sys
 import tempfile
 import zlib
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Optional, Sequence, TextIO, Union
+from typing import Any, Optional, TextIO, Union
 
 import numpy as np
 
@@ -164,7 +165,7 @@ class Trace:
         f = self.faults()
         out = {CLASS_NAMES[c]: int((f["cls"] == c).sum()) for c in range(len(CLASS_NAMES))}
         out["anon"] = int(np.isin(f["cls"], ANON_CLASSES).sum())
-        out["total"] = int(len(f))
+        out["total"] = len(f)
         return out
 
     def summary(self) -> str:
@@ -401,7 +402,7 @@ class _Vma:
     name: str = ""
     growsdown: bool = False
 
-    def copy(self, **kw: Any) -> "_Vma":
+    def copy(self, **kw: Any) -> _Vma:
         return dataclasses.replace(self, **kw)
 
 
@@ -412,7 +413,7 @@ class _VmaMap:
         self.starts: list[int] = []
         self.vmas: list[_Vma] = []
 
-    def copy(self) -> "_VmaMap":
+    def copy(self) -> _VmaMap:
         m = _VmaMap()
         m.starts = list(self.starts)
         m.vmas = [v.copy() for v in self.vmas]
@@ -727,9 +728,7 @@ class TraceBuilder:
                     cls = C_BSS
                 else:
                     cls = C_ANON
-            elif flags & MAP_SHARED:
-                cls = C_SHARED
-            elif flags & MAP_HUGETLB:
+            elif flags & MAP_SHARED or flags & MAP_HUGETLB:
                 cls = C_SHARED
             else:
                 cls = C_FILE
@@ -946,7 +945,7 @@ def explain_perf_failure(stderr: str, rc: int) -> str:
                      "Run as root, or allow it: `sysctl -w kernel.perf_event_paranoid=-1` "
                      "(tracepoints need -1 or CAP_PERFMON), and make tracefs readable.")
     if "tracefs" in s or "debugfs" in s or "can't access trace events" in s \
-            or "no such file or directory" in s and "tracing" in s:
+            or ("no such file or directory" in s and "tracing" in s):
         hints.append("perf cannot read the tracepoint definitions: mount tracefs "
                      "(`mount -t tracefs nodev /sys/kernel/tracing`) and check that the kernel "
                      "has CONFIG_FTRACE_SYSCALLS (syscalls:*) and the x86 exceptions:* events.")
@@ -965,9 +964,9 @@ def explain_perf_failure(stderr: str, rc: int) -> str:
 
 def _thp_state() -> dict[str, str]:
     try:
-        from .kernel import read_thp_settings
+        from pylaf.live.host import read_thp_settings
         return read_thp_settings().raw()
-    except Exception:  # noqa: BLE001
+    except Exception:
         return {}
 
 
@@ -993,7 +992,7 @@ def record(command: Sequence[str], output: Union[str, Path], *, no_aslr: bool = 
     temporary name and renamed, so nothing half-written is left behind.
     ``stdout``: where the command's output goes (default: inherited).
     """
-    from .kernel import build_helper
+    from pylaf.live.host import build_helper
 
     if not command:
         raise TraceError("no command to record")
@@ -1007,7 +1006,7 @@ def record(command: Sequence[str], output: Union[str, Path], *, no_aslr: bool = 
     for e in perf_events():
         cmd += ["-e", e]
     cmd += ["--", str(tracee)] + (["-R"] if no_aslr else []) + ["-o", str(tlog), "--"] + list(command)
-    from .kernel import thp_lock, thp_settings
+    from pylaf.live.host import thp_lock, thp_settings
 
     # under the pylaf THP lock: no other pylaf process changes knobs meanwhile
     ctx: Any = thp_settings(enabled="never", all_sizes="never") if thp_off else thp_lock()
@@ -1146,7 +1145,7 @@ def replay_into(mm: Any, trace: Trace, fault_log: Optional[list[tuple[int, int, 
 
     ``fault_log``: if given, gets ``(mm, addr, write)`` of every replayed
     access that faulted in the emulator (for diagnostics)."""
-    from .errors import LafError
+    from pylaf.errors import LafError
 
     if mm.page_size != PAGE:
         raise TraceError(f"traces are recorded with 4K pages; cannot replay on a "
@@ -1172,11 +1171,7 @@ def replay_into(mm: Any, trace: Trace, fault_log: Optional[list[tuple[int, int, 
         with contextlib.suppress(LafError, ValueError):
             mm.set_thp_disable(False)
         proc = trace.processes[mi]
-        if proc.get("start") == "exec":
-            for start, end, prot, cls, _name in proc.get("vmas", []):
-                if cls in ANON_CLASSES:
-                    _emu_map(mm, start, end - start, prot, err)
-        elif proc.get("start") == "fork":
+        if proc.get("start") == "exec" or proc.get("start") == "fork":
             for start, end, prot, cls, _name in proc.get("vmas", []):
                 if cls in ANON_CLASSES:
                     _emu_map(mm, start, end - start, prot, err)
@@ -1250,13 +1245,13 @@ def replay_into(mm: Any, trace: Trace, fault_log: Optional[list[tuple[int, int, 
 
 
 def _emu_map(mm: Any, addr: int, ln: int, prot: int, err: Any, nomerge: bool = False) -> None:
-    from .errors import LafError
+    from pylaf.errors import LafError
 
     try:
         mm.munmap(addr, ln)
         if nomerge:
-            from ._ffi import ffi, lib
-            from .errors import check
+            from pylaf._ffi import ffi, lib
+            from pylaf.errors import check
             p = _prot_str(prot)
             cprot = (lib.LAF_PROT_READ if "r" in p else 0) | (lib.LAF_PROT_WRITE if "w" in p else 0)
             out = ffi.new("uint64_t *")
@@ -1286,7 +1281,7 @@ def _emu_protect(mm: Any, addr: int, ln: int, prot: int, err: Any) -> None:
 
 
 def _emu_populate(mm: Any, addr: int, ln: int, zero: bool, err: Any) -> None:
-    from .errors import LafError
+    from pylaf.errors import LafError
 
     try:
         mm.uffd_register(addr, ln, "missing")
@@ -1309,9 +1304,9 @@ def replay(trace: Union[Trace, str, Path], policy: Any = None, *, ram: Union[int
     """Replay *trace* under *policy* (a :class:`~pylaf.Policy` or spec string,
     default: this machine's live settings); returns the emulator's
     :class:`~pylaf.Stats`."""
-    from .address_space import AddressSpace
-    from .config import Config
-    from .policy import Policy
+    from pylaf.address_space import AddressSpace
+    from pylaf.config import Config
+    from pylaf.policy import Policy
 
     tr = trace if isinstance(trace, Trace) else load_trace(trace)
     if policy is None:
@@ -1333,7 +1328,7 @@ def replay(trace: Union[Trace, str, Path], policy: Any = None, *, ram: Union[int
 
 def traces_dir() -> Path:
     env = os.environ.get("PYLAF_TRACES_DIR")
-    return Path(env) if env else Path(__file__).resolve().parent.parent / "traces"
+    return Path(env) if env else Path(__file__).resolve().parents[2] / "traces"
 
 
 def bundled_workloads() -> list[TraceWorkload]:
@@ -1355,10 +1350,26 @@ def bundled_workloads() -> list[TraceWorkload]:
 
 
 __all__ = [
-    "Trace", "TraceError", "TraceFormatError", "PerfError", "TraceWorkload", "ReplayReport",
-    "load_trace", "save_trace", "parse_trace_bytes", "record", "replay", "replay_into",
-    "bundled_workloads", "build_trace", "parse_perf_script", "read_tracee_log",
-    "EVENT_DTYPE", "CLASS_NAMES", "ANON_CLASSES", "traces_dir",
+    "ANON_CLASSES",
+    "CLASS_NAMES",
+    "EVENT_DTYPE",
+    "PerfError",
+    "ReplayReport",
+    "Trace",
+    "TraceError",
+    "TraceFormatError",
+    "TraceWorkload",
+    "build_trace",
+    "bundled_workloads",
+    "load_trace",
+    "parse_perf_script",
+    "parse_trace_bytes",
+    "read_tracee_log",
+    "record",
+    "replay",
+    "replay_into",
+    "save_trace",
+    "traces_dir",
 ]
 _ = (sys,)
 
@@ -1394,15 +1405,15 @@ class LiveValidation:
 def parse_setting(spec: str) -> dict[str, str]:
     """``"64K"`` / ``"16K-64K"`` / ``"16K,64K:always;2M:never"`` -> sysfs sizes
     (``{"64kB": "always"}``) for :func:`pylaf.kernel.thp_settings`."""
-    from .policy import parse_thp_anon
-    from .sizes import parse_size
+    from pylaf.policy import parse_thp_anon
+    from pylaf.sizes import parse_size
 
     text = spec if ":" in spec else f"{spec}:always"
     return {f"{parse_size(k) // 1024}kB": v for k, v in parse_thp_anon(text).items()}
 
 
 def _rusage_run(command: Sequence[str], cwd: Optional[str], no_aslr: bool) -> Optional[int]:
-    from .kernel import build_helper
+    from pylaf.live.host import build_helper
 
     exe = build_helper("laf_tracee")
     fd, stats = tempfile.mkstemp(prefix="pylaf-rusage-")
@@ -1429,8 +1440,8 @@ def validate_live(trace: Trace, settings: Sequence[str], *, ram: Union[int, str]
 
     Needs root; changes sysfs only inside :func:`pylaf.kernel.thp_settings`.
     """
-    from .kernel import thp_settings
-    from .policy import Policy
+    from pylaf.live.host import thp_settings
+    from pylaf.policy import Policy
 
     cmd = list(trace.header.get("command") or [])
     if not cmd:

@@ -7,9 +7,10 @@ import os
 import sys
 import time
 import types
-from typing import Any, Callable, NoReturn, Optional, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any, NoReturn, Optional
 
-from .sizes import format_size, parse_size
+from pylaf.sizes import format_size, parse_size
 
 DESCRIPTION = """\
 Run built-in workloads under several THP policies, each on a fresh emulated
@@ -235,8 +236,8 @@ def print_table(console: Any, table: Any) -> None:
 def _list(args: argparse.Namespace, console: Any) -> int:
     from rich.table import Table
 
-    from .policy import DEFAULT_COMPARE
-    from .workloads import available_workloads, workload_info
+    from pylaf.experiments.workloads import available_workloads, workload_info
+    from pylaf.policy import DEFAULT_COMPARE
 
     infos = [workload_info(n) for n in available_workloads()]
     if args.json:
@@ -273,12 +274,12 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from .compare import compare, config_dict
-    from .workloads import available_workloads
+    from pylaf.experiments.compare import compare, config_dict
+    from pylaf.experiments.workloads import available_workloads
 
     if args.list:
         return _list(args, _console(pipe_width=140))
-    from .errors import LafError
+    from pylaf.errors import LafError
 
     console = _console()
     try:

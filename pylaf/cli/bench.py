@@ -7,7 +7,7 @@ folio, or ``touch_range``), then unmaps it.  The best of ``--runs`` runs is
 reported: ns per fault, ns per 4K page, faults per GiB, the emulator's
 per-page / per-folio operation counts per fault, and the speed-up of every
 order against order 0 (time per GiB).  ``--kernel-model`` adds what the live
-kernel would take for the same faults (:mod:`pylaf.costmodel`).
+kernel would take for the same faults (:mod:`pylaf.experiments.costmodel`).
 """
 from __future__ import annotations
 
@@ -15,12 +15,13 @@ import argparse
 import json
 import sys
 import time
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
-from typing import Any, Optional, Sequence
+from typing import Any, Optional
 
 import numpy as np
 
-from .sizes import format_size, parse_size
+from pylaf.sizes import format_size, parse_size
 
 GIB = 1 << 30
 
@@ -93,7 +94,7 @@ def addresses(base: int, size: int, folio: int, pattern: str, seed: int = 42) ->
 def run_order(order: int, size: int, runs: int = 3, pattern: str = "seq",
               page_size: int = 4096) -> OrderResult:
     """Fault ``size`` bytes at ``order`` ``runs`` times (fresh AddressSpace each)."""
-    from . import AddressSpace, Config, Policy
+    from pylaf import AddressSpace, Config, Policy
 
     folio = page_size << order
     ram = size + size // 256 + (32 << 20)
@@ -166,7 +167,7 @@ def scale_child(size: int, order: int = 0) -> dict[str, Any]:
     (:func:`scale_run`) so ru_maxrss is this run's."""
     import resource
 
-    from . import AddressSpace, Config, Policy
+    from pylaf import AddressSpace, Config, Policy
 
     page = 4096
     rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
@@ -196,7 +197,7 @@ def scale_run(size: int | str, order: int = 0) -> dict[str, Any]:
     """:func:`scale_child` in a fresh Python process (peak RSS measured there)."""
     import subprocess
     nbytes = parse_size(size)
-    code = ("import json, sys; from pylaf.bench_cmd import scale_child; "
+    code = ("import json, sys; from pylaf.cli.bench import scale_child; "
             f"print(json.dumps(scale_child({nbytes}, {int(order)})))")
     p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     return json.loads(p.stdout.strip().splitlines()[-1])
@@ -294,7 +295,7 @@ def cmd(args: argparse.Namespace) -> int:
         return 2
     model = None
     if args.kernel_model:
-        from . import costmodel
+        from pylaf.experiments import costmodel
         settings = True if args.kernel_settings else None
         try:
             model = costmodel.load_or_calibrate(recalibrate=args.recalibrate, settings=settings,
@@ -336,7 +337,7 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--no-plot", action="store_true", help="do not write the plot")
     p.add_argument("--json", action="store_true", help="JSON lines instead of the table")
     p.add_argument("--kernel-model", action="store_true",
-                   help="add the live kernel's predicted time (pylaf.costmodel; cached in build/)")
+                   help="add the live kernel's predicted time (pylaf.experiments.costmodel; cached in build/)")
     p.add_argument("--kernel-settings", action="store_true",
                    help="with --kernel-model: calibrate every mTHP order by writing sysfs knobs "
                         "(same as PYLAF_KERNEL_SETTINGS=1; restored afterwards)")
