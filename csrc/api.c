@@ -88,7 +88,7 @@ static int geometry_init(struct laf_mm *mm, const struct laf_config *cfg)
 {
 	unsigned int ps = cfg->page_shift, bits;
 
-	if (ps != 12 && ps != 14 && ps != 16)
+	if (ps != LAF_PAGE_SHIFT_4K && ps != LAF_PAGE_SHIFT_16K && ps != LAF_PAGE_SHIFT_64K)
 		return LAF_EINVAL;
 	if (cfg->arch != LAF_ARCH_GENERIC && cfg->arch != LAF_ARCH_ARM64)
 		return LAF_EINVAL;
@@ -198,6 +198,30 @@ void laf_mm_destroy(laf_mm *mm)
 	free(mm->pinned);
 	free(mm->deferred.pfns);
 	free(mm);
+}
+
+/**
+ * laf_geometry_from_config() - the geometry @cfg would give an mm
+ *
+ * Runs the same checks as laf_mm_create() on a scratch mm, so a caller can
+ * learn the page/PMD geometry and whether @cfg is valid without allocating
+ * the emulated machine.  Returns 0 or the error laf_mm_create() would give.
+ */
+int laf_geometry_from_config(const struct laf_config *cfg, struct laf_geometry *g)
+{
+	struct laf_mm *mm;
+	int err;
+
+	if (!cfg || !g)
+		return LAF_EINVAL;
+	mm = calloc(1, sizeof(*mm));
+	if (!mm)
+		return LAF_ENOMEM;
+	err = geometry_init(mm, cfg);
+	if (!err)
+		err = laf_get_geometry(mm, g);
+	free(mm);
+	return err;
 }
 
 int laf_get_geometry(laf_mm *mm, struct laf_geometry *g)
@@ -959,9 +983,9 @@ static int __read_ptes(struct laf_mm *mm, uint64_t start, size_t npages, uint64_
 			ptes[i] = e;
 		if (orders) {
 			if (!pte_present(e))
-				orders[i] = -1;
+				orders[i] = LAF_ORDER_NONE;
 			else if (pte_special(e))
-				orders[i] = (e & LAF_PTE_HUGE) ? -3 : -2;
+				orders[i] = (e & LAF_PTE_HUGE) ? LAF_ORDER_HUGE_ZERO : LAF_ORDER_ZERO;
 			else
 				orders[i] = (int8_t)folio_size_order(mm, pte_pfn(e));
 		}

@@ -58,6 +58,13 @@ enum laf_err {
 	LAF_EUCLEAN = -117, /* check_invariants() found corrupt state */
 };
 
+/* Base page sizes: CONFIG_ARM64_{4K,16K,64K}_PAGES (x86-64 has 4K only). */
+enum laf_page_shift {
+	LAF_PAGE_SHIFT_4K = 12,
+	LAF_PAGE_SHIFT_16K = 14,
+	LAF_PAGE_SHIFT_64K = 16,
+};
+
 /* Architectures: generic (x86-64 like) and arm64 (contpte, arch_wants_pte_order). */
 enum laf_arch {
 	LAF_ARCH_GENERIC = 0,
@@ -147,6 +154,11 @@ enum laf_policy_kind {
 #define LAF_PTE_UFFD_WP  0x040
 #define LAF_PTE_TOUCHED  0x080   /* emulator only: the workload accessed this page */
 #define LAF_PTE_HUGE     0x100   /* PMD leaf (only in laf_read_ptes output) */
+
+/* laf_read_ptes() per-page orders: >= 0 is the folio order; these are not folios */
+#define LAF_ORDER_NONE      -1   /* pte_none / not present */
+#define LAF_ORDER_ZERO      -2   /* the shared zero page (pte_special) */
+#define LAF_ORDER_HUGE_ZERO -3   /* inside a huge zero PMD */
 #define LAF_PTE_PFN_SHIFT 12
 
 /* vm_fault_t bits (kernel values) */
@@ -361,6 +373,8 @@ void laf_policy_default(struct laf_policy *pol, uint32_t page_shift);
 int laf_mm_create(const struct laf_config *cfg, laf_mm **out);
 void laf_mm_destroy(laf_mm *mm);
 int laf_get_geometry(laf_mm *mm, struct laf_geometry *geo);
+/* The geometry a config would give, without creating an mm (same checks as laf_mm_create). */
+int laf_geometry_from_config(const struct laf_config *cfg, struct laf_geometry *geo);
 
 int laf_set_policy(laf_mm *mm, const struct laf_policy *pol);
 int laf_get_policy(laf_mm *mm, struct laf_policy *pol);

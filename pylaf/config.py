@@ -4,13 +4,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Optional
 
-from pylaf._ffi import lib
+from pylaf.geometry import ARCHES, PAGE_SIZES
 from pylaf.policy import Policy
 from pylaf.sizes import format_size, parse_size
-
-ARCHES = {"x86_64": lib.LAF_ARCH_GENERIC, "generic": lib.LAF_ARCH_GENERIC,
-          "arm64": lib.LAF_ARCH_ARM64, "aarch64": lib.LAF_ARCH_ARM64}
-PAGE_SIZES = {4096: 12, 16384: 14, 65536: 16}
 
 
 @dataclass(frozen=True)
