@@ -55,7 +55,7 @@ def register(subparsers: Any) -> None:
 
 def cmd_show(args: argparse.Namespace) -> int:
     from pylaf.live import host as K
-    from pylaf.live.check import format_table
+    from pylaf.render import format_table
 
     if not K.THP_DIR.is_dir():
         print(f"pylaf kernel show: {K.THP_DIR} does not exist (kernel without THP?)", file=sys.stderr)

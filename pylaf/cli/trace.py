@@ -17,6 +17,8 @@ import json
 import sys
 from typing import Any
 
+from pylaf.render import compare_table, console, format_table, print_table
+
 
 def register(subparsers: Any) -> None:
     r = subparsers.add_parser(
@@ -138,16 +140,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
         print()
         return 0
     print(tr.summary())
-    try:
-        from pylaf.cli.compare import _console, print_table, results_table
-        console = _console()
-        print_table(console, results_table(results, title=f"replay of {tr.name}"))
-    except ImportError:
-        from pylaf.live.check import format_table
-        print(format_table([[r.policy, str(r.faults), f"{r.rss_bytes >> 10}K",
-                             f"{r.bloat_ratio:.2f}"] for r in results],
-                           ["policy", "faults", "RSS", "bloat"]))
-    from pylaf.live.check import format_table
+    print_table(console(), compare_table(results, title=f"replay of {tr.name}"))
     print()
     print(f"recorded: {counts['total']} faults = {counts['anon']} anonymous (replayed) + "
           f"{other} other (file {counts['file']}, shared {counts['shared']}, special "
@@ -165,8 +158,8 @@ def cmd_replay(args: argparse.Namespace) -> int:
 def _validate(tr: Any, args: argparse.Namespace) -> int:
     import os
 
-    from pylaf.live.check import format_table
     from pylaf.live.host import read_thp_settings
+    from pylaf.render import format_table
     from pylaf.trace import TraceError, validate_live
 
     if os.geteuid() != 0:

@@ -43,6 +43,7 @@ from pylaf.config import Config
 from pylaf.errors import LafError
 from pylaf.live import host as K
 from pylaf.policy import Policy
+from pylaf.render import format_table
 from pylaf.sizes import format_size, parse_size
 
 PAGE = 4096
@@ -1042,18 +1043,6 @@ def _rss_cell(c: ProgramCheck) -> str:
         return "-"
     name = list(c.kernel.snapshots)[-1]
     return _pair(c.kernel.snapshots[name]["rss_kb"], c.emulator.snapshots.get(name, {}).get("rss_kb"))
-
-
-def format_table(rows: Sequence[Sequence[str]], header: Sequence[str]) -> str:
-    widths = [len(h) for h in header]
-    for r in rows:
-        for i, cell in enumerate(r):
-            widths[i] = max(widths[i], len(cell))
-    lines = ["  ".join(h.ljust(w) for h, w in zip(header, widths)).rstrip(),
-             "  ".join("-" * w for w in widths)]
-    for r in rows:
-        lines.append("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip())
-    return "\n".join(lines)
 
 
 def format_group(gr: GroupResult, verbose: bool = False) -> str:
