@@ -28,7 +28,8 @@ import pytest
 from hypothesis import HealthCheck, settings
 
 from pylaf import AddressSpace, Config, Policy
-from pylaf.address_space import PTE_PFN_SHIFT
+from pylaf.geometry import Geometry
+from pylaf.layout import format_runs, runs_from_ptes
 from pylaf.sizes import format_size, parse_size
 
 # --------------------------------------------------------------- hypothesis
@@ -151,56 +152,23 @@ def place(mm: AddressSpace, length: int | str, *, align: int | str | None = None
     return addr
 
 
-_KIND = {-1: "none", -2: "zero", -3: "hzero"}
-
-
 def orders(mm: AddressSpace, start: int, length: int | str) -> np.ndarray:
     """Per-page folio order (-1 none, -2 small zero page, -3 huge zero page)."""
     return mm.read_ptes(start, parse_size(length) // mm.page_size)[1]
 
 
 def layout(mm: AddressSpace, start: int, length: int | str) -> str:
-    """Runs of equal folio size, as ``offset+length:kind`` (kernel-findings notation).
+    """Runs of equal folio size, as ``offset+length:kind`` (kernel-findings notation):
+    :func:`pylaf.layout.format_runs` of the range's ``read_ptes``.
 
     Kinds: the folio size (``4K``, ``64K``, ``2M``), ``zero``, ``hzero``,
     ``none``.  Adjacent whole folios of one size form one run; a folio that
-    is only partly mapped in the window (or not VA/PA aligned) gets a run of
-    its own, tagged ``!partial``.
+    is only partly mapped in the window gets a run of its own, tagged
+    ``!partial``.
     """
-    n = parse_size(length) // mm.page_size
-    ptes, ords = mm.read_ptes(start, n)
-    pfns = [int(p) >> PTE_PFN_SHIFT for p in ptes]
-    va0 = start // mm.page_size
-    segs: list[list[Any]] = []          # [i, j, kind, mergeable]
-    i = 0
-    while i < n:
-        o = int(ords[i])
-        j = i + 1
-        if o < 0:
-            while j < n and int(ords[j]) == o:
-                j += 1
-            segs.append([i, j, _KIND[o], True])
-        else:
-            nr = 1 << o
-            head = pfns[i] & ~(nr - 1)
-            while j < n and int(ords[j]) == o and pfns[j] == pfns[i] + (j - i) \
-                    and pfns[j] < head + nr:
-                j += 1
-            whole = pfns[i] == head and j - i == nr and (va0 + i) % nr == 0
-            kind = format_size(mm.page_size << o) + ("" if whole else "!partial")
-            segs.append([i, j, kind, whole])
-        i = j
-    merged: list[list[Any]] = []
-    for seg in segs:
-        if merged and merged[-1][3] and seg[3] and merged[-1][2] == seg[2]:
-            merged[-1][1] = seg[1]
-        else:
-            merged.append(seg)
-    out = []
-    for i, j, kind, _ in merged:
-        off = format_size(i * mm.page_size) if i else "0"
-        out.append(f"{off}+{format_size((j - i) * mm.page_size)}:{kind}")
-    return " ".join(out)
+    ptes, ords = mm.read_ptes(start, parse_size(length) // mm.page_size)
+    geometry = Geometry.for_machine(mm.page_size, mm.config.arch)
+    return format_runs(runs_from_ptes(ptes, ords, geometry), mm.page_size)
 
 
 def pte_picture(mm: AddressSpace, start: int, npages: int) -> str:

@@ -14,52 +14,91 @@ import numpy as np
 import pytest
 from conftest import run_cli
 
+from pylaf import Policy
+from pylaf._ffi import lib
+from pylaf.geometry import Geometry
+from pylaf.layout import LayoutSummary, labelled, runs_from_ptes
 from pylaf.live import check as KC
-from pylaf.live import host as K
+from pylaf.live import kprog, programs, report, sides, sysfs
 
-WHY = KC.kernel_check_available()
+WHY = KC.live_check_unavailable()
 live = pytest.mark.skipif(WHY is not None, reason=f"live kernel check unavailable: {WHY}")
 settings = pytest.mark.skipif(os.environ.get("PYLAF_KERNEL_SETTINGS") != "1",
                               reason="changes THP knobs: set PYLAF_KERNEL_SETTINGS=1")
-
-
-
+G4K = Geometry.for_machine(4096)
+NONE, ZERO, HZERO = lib.LAF_ORDER_NONE, lib.LAF_ORDER_ZERO, lib.LAF_ORDER_HUGE_ZERO
 
 # ------------------------------------------------------------------ units
 
 
 def _ptes(pfns: list[int]) -> np.ndarray:
-    return np.array([(p << 12) | 1 for p in pfns], dtype=np.uint64)
+    return np.array([(p << lib.LAF_PTE_PFN_SHIFT) | 1 for p in pfns], dtype=np.uint64)
 
 
-def test_layout_from_orders_whole_and_partial():
+def _layout(pfns: list[int], orders: list[int]) -> tuple[list[tuple[int, int, str]], LayoutSummary]:
+    runs = runs_from_ptes(_ptes(pfns), np.array(orders, dtype=np.int8), G4K)
+    return labelled(runs, G4K.page_size), LayoutSummary.of(runs)
+
+
+def test_layout_whole_and_partial():
     # 16 pages of one 64K folio (pfn 32..47), 2 order-0, a zero page, nothing,
     # then the last 4 pages of a 64K folio (partial)
     pfns = list(range(32, 48)) + [100, 7] + [0, 0] + list(range(76, 80))
-    orders = [4] * 16 + [0, 0] + [-2, -1] + [4] * 4
-    lay = KC.layout_from_orders(_ptes(pfns), np.array(orders, dtype=np.int8))
-    assert lay["runs"] == [(0, 64 << 10, "64K"), (64 << 10, 8 << 10, "4K"),
-                           (72 << 10, 4 << 10, "zero"), (76 << 10, 4 << 10, "none"),
-                           (80 << 10, 16 << 10, "64K-partial")]
-    assert lay["folios"] == {4: 1, 0: 2} and lay["partial"] == {4: 1}
-    assert lay["zero"] == 1 and lay["pages"] == {4: 20, 0: 2}
+    orders = [4] * 16 + [0, 0] + [ZERO, NONE] + [4] * 4
+    runs, s = _layout(pfns, orders)
+    assert runs == [(0, 64 << 10, "64K"), (64 << 10, 8 << 10, "4K"),
+                    (72 << 10, 4 << 10, "zero"), (76 << 10, 4 << 10, "none"),
+                    (80 << 10, 16 << 10, "64K!partial")]
+    assert s.folios_by_order == {4: 1, 0: 2} and s.partial_by_order == {4: 1}
+    assert s.zero == 1 and s.pages_by_order == {4: 20, 0: 2}
 
 
 def test_layout_two_adjacent_folios_are_one_run():
-    pfns = list(range(64, 80)) + list(range(16, 32))
-    lay = KC.layout_from_orders(_ptes(pfns), np.array([4] * 32, dtype=np.int8))
-    assert lay["runs"] == [(0, 128 << 10, "64K")] and lay["folios"] == {4: 2}
+    runs, s = _layout(list(range(64, 80)) + list(range(16, 32)), [4] * 32)
+    assert runs == [(0, 128 << 10, "64K")] and s.folios_by_order == {4: 2}
+
+
+def test_layout_pfn_discontiguous_pages_of_one_order_are_two_folios():
+    # pages 0..15 of one 64K folio then pages 0..15 of another that is not the
+    # next one in PFN order: two whole folios, still one run
+    runs, s = _layout(list(range(16, 32)) + list(range(64, 80)), [4] * 32)
+    assert runs == [(0, 128 << 10, "64K")] and s.folios_by_order == {4: 2}
+    # the second half of one folio then the first half of the next: two partial pieces
+    runs, s = _layout(list(range(24, 40)), [4] * 16)
+    assert runs == [(0, 32 << 10, "64K!partial"), (32 << 10, 32 << 10, "64K!partial")]
+    assert s.partial_by_order == {4: 2} and s.folios_by_order == {}
 
 
 def test_layout_huge_zero():
-    lay = KC.layout_from_orders(_ptes(list(range(512, 1024))), np.full(512, -3, dtype=np.int8))
-    assert lay["runs"] == [(0, 2 << 20, "hzero")] and lay["hzero"] == 512
+    n = 1 << G4K.pmd_order
+    runs, s = _layout(list(range(n, 2 * n)), [HZERO] * n)
+    assert runs == [(0, G4K.pmd_size, "hzero")] and s.hzero == n
 
 
-def _side(op_counters, faults=(1,)) -> KC.SideResult:
-    counters, vm = KC._sum_ops(op_counters, [{} for _ in op_counters])
-    return KC.SideResult(list(faults), [None] * len(faults), counters, vm, {}, {},
-                         list(op_counters), [{} for _ in op_counters])
+def test_kprog_runs_parse_into_the_same_runs():
+    """laf_kprog's JSON runs (byte offsets) and the emulator's runs label alike."""
+    m = {"id": "a", "addr": 0, "len": 72 << 10, "present": 17, "zero": 0, "hzero": 0, "swap": 0,
+         "pages_by_order": {"4": 16, "0": 1}, "folios_by_order": {"4": 1, "0": 1},
+         "partial_by_order": {},
+         "runs": [{"off": 0, "n": 16, "kind": "folio", "order": 4, "whole": True, "folios": 1,
+                   "idx": 0, "thp": 1, "anon": 1},
+                  {"off": 64 << 10, "n": 1, "kind": "folio", "order": 0, "whole": True,
+                   "folios": 1, "idx": 0, "thp": 0, "anon": 1},
+                  {"off": 68 << 10, "n": 1, "kind": "none"}]}
+    res = kprog.parse_kprog_output({
+        "page_size": 4096, "sizes_kb": [64], "settings": {}, "ops": [],
+        "snapshots": [{"name": "s", "after_op": 0, "minflt": 0, "majflt": 0, "rss": {},
+                       "mappings": [m], "vmas": []}]})
+    live = res.snapshot("s").mapping("a")
+    emu, _ = _layout(list(range(32, 48)) + [7, 0], [4] * 16 + [0, NONE])
+    assert live.layout(4096) == emu
+    assert LayoutSummary.of(live.runs).folios_by_order == live.folios_by_order
+
+
+def _side(op_counters, faults=(1,)) -> sides.SideResult:
+    counters, vm = sides.sum_ops(op_counters, [{} for _ in op_counters])
+    return sides.SideResult(4096, list(faults), [None] * len(faults), counters, vm, {}, {},
+                            list(op_counters), [{} for _ in op_counters])
 
 
 def test_combine_attempts_min_and_gauge_estimate():
@@ -68,36 +107,36 @@ def test_combine_attempts_min_and_gauge_estimate():
     a = _side([{("anon_fault_alloc", 64): 18, ("nr_anon", 64): 18}])
     b = _side([{("anon_fault_alloc", 64): 16, ("nr_anon", 64): -184}])
     c = _side([{("anon_fault_alloc", 64): 17, ("nr_anon", 64): 17}])
-    comb = KC.combine_attempts([a, b, c])
+    comb = sides.combine_attempts([a, b, c])
     assert comb.counters["anon_fault_alloc"] == {64: 16}     # event counter: minimum
     assert comb.counters["nr_anon"] == {64: 16}              # gauge: min(alloc) + median(gauge - alloc)
 
 
 def test_programs_parse_and_use_only_modelled_ops():
     allowed = {"mmap", "munmap", "madvise", "prctl", "read", "write", "snapshot", "sleep"}
-    for p in KC.PROGRAMS:
+    for p in programs.PROGRAMS:
         for ln in p.lines():
             assert ln.split()[0] in allowed, (p.name, ln)
             if ln.startswith("mmap") and "hint=" not in ln:
                 assert "align=2M" in ln, (p.name, ln)        # deterministic placement
             if ln.startswith("madvise"):
                 assert ln.split()[4] in ("hugepage", "nohugepage", "dontneed"), (p.name, ln)
-    assert len({p.name for p in KC.PROGRAMS}) == len(KC.PROGRAMS)
+    assert len({p.name for p in programs.PROGRAMS}) == len(programs.PROGRAMS)
 
 
 def test_groups_cover_the_brief():
-    names = {g.name for g in KC.GROUPS}
+    names = {g.name for g in programs.GROUPS}
     assert {"4K-only", "16K-always", "64K-always", "16K-64K-mixed", "pmd-madvise",
             "nohugepage-prctl", "beside-full-64K"} <= names
-    for g in KC.GROUPS:
+    for g in programs.GROUPS:
         for p in g.programs or ():
-            assert p in KC.PROGRAMS_BY_NAME
+            assert p in programs.PROGRAMS_BY_NAME
 
 
 def test_emulator_side_with_a_fake_kernel_run():
     """The emulator side alone, fed a hand-made kernel result (no root)."""
-    prog = KC.PROGRAMS_BY_NAME["unaligned_16K"]
-    fake = K.parse_kprog_output({
+    prog = programs.PROGRAMS_BY_NAME["unaligned_16K"]
+    fake = kprog.parse_kprog_output({
         "page_size": 4096, "sizes_kb": [64], "settings": {},
         "ops": [{"i": 0, "line": 1, "op": "mmap", "text": "", "rc": 0, "errno": 0,
                  "addr": 0x7f0000000000 + (16 << 10), "mthp": {}, "vmstat": {}},
@@ -105,18 +144,17 @@ def test_emulator_side_with_a_fake_kernel_run():
                  "minflt": 5, "mthp": {}, "vmstat": {}}],
         "snapshots": [{"name": "s", "after_op": 1, "minflt": 5, "majflt": 0, "mthp": {},
                        "vmstat": {}, "rss": {}, "mappings": [], "vmas": []}]})
-    from pylaf import Policy
-    es = KC.emulator_side(prog, fake, Policy.parse("upstream/enabled=never/thp_anon=16K-64K:always"))
+    es = sides.emulator_side(prog, fake, Policy.parse("upstream/enabled=never/thp_anon=16K-64K:always"))
     assert es.op_faults == [None, 5]
     assert es.counters["anon_fault_alloc"] == {16: 2, 32: 1, 64: 2}
-    lay = es.snapshots["s"]["mappings"]["a"]
-    assert [r[2] for r in lay["runs"]] == ["16K", "32K", "64K", "16K"]
+    lay = es.snapshots["s"].mappings["a"]
+    assert [r[2] for r in lay.runs] == ["16K", "32K", "64K", "16K"]
 
 
 def test_cli_list(capsys):
     rc, out, err = run_cli(capsys, "kernel", "check", "--list")
     assert rc == 0
-    for p in KC.PROGRAMS:
+    for p in programs.PROGRAMS:
         assert p.name in out
     assert "beside-full-mixed" in out
 
@@ -145,14 +183,14 @@ def test_kernel_show(capsys):
 @live
 def test_suite_with_current_settings():
     """Every program agrees with the kernel under the machine's settings."""
-    before = K.read_thp_settings().raw()
-    res = KC.run_group(KC.DEFAULT_GROUP)
-    assert K.read_thp_settings().raw() == before            # nothing was written
+    before = sysfs.read_thp_settings().sysfs_values()
+    res = KC.run_group(programs.DEFAULT_GROUP)
+    assert sysfs.read_thp_settings().sysfs_values() == before            # nothing was written
     bad = {c.program: c.error or c.mismatches for c in res.checks if not c.ok}
-    assert not bad, KC.format_group(res)
+    assert not bad, report.format_group(res)
     # sanity: the faults really come from the kernel (1M written: at most 256)
     seq = next(c for c in res.checks if c.program == "seq_fill_1M")
-    assert seq.kernel is not None and 0 < seq.kernel.faults <= 256
+    assert seq.live is not None and 0 < seq.live.faults <= 256
 
 
 @pytest.mark.kernel
@@ -171,11 +209,11 @@ def test_cli_check_default(capsys):
 @live
 @settings
 def test_all_setting_groups_agree_and_restore():
-    before = K.read_thp_settings().raw()
+    before = sysfs.read_thp_settings().sysfs_values()
     failures, noisy = {}, {}
-    for g in KC.GROUPS:
+    for g in programs.GROUPS:
         res = KC.run_group(g)
-        assert K.read_thp_settings().raw() == before, f"knobs not restored after {g.name}"
+        assert sysfs.read_thp_settings().sysfs_values() == before, f"knobs not restored after {g.name}"
         if res.skipped:
             continue
         for c in res.checks:
@@ -193,27 +231,27 @@ def test_all_setting_groups_agree_and_restore():
 @live
 @settings
 def test_settings_restored_when_a_program_raises(monkeypatch):
-    before = K.read_thp_settings().raw()
+    before = sysfs.read_thp_settings().sysfs_values()
     calls = []
 
     def boom(*a, **kw):
-        calls.append(K.read_thp_settings().per_size[64])
+        calls.append(sysfs.read_thp_settings().per_size[64])
         raise KeyboardInterrupt
 
     monkeypatch.setattr(KC, "check_program", boom)
     with pytest.raises(KeyboardInterrupt):
-        KC.run_group(KC.GROUPS_BY_NAME["64K-always"])
+        KC.run_group(programs.GROUPS_BY_NAME["64K-always"])
     assert calls == ["always"]                               # the group was applied ...
-    assert K.read_thp_settings().raw() == before             # ... and restored
+    assert sysfs.read_thp_settings().sysfs_values() == before             # ... and restored
 
 
 @pytest.mark.kernel
 @live
 @settings
 def test_cli_apply_settings_one_group(capsys):
-    before = K.read_thp_settings().raw()
+    before = sysfs.read_thp_settings().sysfs_values()
     rc, out, err = run_cli(capsys, "kernel", "check", "--group", "64K-always",
                            "--program", "unaligned_8K")
-    assert K.read_thp_settings().raw() == before
+    assert sysfs.read_thp_settings().sysfs_values() == before
     assert rc == 0, out + err
     assert "restored and verified" in out + err
