@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 import os
+import warnings
 
 import numpy as np
 import pytest
@@ -43,7 +44,7 @@ def _layout(pfns: list[int], orders: list[int]) -> tuple[list[tuple[int, int, st
 def test_layout_whole_and_partial():
     # 16 pages of one 64K folio (pfn 32..47), 2 order-0, a zero page, nothing,
     # then the last 4 pages of a 64K folio (partial)
-    pfns = list(range(32, 48)) + [100, 7] + [0, 0] + list(range(76, 80))
+    pfns = [*range(32, 48), 100, 7, 0, 0, *range(76, 80)]
     orders = [4] * 16 + [0, 0] + [ZERO, NONE] + [4] * 4
     runs, s = _layout(pfns, orders)
     assert runs == [(0, 64 << 10, "64K"), (64 << 10, 8 << 10, "4K"),
@@ -90,7 +91,7 @@ def test_kprog_runs_parse_into_the_same_runs():
         "snapshots": [{"name": "s", "after_op": 0, "minflt": 0, "majflt": 0, "rss": {},
                        "mappings": [m], "vmas": []}]})
     live = res.snapshot("s").mapping("a")
-    emu, _ = _layout(list(range(32, 48)) + [7, 0], [4] * 16 + [0, NONE])
+    emu, _ = _layout([*range(32, 48), 7, 0], [4] * 16 + [0, NONE])
     assert live.layout(4096) == emu
     assert LayoutSummary.of(live.runs).folios_by_order == live.folios_by_order
 
@@ -152,17 +153,41 @@ def test_emulator_side_with_a_fake_kernel_run():
 
 
 def test_cli_list(capsys):
-    rc, out, err = run_cli(capsys, "kernel", "check", "--list")
+    rc, out, _err = run_cli(capsys, "kernel", "check", "--list")
     assert rc == 0
     for p in programs.PROGRAMS:
         assert p.name in out
     assert "beside-full-mixed" in out
 
 
+def _pretend_capable(monkeypatch, tmp_path):
+    """Root, a readable kpageflags and a THP directory, whatever the machine."""
+    monkeypatch.setattr(os, "geteuid", lambda: 0)
+    monkeypatch.setattr(os, "access", lambda path, mode: True)
+    monkeypatch.setattr(KC, "THP_DIR", tmp_path)
+    monkeypatch.setenv("PYLAF_BUILD_DIR", str(tmp_path / "build"))
+
+
+@pytest.mark.parametrize("missing", ["root", "kpageflags", "compiler"])
+def test_missing_capability_exits_2_with_one_line(capsys, monkeypatch, tmp_path, missing):
+    _pretend_capable(monkeypatch, tmp_path)
+    if missing == "root":
+        monkeypatch.setattr(os, "geteuid", lambda: 1000)
+    elif missing == "kpageflags":
+        monkeypatch.setattr(os, "access", lambda path, mode: path != KC.KPAGEFLAGS)
+    else:
+        monkeypatch.setenv("CC", str(tmp_path / "no-such-cc"))
+    rc, out, err = run_cli(capsys, "kernel", "check")
+    assert rc == 2 and out == ""
+    assert len(err.splitlines()) == 1, err
+    word = {"root": "root", "kpageflags": KC.KPAGEFLAGS, "compiler": "C compiler"}[missing]
+    assert "cannot run here" in err and word in err
+
+
 def test_cli_unknown_program(capsys):
     if WHY is not None:
         pytest.skip(WHY)
-    rc, out, err = run_cli(capsys, "kernel", "check", "--program", "nope")
+    rc, _out, err = run_cli(capsys, "kernel", "check", "--program", "nope")
     assert rc == 2 and "unknown program" in err
 
 
@@ -172,10 +197,10 @@ def test_cli_unknown_program(capsys):
 @pytest.mark.kernel
 @live
 def test_kernel_show(capsys):
-    rc, out, err = run_cli(capsys, "kernel", "show")
+    rc, out, _err = run_cli(capsys, "kernel", "show")
     assert rc == 0
     assert "anon_fault_alloc" in out and "2048kB" in out
-    rc, out, err = run_cli(capsys, "kernel", "show", "--json")
+    rc, out, _err = run_cli(capsys, "kernel", "show", "--json")
     assert rc == 0 and '"settings"' in out
 
 
@@ -223,8 +248,7 @@ def test_all_setting_groups_agree_and_restore():
                 failures[(g.name, c.program)] = c.error or c.mismatches
     assert not failures
     if noisy:       # system-wide gauges moved by other processes on a busy machine
-        import warnings
-        warnings.warn(f"nr_anon gauge noise not resolved by retries: {noisy}")
+        warnings.warn(f"nr_anon gauge noise not resolved by retries: {noisy}", stacklevel=2)
 
 
 @pytest.mark.kernel

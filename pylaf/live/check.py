@@ -288,9 +288,15 @@ def live_check_unavailable() -> Optional[str]:
     try:
         build_kprog()
     except HelperUnavailable as exc:
-        lines = [ln.strip().rstrip(":") for ln in str(exc).splitlines() if ln.strip()]
-        return ": ".join(lines[:2])
+        return _one_line(str(exc))
     return None
+
+
+def _one_line(message: str) -> str:
+    """The first line of *message* and, for a compiler's output, its first error."""
+    lines = [ln.strip() for ln in message.splitlines() if ln.strip()]
+    errors = [ln for ln in lines[1:] if "error" in ln]
+    return " ".join(lines[:1] + errors[:1])
 
 
 __all__ = ["GroupResult", "ProgramCheck", "check_program", "compare_sides",

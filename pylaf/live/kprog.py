@@ -226,7 +226,7 @@ def helper_source(name: str) -> Path:
     return src
 
 
-def _compile(cc: str, src: Path, exe: Path) -> None:
+def _compile(name: str, cc: str, src: Path, exe: Path) -> None:
     """``cc -O2`` *src* into *exe* through a temporary file and a rename."""
     exe.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{exe.name}-", dir=exe.parent)
@@ -238,10 +238,10 @@ def _compile(cc: str, src: Path, exe: Path) -> None:
         os.chmod(tmp, 0o755)
         os.replace(tmp, exe)
     except FileNotFoundError as e:
-        raise HelperUnavailable(f"building {src.stem} failed: C compiler {cc!r} not found "
+        raise HelperUnavailable(f"building {name} failed: C compiler {cc!r} not found "
                                 f"(install gcc or set $CC)") from e
     except subprocess.CalledProcessError as e:
-        raise HelperUnavailable(f"building {src.stem} failed:\n{e.stderr}") from e
+        raise HelperUnavailable(f"building {name} failed:\n{e.stderr}") from e
     finally:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
@@ -255,7 +255,7 @@ def build_helper(name: str, cc: Optional[str] = None, force: bool = False) -> Pa
     digest = hashlib.sha256(src.read_bytes() + cc.encode()).hexdigest()[:16]
     exe = build_dir() / "kprog" / f"{name}-{digest}"
     if force or not exe.exists():
-        _compile(cc, src, exe)
+        _compile(name, cc, src, exe)
     return exe
 
 
