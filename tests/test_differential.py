@@ -66,7 +66,7 @@ def policies(page_size: int) -> st.SearchStrategy[Policy]:
                          sizes_exclusive=st.booleans(), use_zero_page=st.booleans(),
                          anon_beside_full=st.booleans())
     fixed = st.builds(Policy, kind=st.just("fixed"), enabled=st.just("always"),
-                      fixed_order=st.sampled_from([0] + list(range(2, pmd_order + 1))),
+                      fixed_order=st.sampled_from([0, *range(2, pmd_order + 1)]),
                       use_zero_page=st.booleans(), anon_beside_full=st.booleans())
     laf = st.builds(Policy, kind=st.sampled_from(("laf-v3", "huang-a", "huang-b")), enabled=glob,
                     use_zero_page=st.booleans())

@@ -30,7 +30,8 @@ from pylaf.address_space import (
 from pylaf.config import Config
 from pylaf.errors import ClosedError, InvariantError
 from pylaf.policy import Policy
-from pylaf.reference import check, huge_memory, memory, policy, userfaultfd, vma
+from pylaf.reference import check, huge_memory, memory, userfaultfd, vma
+from pylaf.reference import policy as thp_policy
 from pylaf.reference.abi import (
     EINVAL,
     ERANGE,
@@ -125,7 +126,7 @@ class Reference:
         ram_pages = parse_size(config.ram) // geo.page_size
         cnt, per_order = MmStruct.new_counters()
         phys = PhysMem(ram_pages, geo.max_order, memcg_pages(config.memcg_limit, geo.page_size), cnt)
-        self.mm = MmStruct(geo, phys, policy.resolve_policy(config.policy, geo), cnt, per_order)
+        self.mm = MmStruct(geo, phys, thp_policy.resolve_policy(config.policy, geo), cnt, per_order)
         phys.shrinkers.append(lambda: huge_memory.deferred_split_scan(self.mm))
         self.ram_pages = ram_pages
         self._policy = config.policy
@@ -160,12 +161,12 @@ class Reference:
     def policy(self) -> Policy:
         return self._policy
 
-    def set_policy(self, policy_: Policy | str) -> None:
+    def set_policy(self, policy: Policy | str) -> None:
         mm = self._live()
-        if isinstance(policy_, str):
-            policy_ = Policy.parse(policy_)
-        mm.pol = policy.resolve_policy(policy_, self.geo)
-        self._policy = policy_
+        if isinstance(policy, str):
+            policy = Policy.parse(policy)
+        mm.pol = thp_policy.resolve_policy(policy, self.geo)
+        self._policy = policy
 
     def set_memcg_limit(self, limit: Optional[int | str]) -> None:
         """memory.max (None: unlimited; 0: nothing can be charged).  Below the
@@ -213,7 +214,7 @@ class Reference:
         _check(vma.do_madvise(mm, check_u64("addr", addr, what), check_u64("length", n, what), adv), what)
 
     def prctl(self, option: int, arg2: int = 0, arg3: int = 0) -> int:
-        return policy.prctl(self._live(), option, arg2, arg3)
+        return thp_policy.prctl(self._live(), option, arg2, arg3)
 
     def set_thp_disable(self, disable: bool = True, except_advised: bool = False) -> None:
         if except_advised and not disable:
@@ -457,10 +458,10 @@ class Reference:
             raise InvariantError("; ".join(problems), EUCLEAN)
 
 
-def open_reference(policy_: Policy | str | None = None, **kw: Any) -> Reference:
+def open_reference(policy: Policy | str | None = None, **kw: Any) -> Reference:
     """Shorthand mirroring :func:`pylaf.open_address_space`."""
-    if policy_ is not None:
-        kw["policy"] = Policy.parse(policy_) if isinstance(policy_, str) else policy_
+    if policy is not None:
+        kw["policy"] = Policy.parse(policy) if isinstance(policy, str) else policy
     return Reference(Config(**kw))
 
 
