@@ -36,7 +36,8 @@ from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
-from pylaf import Access, AddressSpace, Config, LafValueError, Policy
+from pylaf import Access, AddressSpace, Config, LafMemoryError, LafValueError, Policy
+from pylaf._ffi import lib
 from pylaf.reference import Reference
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "fuzz"))
@@ -65,7 +66,7 @@ def policies(page_size: int) -> st.SearchStrategy[Policy]:
                          sizes_exclusive=st.booleans(), use_zero_page=st.booleans(),
                          anon_beside_full=st.booleans())
     fixed = st.builds(Policy, kind=st.just("fixed"), enabled=st.just("always"),
-                      fixed_order=st.sampled_from([0] + list(range(2, pmd_order + 1))),
+                      fixed_order=st.sampled_from([0, *range(2, pmd_order + 1)]),
                       use_zero_page=st.booleans(), anon_beside_full=st.booleans())
     laf = st.builds(Policy, kind=st.sampled_from(("laf-v3", "huang-a", "huang-b")), enabled=glob,
                     use_zero_page=st.booleans())
@@ -373,9 +374,9 @@ def test_madvise_beyond_task_size_is_a_hole(cls: type) -> None:
     applied to the mapped part and reports -ENOMEM (C: EINVAL, not applied)."""
     with cls(Config(ram="64M")) as mm:
         a = mm.mmap("64K")
-        with pytest.raises(Exception) as ei:
+        with pytest.raises(LafMemoryError) as ei:
             mm.madvise(a, (1 << 48), "MADV_HUGEPAGE")
-        assert getattr(ei.value, "errno", None) == -12
+        assert ei.value.errno == lib.LAF_ENOMEM
         assert int(mm.vmas()[0].flags) & 0x20000000
 
 
@@ -445,9 +446,9 @@ def test_uffd_copy_allocates_before_finding_pte_taken(cls: type) -> None:
         mm.uffd_register(a, "64K", "missing")
         mm.uffd_copy(a, "4K")
         mm.set_memcg_limit(mm.stats().memcg_charged * mm.page_size)
-        with pytest.raises(Exception) as ei:
+        with pytest.raises(LafMemoryError) as ei:
             mm.uffd_copy(a, "4K")
-        assert ei.value.errno == -12
+        assert ei.value.errno == lib.LAF_ENOMEM
         mm.set_memcg_limit(None)
         with pytest.raises(LafValueError) as ei2:
             mm.uffd_copy(a, "4K")
