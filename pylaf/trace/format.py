@@ -44,6 +44,7 @@ __all__ = [
     "HEADER_SCHEMA",
     "MADV",
     "MAGIC",
+    "MAX_MOVE_BYTES",
     "M_MOVED",
     "M_NOMERGE",
     "OP_FAULT",
@@ -112,6 +113,9 @@ PREFIX = struct.Struct("<8sHHIII")        # magic, version, flags, hlen, hcrc, r
 #: traces are recorded on x86_64 with 4K base pages
 PAGE_SHIFT: int = lib.LAF_PAGE_SHIFT_4K
 PAGE = 1 << PAGE_SHIFT
+#: longest mremap move replay carries pages over for (it reads the old range's
+#: PTEs: 64 GiB is 16 M pages, well under a second)
+MAX_MOVE_BYTES = 1 << 36
 #: the recorder's user/kernel split (x86_64 4-level paging, TASK_SIZE_MAX rounded up)
 USER_TOP = 1 << 47
 
@@ -569,6 +573,7 @@ def _event_problems(ev: np.ndarray, nprocs: int) -> Iterator[tuple[np.ndarray, s
     protected = np.isin(op, (OP_MAP, OP_PROTECT, OP_MAP_OTHER))
     yield protected & (arg > PROT_READ | PROT_WRITE | PROT_EXEC), "protection {arg:#x} out of range"
     move = op == OP_MOVE
+    yield move & (ln > MAX_MOVE_BYTES), f"a move of {{len:#x}} bytes (limit {MAX_MOVE_BYTES:#x})"
     to_room = np.uint64(USER_TOP) - np.minimum(arg, np.uint64(USER_TOP))
     yield move & (((arg & (PAGE - 1)) != 0) | (ln > to_room)), \
         "move target {arg:#x}+{len:#x} is not a page-aligned user range"

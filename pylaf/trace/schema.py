@@ -132,10 +132,10 @@ def record(fields: Mapping[str, Checker], required: frozenset[str] = frozenset()
     unchecked (the reader never uses them); *required* keys must be there."""
     def check(v: Any, where: str) -> None:
         if not isinstance(v, dict):
-            raise HeaderSchemaError(f"{where}: expected an object, got {_kind(v)}")
+            raise HeaderSchemaError(f"{where or 'header'}: expected an object, got {_kind(v)}")
         missing = sorted(required - v.keys())
         if missing:
-            raise HeaderSchemaError(f"{where}: missing {', '.join(missing)}")
+            raise HeaderSchemaError(f"{where or 'header'}: missing {', '.join(missing)}")
         for k, c in fields.items():
             if k in v:
                 c(v[k], f"{where}.{k}" if where else k)
