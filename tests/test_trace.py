@@ -14,7 +14,11 @@ import pytest
 from conftest import run_cli
 
 from pylaf import AddressSpace, Config, Policy
-from pylaf import trace as T
+from pylaf.trace import bundled as B
+from pylaf.trace import format as F
+from pylaf.trace import perf as P
+from pylaf.trace import record as R
+from pylaf.trace import replay as RP
 
 ROOT = Path(__file__).resolve().parents[1]
 FIXTURES = ROOT / "traces" / "fixtures"
@@ -27,18 +31,18 @@ TRACES = ROOT / "traces"
 
 
 @pytest.fixture(scope="module")
-def fixture_trace() -> T.Trace:
+def fixture_trace() -> F.Trace:
     """A real capture: `sh -c '/bin/true; echo x >/dev/null'` (perf script text
     + laf_tracee log, kept with `pylaf record --keep-perf-data`)."""
     lines = (FIXTURES / "sh-true.perf-script.txt").read_text().splitlines()
-    log = T.read_tracee_log(FIXTURES / "sh-true.tracee.log")
-    return T.build_trace(lines, log, {"command": ["sh", "-c", "/bin/true; echo x >/dev/null"],
+    log = P.read_tracee_log(FIXTURES / "sh-true.tracee.log")
+    return P.build_trace(lines, log, {"command": ["sh", "-c", "/bin/true; echo x >/dev/null"],
                                       "name": "sh-true"})
 
 
 def test_parse_perf_script_fixture():
     lines = (FIXTURES / "sh-true.perf-script.txt").read_text().splitlines()
-    evs = list(T.parse_perf_script(lines))
+    evs = list(P.parse_perf_script(lines))
     assert len(evs) == len([ln for ln in lines if ln.strip()])
     kinds = {e.event for e in evs}
     assert {"exceptions:page_fault_user", "sched:sched_process_exec", "sched:sched_process_fork",
@@ -50,18 +54,18 @@ def test_parse_perf_script_fixture():
 def test_parse_perf_script_fields():
     line = ("  Web Content  123/456 [001]  1222.139130756: exceptions:page_fault_user: "
             "address=0x7f41d3782b70 ip=0x7f41d3782b70 error_code=0x6")
-    (ev,) = T.parse_perf_script([line, "", "# a header line"])
+    (ev,) = P.parse_perf_script([line, "", "# a header line"])
     assert (ev.comm, ev.pid, ev.tid, ev.t) == ("Web Content", 123, 456, 1222139130756)
-    assert T._fault_fields(ev.fields) == (0x7f41d3782b70, 6)
-    assert T._syscall_args("addr: 0x00000000, len: 0x00002000, prot: 0x00000003, flags: 0x00000022,"
+    assert P.fault_fields(ev.fields) == (0x7f41d3782b70, 6)
+    assert P.syscall_args("addr: 0x00000000, len: 0x00002000, prot: 0x00000003, flags: 0x00000022,"
                            " fd: 0xffffffff, off: 0x00000000") == \
         {"addr": 0, "len": 0x2000, "prot": 3, "flags": 0x22, "fd": 0xffffffff, "off": 0}
-    assert T._syscall_ret("0xfffffffffffffff4") == -12
+    assert P.syscall_ret("0xfffffffffffffff4") == -12
 
 
 def test_parse_perf_script_lost_events():
-    with pytest.raises(T.PerfError, match="lost"):
-        list(T.parse_perf_script(["PERF_RECORD_LOST lost 12 events"]))
+    with pytest.raises(P.PerfError, match="lost"):
+        list(P.parse_perf_script(["PERF_RECORD_LOST lost 12 events"]))
 
 
 def test_fixture_processes(fixture_trace):
@@ -78,12 +82,12 @@ def test_fixture_processes(fixture_trace):
     assert tr.header["skipped"]["exec_internal"] == 4
     assert tr.header["skipped"]["untracked"] > 0
     # the stack page exec populated comes as a POPULATE event, not a fault
-    pop = tr.events[tr.events["op"] == T.OP_POPULATE]
-    assert len(pop) >= 2 and set(pop["cls"]) == {T.C_STACK}
+    pop = tr.events[tr.events["op"] == F.OP_POPULATE]
+    assert len(pop) >= 2 and set(pop["cls"]) == {F.C_STACK}
     # brk: the first heap VMA is created unmerged with .bss
-    maps = tr.events[tr.events["op"] == T.OP_MAP]
-    heap = maps[maps["cls"] == T.C_HEAP]
-    assert len(heap) and heap[0]["flags"] & T.M_NOMERGE
+    maps = tr.events[tr.events["op"] == F.OP_MAP]
+    heap = maps[maps["cls"] == F.C_HEAP]
+    assert len(heap) and heap[0]["flags"] & F.M_NOMERGE
 
 
 # ------------------------------------------------- synthetic perf scenarios
@@ -161,11 +165,11 @@ def _synthetic() -> list[str]:
 
 
 def test_synthetic_classification():
-    tr = T.build_trace(_synthetic(), _exec_log())
+    tr = P.build_trace(_synthetic(), _exec_log())
     assert len(tr.processes) == 1
     ev = tr.events
-    f = ev[ev["op"] == T.OP_FAULT]
-    cls = {int(a): T.CLASS_NAMES[c] for a, c in zip(f["addr"], f["cls"])}
+    f = ev[ev["op"] == F.OP_FAULT]
+    cls = {int(a): F.CLASS_NAMES[c] for a, c in zip(f["addr"], f["cls"])}
     assert cls[0x404008] == "heap"
     assert cls[0x402000] == "bss"
     assert cls[0x400100] == "file"
@@ -178,22 +182,22 @@ def test_synthetic_classification():
     assert 0x402010 not in cls                         # exec internal
     assert tr.header["skipped"]["exec_internal"] == 1
     assert tr.header["skipped"]["untracked"] == 1
-    ops = [T.OP_NAMES[int(o)] for o in ev["op"] if o != T.OP_FAULT]
+    ops = [F.OP_NAMES[int(o)] for o in ev["op"] if o != F.OP_FAULT]
     assert "move" in ops and "madvise" in ops and "map-other" in ops
     # stack growth is a MAP of the stack class right before the fault
-    grow = ev[(ev["op"] == T.OP_MAP) & (ev["cls"] == T.C_STACK)]
+    grow = ev[(ev["op"] == F.OP_MAP) & (ev["cls"] == F.C_STACK)]
     assert int(grow[0]["addr"]) == 0x7ffffffdd000
     assert int(grow[0]["len"]) == 0x7ffffffde000 - 0x7ffffffdd000
     # heap VMA starts unmerged at start_brk
-    heap = ev[(ev["op"] == T.OP_MAP) & (ev["cls"] == T.C_HEAP)]
-    assert int(heap[0]["addr"]) == 0x404000 and heap[0]["flags"] & T.M_NOMERGE
+    heap = ev[(ev["op"] == F.OP_MAP) & (ev["cls"] == F.C_HEAP)]
+    assert int(heap[0]["addr"]) == 0x404000 and heap[0]["flags"] & F.M_NOMERGE
 
 
 def test_synthetic_replay():
-    tr = T.build_trace(_synthetic(), _exec_log())
+    tr = P.build_trace(_synthetic(), _exec_log())
     log: list = []
     with AddressSpace(Config(policy=Policy.parse("order-0"), ram="256M")) as mm:
-        rep = T.replay_into(mm, tr, log)
+        rep = RP.replay_into(mm, tr, log)
         st = mm.stats()
         # after munmap of the moved VMA: heap, bss, stack remain
         assert not any(v.start <= 0x7ffff7a00000 < v.end for v in mm.vmas())
@@ -215,14 +219,14 @@ def test_fork_child_gets_cow_zero_pages():
     L.append(_fault(23, 0x7ffff7e00000, 7, pid=1001, tid=1001))
     log = _exec_log()
     log.insert(2, {"ev": "fork", "kind": "fork", "thread": 0, "parent": PID, "child": 1001, "t": 2})
-    tr = T.build_trace(L, log)
+    tr = P.build_trace(L, log)
     assert [p["start"] for p in tr.processes] == ["exec", "fork"]
-    pop = tr.events[(tr.events["op"] == T.OP_POPULATE) & (tr.events["mm"] == 1)]
+    pop = tr.events[(tr.events["op"] == F.OP_POPULATE) & (tr.events["mm"] == 1)]
     # the parent's present pages (its stack page, the page it wrote) as zero pages
     assert sorted(int(a) for a in pop["addr"]) == [0x7ffff7e00000, 0x7fffffffe000]
-    assert all(f & T.P_ZERO for f in pop["flags"])
+    assert all(f & F.P_ZERO for f in pop["flags"])
     with AddressSpace(Config(policy=Policy.parse("upstream/enabled=never/64K=always"), ram="256M")) as mm:
-        T.replay_into(mm, tr)
+        RP.replay_into(mm, tr)
         st = mm.stats()
     # parent: one 64K fault; child: the COW write is an order-0 wp fault
     assert st.pgfault == 2
@@ -232,35 +236,35 @@ def test_fork_child_gets_cow_zero_pages():
 
 
 def test_round_trip(tmp_path, fixture_trace):
-    p = T.save_trace(fixture_trace, tmp_path / "x.laftrace")
+    p = F.save_trace(fixture_trace, tmp_path / "x.laftrace")
     assert not [q for q in tmp_path.iterdir() if q.name != "x.laftrace"]   # no temp left
     mode = stat.S_IMODE(p.stat().st_mode)
     assert mode & 0o044                                                    # not 0600
-    tr = T.load_trace(p)
+    tr = F.load_trace(p)
     assert np.array_equal(tr.events, fixture_trace.events)
     assert tr.processes == fixture_trace.processes
     assert tr.header["command"] == fixture_trace.header["command"]
     assert tr.fault_counts() == fixture_trace.fault_counts()
     data = p.read_bytes()
-    assert data[:8] == T.MAGIC
-    assert struct.unpack_from("<H", data, 8)[0] == T.VERSION
+    assert data[:8] == F.MAGIC
+    assert struct.unpack_from("<H", data, 8)[0] == F.VERSION
 
 
 def test_round_trip_empty(tmp_path):
-    tr = T.Trace(header={"command": ["x"]}, processes=[], events=np.zeros(0, T.EVENT_DTYPE))
-    T.save_trace(tr, tmp_path / "e.laftrace")
-    back = T.load_trace(tmp_path / "e.laftrace")
+    tr = F.Trace(header={"command": ["x"]}, processes=[], events=np.zeros(0, F.EVENT_DTYPE))
+    F.save_trace(tr, tmp_path / "e.laftrace")
+    back = F.load_trace(tmp_path / "e.laftrace")
     assert len(back.events) == 0 and back.processes == []
 
 
 @pytest.fixture()
 def good_file(tmp_path, fixture_trace) -> Path:
-    return T.save_trace(fixture_trace, tmp_path / "good.laftrace")
+    return F.save_trace(fixture_trace, tmp_path / "good.laftrace")
 
 
-def _expect_error(path: Path, pos: int | None, *words: str) -> T.TraceFormatError:
-    with pytest.raises(T.TraceFormatError) as ei:
-        T.load_trace(path)
+def _expect_error(path: Path, pos: int | None, *words: str) -> F.TraceFormatError:
+    with pytest.raises(F.TraceFormatError) as ei:
+        F.load_trace(path)
     e = ei.value
     msg = str(e)
     assert str(path) in msg
@@ -290,7 +294,7 @@ def test_corrupted_header(tmp_path, good_file):
     data[40] ^= 0x55
     bad = tmp_path / "h.laftrace"
     bad.write_bytes(bytes(data))
-    _expect_error(bad, T.PREFIX.size, "header checksum mismatch")
+    _expect_error(bad, F.PREFIX.size, "header checksum mismatch")
 
 
 def test_corrupted_payload(tmp_path, good_file):
@@ -299,7 +303,7 @@ def test_corrupted_payload(tmp_path, good_file):
     bad = tmp_path / "p.laftrace"
     bad.write_bytes(bytes(data))
     e = _expect_error(bad, None, "checksum mismatch", "'events'")
-    assert T.PREFIX.size < e.pos < len(data)
+    assert F.PREFIX.size < e.pos < len(data)
 
 
 def test_trailing_garbage(tmp_path, good_file):
@@ -330,8 +334,8 @@ def test_wrong_version(tmp_path, good_file):
 
 
 def test_missing_file(tmp_path):
-    with pytest.raises(T.TraceError, match="cannot read"):
-        T.load_trace(tmp_path / "nope.laftrace")
+    with pytest.raises(F.TraceError, match="cannot read"):
+        F.load_trace(tmp_path / "nope.laftrace")
 
 
 def test_cli_replay_malformed(tmp_path, capsys, good_file):
@@ -360,14 +364,14 @@ def test_bundled_traces_present():
 
 @pytest.mark.parametrize("path", _bundled(), ids=lambda p: p.stem)
 def test_replay_bundled(path):
-    tr = T.load_trace(path)
+    tr = F.load_trace(path)
     rec = tr.fault_counts()
     reports: list = []
-    st0 = T.replay(tr, "order-0", ram="2G", report=reports)
+    st0 = RP.replay(tr, "order-0", ram="2G", report=reports)
     # at 4K every recorded anonymous fault is a fault again
     assert st0.faults == rec["anon"]
     assert reports[0].sigsegv == 0
-    st64 = T.replay(tr, "upstream/enabled=never/64K=always", ram="2G")
+    st64 = RP.replay(tr, "upstream/enabled=never/64K=always", ram="2G")
     assert 0 < st64.faults <= st0.faults
     assert st64.anon_fault_alloc["64K"] > 0
 
@@ -376,7 +380,7 @@ def test_bundled_workloads_in_compare():
     from pylaf.experiments.compare import compare
     from pylaf.experiments.workloads import default_workload_names
 
-    wls = T.bundled_workloads()
+    wls = B.bundled_workloads()
     assert {w.name for w in wls} >= {"trace-gcc-small", "trace-git-log"}
     assert all(w.description for w in wls)
     assert "trace-git-log" in default_workload_names()
@@ -408,8 +412,8 @@ def test_cli_replay_json(capsys):
 def test_perf_missing(tmp_path, monkeypatch):
     monkeypatch.setenv("PYLAF_PERF", str(tmp_path / "no-such-perf"))
     out = tmp_path / "t.laftrace"
-    with pytest.raises(T.PerfError, match="perf not found.*install"):
-        T.record(["true"], out)
+    with pytest.raises(P.PerfError, match="perf not found.*install"):
+        R.record(["true"], out)
     assert not out.exists()
 
 
@@ -426,8 +430,8 @@ def test_perf_refused(tmp_path, monkeypatch):
                                 "Consider tweaking /proc/sys/kernel/perf_event_paranoid")
     monkeypatch.setenv("PYLAF_PERF", str(perf))
     out = tmp_path / "t.laftrace"
-    with pytest.raises(T.PerfError) as ei:
-        T.record(["true"], out)
+    with pytest.raises(P.PerfError) as ei:
+        R.record(["true"], out)
     msg = str(ei.value)
     assert "perf_event_paranoid" in msg and "sysctl" in msg
     assert not out.exists()
@@ -446,7 +450,7 @@ def test_perf_no_tracefs(tmp_path, monkeypatch, capsys):
 
 
 def test_explain_perf_failure_keeps_perf_text():
-    msg = T.explain_perf_failure("something odd happened", 3)
+    msg = R.explain_perf_failure("something odd happened", 3)
     assert "exit 3" in msg and "something odd happened" in msg
 
 
@@ -467,16 +471,16 @@ def _can_record() -> str | None:
 @pytest.mark.skipif(_can_record() is not None, reason=str(_can_record()))
 def test_record_live(tmp_path):
     out = tmp_path / "true.laftrace"
-    tr = T.record(["/bin/true"], out, stdout=subprocess.DEVNULL)
+    tr = R.record(["/bin/true"], out, stdout=subprocess.DEVNULL)
     assert out.exists()
-    back = T.load_trace(out)
+    back = F.load_trace(out)
     assert back.processes[0]["exe"] == "/bin/true"
     assert back.header["no_aslr"] is True
     fc = back.fault_counts()
     assert fc["anon"] > 0 and fc["file"] > 0 and fc["no-vma"] == 0
     # deterministic with ASLR off: the same command gives the same anon faults
-    again = T.record(["/bin/true"], tmp_path / "again.laftrace", stdout=subprocess.DEVNULL)
-    a, b = back.faults(T.ANON_CLASSES), again.faults(T.ANON_CLASSES)
+    again = R.record(["/bin/true"], tmp_path / "again.laftrace", stdout=subprocess.DEVNULL)
+    a, b = back.faults(F.ANON_CLASSES), again.faults(F.ANON_CLASSES)
     assert np.array_equal(a["addr"], b["addr"])
     assert tr.header["exit_status"] == 0
 
@@ -488,4 +492,4 @@ def test_record_cli_exit_status(tmp_path, capsys):
                            "sh", "-c", "exit 3")
     assert rc == 0
     assert "status 3" in err
-    assert T.load_trace(tmp_path / "f.laftrace").header["exit_status"] == 3
+    assert F.load_trace(tmp_path / "f.laftrace").header["exit_status"] == 3

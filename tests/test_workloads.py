@@ -4,8 +4,6 @@ takes 1/16 of the faults, read-then-write maps zero pages then COWs)."""
 from __future__ import annotations
 
 import json
-import sys
-import types
 
 import pytest
 
@@ -181,9 +179,7 @@ def test_register_workload_plugin():
 def test_bundled_trace_workloads_join_the_default_set(monkeypatch):
     custom = _Custom()
     custom.name = "test-trace"
-    fake = types.ModuleType("pylaf.trace")
-    fake.bundled_workloads = lambda: [custom]  # type: ignore[attr-defined]
-    monkeypatch.setitem(sys.modules, "pylaf.trace", fake)
+    monkeypatch.setattr(wl, "bundled_workloads", lambda: [custom])
     monkeypatch.setattr(wl, "_REGISTRY", dict(wl._REGISTRY))
     monkeypatch.setattr(wl, "_DEFAULTS", list(wl._DEFAULTS))
     monkeypatch.setattr(wl, "_plugins_loaded", False)

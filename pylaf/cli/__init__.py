@@ -19,7 +19,8 @@ SUBCOMMAND_MODULES: tuple[str, ...] = (
     "pylaf.cli.compare",   # pylaf compare
     "pylaf.cli.bench",     # pylaf bench
     "pylaf.cli.kernel",    # pylaf kernel show|check
-    "pylaf.cli.trace",     # pylaf record / pylaf replay
+    "pylaf.cli.record",    # pylaf record
+    "pylaf.cli.replay",    # pylaf replay
 )
 
 

@@ -19,9 +19,9 @@ whose size is not a multiple of 64K (VMA edges clamp the order), and a
 
 Plug-ins: :func:`register_workload` adds a workload (a :class:`Workload`
 subclass, an instance, or anything with ``name``, ``description`` and
-``run(mm)``).  If ``pylaf.trace`` exists and exposes ``bundled_workloads()``,
-the recorded traces it returns join the registry (and the default set) the
-first time the registry is consulted.
+``run(mm)``).  The recorded traces of
+:func:`pylaf.trace.bundled.bundled_workloads` join the registry (and the
+default set) the first time the registry is consulted.
 
 >>> from pylaf import open_address_space
 >>> from pylaf.experiments.workloads import get_workload
@@ -33,15 +33,14 @@ first time the registry is consulted.
 from __future__ import annotations
 
 import dataclasses
-import importlib
-import warnings
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar, Optional, Protocol, Union
 
 import numpy as np
 
 from pylaf.sizes import format_size, parse_size
+from pylaf.trace.bundled import bundled_workloads
 
 if TYPE_CHECKING:  # pragma: no cover
     from pylaf.address_space import AddressSpace
@@ -474,31 +473,16 @@ def unregister_workload(name: str) -> None:
 
 
 def _load_plugins() -> None:
-    """Add ``pylaf.trace.bundled_workloads()`` once, if that module exists."""
+    """Add the recorded traces of :func:`pylaf.trace.bundled.bundled_workloads`
+    once (the import goes experiments -> trace; pylaf.trace never imports
+    pylaf.experiments)."""
     global _plugins_loaded
     if _plugins_loaded:
         return
     _plugins_loaded = True
-    try:
-        trace = importlib.import_module("pylaf.trace")
-    except ImportError as exc:
-        # no trace module in this tree: nothing to add; a trace module that
-        # exists but fails to import is worth a warning
-        if not (isinstance(exc, ModuleNotFoundError) and exc.name == "pylaf.trace"):
-            warnings.warn(f"pylaf.trace could not be imported, bundled traces skipped: {exc}",
-                          RuntimeWarning, stacklevel=3)
-        return
-    bundled = getattr(trace, "bundled_workloads", None)
-    if bundled is None:
-        return
-    try:
-        items: Iterable[Any] = bundled()
-        for w in items:
-            if str(getattr(w, "name", "")) not in _REGISTRY:
-                register_workload(w)
-    except Exception as exc:  # a broken trace must not take `pylaf compare` down
-        warnings.warn(f"pylaf.trace.bundled_workloads() failed, bundled traces skipped: {exc}",
-                      RuntimeWarning, stacklevel=3)
+    for w in bundled_workloads():
+        if w.name not in _REGISTRY:
+            register_workload(w)
 
 
 def available_workloads() -> list[str]:

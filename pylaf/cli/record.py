@@ -1,0 +1,63 @@
+"""``pylaf record -o TRACE [--aslr] [--thp-off] [--name N] [--description D] -- CMD [ARGS...]``
+
+Runs CMD under ``perf record`` (page-fault and mmap-family tracepoints, see
+:mod:`pylaf.trace.record`) with ASLR off and writes a compact trace.
+"""
+from __future__ import annotations
+
+__all__ = ["cmd_record", "register"]
+
+import argparse
+import sys
+from typing import Any
+
+from pylaf.trace.format import TraceError
+from pylaf.trace.record import record
+
+
+def register(subparsers: Any) -> None:
+    r = subparsers.add_parser(
+        "record", help="record a command's page faults and mmap activity with perf",
+        description="Run CMD under perf record (exceptions:page_fault_user/kernel, "
+                    "syscalls:sys_enter/exit_{mmap,munmap,mprotect,madvise,brk,mremap,execve}, "
+                    "sched:sched_process_exec/fork) with ASLR off, and write a compact "
+                    "trace. Record with mTHP off (the machine default) so every first "
+                    "touch faults.",
+        usage="pylaf record -o TRACE [options] -- CMD [ARGS...]")
+    r.add_argument("-o", "--output", required=True, metavar="TRACE", help="trace file to write")
+    r.add_argument("--aslr", action="store_true",
+                   help="keep address-space randomisation (default: off, like setarch -R)")
+    r.add_argument("--thp-off", action="store_true",
+                   help="set every THP size to never (and global never) while recording; "
+                        "restored afterwards")
+    r.add_argument("--name", help="workload name stored in the trace (default: file stem)")
+    r.add_argument("--description", help="description stored in the trace (default: the command)")
+    r.add_argument("--buffer", default="64M", help="perf ring-buffer size per CPU (default 64M)")
+    r.add_argument("--keep-perf-data", metavar="DIR", help="also keep perf.data and the tracee log")
+    r.add_argument("command", nargs=argparse.REMAINDER, help="-- CMD [ARGS...]")
+    r.set_defaults(func=cmd_record)
+
+
+def cmd_record(args: argparse.Namespace) -> int:
+    cmd = list(args.command)
+    if cmd and cmd[0] == "--":
+        cmd = cmd[1:]
+    if not cmd:
+        print("pylaf record: error: no command given (usage: pylaf record -o TRACE -- CMD ...)",
+              file=sys.stderr)
+        return 2
+    try:
+        tr = record(cmd, args.output, no_aslr=not args.aslr, thp_off=args.thp_off,
+                    keep_perf_data=args.keep_perf_data, name=args.name,
+                    description=args.description, buffer=args.buffer, log=sys.stderr)
+    except TraceError as exc:
+        print(f"pylaf record: error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("pylaf record: interrupted; no trace written", file=sys.stderr)
+        return 130
+    print(tr.summary())
+    st = tr.header.get("exit_status")
+    if st not in (0, None):
+        print(f"pylaf record: note: the command exited with status {st}", file=sys.stderr)
+    return 0

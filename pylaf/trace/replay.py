@@ -1,0 +1,348 @@
+"""Replay a trace's anonymous faults into the emulator.
+
+:func:`replay` (``pylaf replay TRACE --policy SPEC``, and
+:class:`TraceWorkload` for ``pylaf compare``) drives one emulated address
+space: each process in turn gets its anonymous VMAs at their recorded
+addresses (``fixed=True``), the pages exec had populated (``uffd_copy``: not
+faults), then its VMA operations and anonymous faults in order; when it is
+done its VMAs are unmapped and the next process starts.  The process with the
+most anonymous faults runs last, so the final RSS is that process's at exit.
+File-backed and other faults are not replayed; they are counted separately.
+
+This module reads nothing from the live host: the default policy comes from
+:meth:`pylaf.Policy.from_sysfs` only when none is given.
+"""
+from __future__ import annotations
+
+__all__ = ["ReplayReport", "TraceWorkload", "replay", "replay_into"]
+
+import contextlib
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Optional, Union
+
+import numpy as np
+
+from pylaf._ffi import ffi, lib
+from pylaf.address_space import AddressSpace
+from pylaf.config import Config
+from pylaf.errors import LafError, check
+from pylaf.policy import Policy
+from pylaf.stats import Stats
+from pylaf.trace.format import (
+    ANON_CLASSES,
+    F_WRITE,
+    M_MOVED,
+    M_NOMERGE,
+    MADV,
+    OP_FAULT,
+    OP_MADVISE,
+    OP_MAP,
+    OP_MAP_OTHER,
+    OP_MOVE,
+    OP_NAMES,
+    OP_POPULATE,
+    OP_PROTECT,
+    OP_UNMAP,
+    P_ZERO,
+    PAGE,
+    PAGE_SHIFT,
+    PROT_EXEC,
+    PROT_READ,
+    PROT_WRITE,
+    Trace,
+    TraceError,
+    load_trace,
+    page_runs,
+)
+
+#: the advice replay carries out (the others do not change anonymous memory)
+_MADV_NAMES = {MADV["dontneed"]: "dontneed", MADV["hugepage"]: "hugepage",
+               MADV["nohugepage"]: "nohugepage"}
+#: pages read per read_ptes() call when an mremap move is replayed
+_MOVE_CHUNK = 1 << 18
+
+
+@dataclass
+class ReplayReport:
+    """What a replay did besides the emulator's counters."""
+
+    faults_replayed: int = 0
+    faults_not_replayed: dict[str, int] = field(default_factory=dict)
+    ops: dict[str, int] = field(default_factory=dict)
+    errors: dict[str, int] = field(default_factory=dict)
+    sigsegv: int = 0
+    processes: int = 0
+
+    def error(self, kind: str) -> None:
+        self.errors[kind] = self.errors.get(kind, 0) + 1
+
+    def op(self, kind: str) -> None:
+        self.ops[kind] = self.ops.get(kind, 0) + 1
+
+
+def _prot_str(prot: int) -> str:
+    if prot & PROT_WRITE:
+        return "rw"
+    if prot & (PROT_READ | PROT_EXEC):
+        return "r"
+    return ""
+
+
+class TraceWorkload:
+    """A recorded trace as a ``pylaf compare`` workload (``name``,
+    ``description``, ``run(mm)``)."""
+
+    def __init__(self, trace: Union[Trace, str, Path], name: Optional[str] = None,
+                 description: Optional[str] = None) -> None:
+        self._trace = trace if isinstance(trace, Trace) else None
+        self._path = None if isinstance(trace, Trace) else Path(trace)
+        if self._trace is None and (name is None or description is None):
+            self._load()
+        t = self._trace
+        self.name = name or (t.name if t is not None else Path(str(self._path)).stem)
+        self.description = description or (f"recorded trace: {t.description}" if t is not None
+                                           else f"recorded trace {self._path}")
+        self.report: Optional[ReplayReport] = None
+
+    def _load(self) -> Trace:
+        if self._trace is None:
+            assert self._path is not None
+            self._trace = load_trace(self._path)
+        return self._trace
+
+    @property
+    def trace(self) -> Trace:
+        return self._load()
+
+    def __repr__(self) -> str:
+        return f"<TraceWorkload {self.name}>"
+
+    def run(self, mm: AddressSpace) -> None:
+        self.report = replay_into(mm, self.trace)
+
+
+def _order_processes(trace: Trace) -> list[int]:
+    """Replay order: by start time, but the process with the most anonymous
+    faults last (its VMAs stay mapped, so final RSS is that process's)."""
+    procs = sorted(trace.processes, key=lambda p: (p.get("t", 0), p["mm"]))
+    if not procs:
+        return []
+    main = max(procs, key=lambda p: (p.get("anon_faults", 0), -p["mm"]))
+    return [p["mm"] for p in procs if p is not main] + [main["mm"]]
+
+
+@dataclass
+class _Moving:
+    """Pages an mremap move found at the old place (page offsets), to be put
+    back at ``new`` once the new VMA is mapped."""
+
+    new: int
+    present: list[int]
+    zero: list[int]
+
+
+class _Replayer:
+    """Replays the events of one process after another into *mm*."""
+
+    def __init__(self, mm: AddressSpace, rep: ReplayReport,
+                 fault_log: Optional[list[tuple[int, int, int]]]) -> None:
+        self.mm = mm
+        self.rep = rep
+        self.fault_log = fault_log
+        self.moving: Optional[_Moving] = None
+        self.ops: dict[int, Callable[[np.void], None]] = {
+            OP_MAP: self._op_map, OP_MOVE: self._op_move, OP_UNMAP: self._op_unmap,
+            OP_MAP_OTHER: self._op_unmap, OP_PROTECT: self._op_protect,
+            OP_MADVISE: self._op_madvise, OP_POPULATE: self._op_populate,
+        }
+
+    def process(self, mi: int, proc: dict[str, object], sub: np.ndarray) -> None:
+        mm = self.mm
+        # start from an empty address space (the previous process exited)
+        for v in mm.vmas():
+            mm.munmap(v.start, v.end - v.start)
+        with contextlib.suppress(LafError, ValueError):
+            mm.set_thp_disable(False)
+        if proc.get("start") in ("exec", "fork"):
+            for start, end, prot, cls, _name in proc.get("vmas", []):  # type: ignore[attr-defined]
+                if cls in ANON_CLASSES:
+                    self.map(start, end - start, prot)
+        self.moving = None
+        ops = sub["op"]
+        # faults are batched between other ops
+        is_fault = (ops == OP_FAULT) & np.isin(sub["cls"], ANON_CLASSES)
+        prev = 0
+        for b in [*np.flatnonzero(ops != OP_FAULT).tolist(), len(sub)]:
+            sel = is_fault[prev:b]
+            if sel.any():
+                self.faults(mi, sub[prev:b][sel])
+            if b < len(sub):
+                self.event(sub[b])
+            prev = b + 1
+
+    def faults(self, mi: int, chunk: np.ndarray) -> None:
+        addrs = np.ascontiguousarray(chunk["addr"], dtype=np.uint64)
+        writes = np.ascontiguousarray((chunk["flags"] & F_WRITE) != 0)
+        r = self.mm.touch(addrs, writes, results=self.fault_log is not None)
+        self.rep.faults_replayed += len(addrs)
+        if self.fault_log is not None and r.results is not None:
+            hit = np.flatnonzero(r.results != 0)
+            self.fault_log.extend((mi, int(addrs[i]), int(writes[i])) for i in hit)
+        self.rep.sigsegv += r.sigsegv
+
+    def event(self, e: np.void) -> None:
+        op = int(e["op"])
+        handler = self.ops.get(op)
+        if handler is None:
+            return
+        try:
+            handler(e)
+        except LafError as exc:
+            self.rep.error(f"{OP_NAMES.get(op, op)}: {type(exc).__name__}")
+
+    # ------------------------------------------------------------ events
+    def _op_map(self, e: np.void) -> None:
+        addr, ln, flags = int(e["addr"]), int(e["len"]), int(e["flags"])
+        nomerge = bool(flags & M_NOMERGE)
+        moving = self.moving if flags & M_MOVED else None
+        if moving is not None and (moving.present or moving.zero):
+            # the moved VMA keeps its anon_vma: it merges only with
+            # neighbours that have none (is_mergeable_anon_vma)
+            nomerge = any(v.anon_vma and (v.end == addr or v.start == addr + ln)
+                          for v in self.mm.vmas())
+        self.map(addr, ln, int(e["arg"]), nomerge=nomerge)
+        self.rep.op("map")
+        if moving is not None:
+            self._move_in(moving)
+            self.moving = None
+
+    def _op_move(self, e: np.void) -> None:
+        # mremap moving pages: remember what is present at the old place (in
+        # the emulator, under this policy) to put it back at the new place
+        # once it is mapped
+        addr, ln = int(e["addr"]), int(e["len"])
+        present: list[int] = []
+        zero: list[int] = []
+        for first, orders in self._read_orders(addr, addr + ln):
+            present.extend((first + np.flatnonzero(orders >= 0)).tolist())
+            zero.extend((first + np.flatnonzero(orders <= lib.LAF_ORDER_ZERO)).tolist())
+        self.moving = _Moving(int(e["arg"]), present, zero)
+        self.rep.op("mremap move")
+
+    def _read_orders(self, start: int, end: int) -> Iterator[tuple[int, np.ndarray]]:
+        """(first page offset from *start*, folio orders) over the mapped
+        parts of [start, end), a bounded number of pages at a time."""
+        for v in self.mm.vmas():
+            lo, hi = max(v.start, start), min(v.end, end)
+            for a in range(lo, hi, _MOVE_CHUNK << PAGE_SHIFT):
+                n = min(_MOVE_CHUNK, (hi - a) >> PAGE_SHIFT)
+                _ptes, orders = self.mm.read_ptes(a, n)
+                yield (a - start) >> PAGE_SHIFT, orders
+
+    def _op_unmap(self, e: np.void) -> None:
+        self.mm.munmap(int(e["addr"]), int(e["len"]))
+        self.rep.op("unmap")
+
+    def _op_protect(self, e: np.void) -> None:
+        # the emulator has no mprotect: re-map the range with the new
+        # protection (none->rw, the common case of malloc arenas and thread
+        # stacks, loses no pages; rw->r/none drops the range's pages:
+        # counted in the trace header)
+        self.map(int(e["addr"]), int(e["len"]), int(e["arg"]))
+        self.rep.op("mprotect")
+
+    def _op_madvise(self, e: np.void) -> None:
+        name = _MADV_NAMES.get(int(e["arg"]))
+        if name is None:
+            return
+        try:
+            self.mm.madvise(int(e["addr"]), int(e["len"]), name)
+        except LafError:
+            self.rep.error(f"madvise {name} over a hole")
+        self.rep.op(f"madvise {name}")
+
+    def _op_populate(self, e: np.void) -> None:
+        self.populate(int(e["addr"]), int(e["len"]), bool(int(e["flags"]) & P_ZERO))
+        self.rep.op("populate")
+
+    # ----------------------------------------------------------- helpers
+    def map(self, addr: int, ln: int, prot: int, nomerge: bool = False) -> None:
+        mm = self.mm
+        try:
+            mm.munmap(addr, ln)
+            if nomerge:
+                p = _prot_str(prot)
+                cprot = (lib.LAF_PROT_READ if "r" in p else 0) | (lib.LAF_PROT_WRITE if "w" in p else 0)
+                out = ffi.new("uint64_t *")
+                check(lib.laf_mmap(mm.mm, addr, ln, cprot, lib.LAF_MAP_FIXED | lib.LAF_MAP_NOMERGE,
+                                   out), f"mmap({addr:#x}, {ln}, nomerge)")
+            else:
+                mm.mmap(ln, addr=addr, prot=_prot_str(prot), fixed=True)
+        except LafError as exc:
+            self.rep.error(f"map: {exc}")
+
+    def _move_in(self, moving: _Moving) -> None:
+        """Re-create the pages mremap moved: order-0 pages where the old place
+        had a folio page, zero-page PTEs where it had the zero page (not faults)."""
+        for want_zero, pages in ((False, moving.present), (True, moving.zero)):
+            for s, n in page_runs(pages):
+                self.populate(moving.new + (s << PAGE_SHIFT), n << PAGE_SHIFT, want_zero)
+
+    def populate(self, addr: int, ln: int, zero: bool) -> None:
+        mm = self.mm
+        try:
+            mm.uffd_register(addr, ln, "missing")
+        except LafError:
+            self.rep.error("populate: range not mapped")
+            return
+        try:
+            if zero:
+                mm.uffd_zeropage(addr, ln)
+            else:
+                mm.uffd_copy(addr, ln)
+        except LafError:
+            self.rep.error("populate: already present")
+        finally:
+            mm.uffd_unregister(addr, ln)
+
+
+def replay_into(mm: AddressSpace, trace: Trace,
+                fault_log: Optional[list[tuple[int, int, int]]] = None) -> ReplayReport:
+    """Replay the anonymous part of *trace* into the AddressSpace *mm*.
+
+    ``fault_log``: if given, gets ``(mm, addr, write)`` of every replayed
+    access that faulted in the emulator (for diagnostics)."""
+    if mm.page_size != PAGE:
+        raise TraceError(f"traces are recorded with 4K pages; cannot replay on a "
+                         f"{mm.page_size // 1024}K-page emulator")
+    rep = ReplayReport()
+    ev = trace.events
+    counts = trace.fault_counts()
+    rep.faults_not_replayed = {k: counts[k] for k in ("file", "shared", "special", "no-vma") if counts[k]}
+    replayer = _Replayer(mm, rep, fault_log)
+    for mi in _order_processes(trace):
+        rep.processes += 1
+        replayer.process(mi, trace.processes[mi], ev[np.flatnonzero(ev["mm"] == mi)])
+    return rep
+
+
+def replay(trace: Union[Trace, str, Path], policy: Union[Policy, str, None] = None, *,
+           ram: Union[int, str] = "8G", report: Optional[list[ReplayReport]] = None) -> Stats:
+    """Replay *trace* under *policy* (a :class:`~pylaf.Policy` or spec string,
+    default: this machine's live settings); returns the emulator's
+    :class:`~pylaf.Stats`."""
+    tr = trace if isinstance(trace, Trace) else load_trace(trace)
+    if policy is None:
+        pol = Policy.from_sysfs()
+    elif isinstance(policy, str):
+        pol = Policy.parse(policy)
+    else:
+        pol = policy
+    with AddressSpace(Config(policy=pol, ram=ram)) as mm:
+        rep = replay_into(mm, tr)
+        st = mm.stats()
+    if report is not None:
+        report.append(rep)
+    return st
