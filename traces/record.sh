@@ -4,7 +4,7 @@
 # Each command's output goes to /dev/null; ASLR is off (pylaf record default).
 set -e
 cd "$(dirname "$0")/.."
-W=$(python3 -c 'from pylaf.live.host import build_helper; print(build_helper("laf_workload"))')
+W=$(python3 -c 'from pylaf.live.kprog import build_helper; print(build_helper("laf_workload"))')
 
 python3 -m pylaf record -o traces/python-numeric.laftrace --name python-numeric \
     --description "python3 start-up, import json+math, sqrt of 300k ints into a list" -- \

@@ -19,7 +19,7 @@ from typing import Any
 
 from pylaf.errors import LafError
 from pylaf.experiments.compare import CompareResult, compare
-from pylaf.live.host import read_thp_settings
+from pylaf.live.sysfs import read_thp_settings
 from pylaf.render import compare_table, console, format_table, print_table
 from pylaf.trace.format import Trace, TraceError, load_trace
 from pylaf.trace.replay import ReplayReport, TraceWorkload

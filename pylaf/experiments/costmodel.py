@@ -266,7 +266,7 @@ def measure_order(order: int, size: int | str = "256M", runs: int = 5,
     """Time ``size`` of write faults at ``order`` on the live kernel (the THP
     settings that make the kernel use ``order`` must already be in force)."""
     if runner is None:
-        from pylaf.live.host import run_kprog_raw
+        from pylaf.live.kprog import run_kprog_raw
         runner = run_kprog_raw
     nbytes = parse_size(size)
     nr = 1 << order
@@ -356,7 +356,7 @@ def calibrate(size: int | str = "256M", runs: int = 5, orders: Optional[Sequence
 
 # ------------------------------------------------------------- caching
 def default_cache() -> Path:
-    from pylaf.live.host import build_dir
+    from pylaf.live.kprog import build_dir
     return build_dir() / "costmodel.json"
 
 

@@ -7,13 +7,13 @@
                 -- laf_tracee [-R] -o LOG -- CMD ...
 
 ``laf_tracee`` (``csrc/kprog/laf_tracee.c``, built by
-:func:`pylaf.live.host.build_helper`) ptraces the command and its
+:func:`pylaf.live.kprog.build_helper`) ptraces the command and its
 descendants only at exec/fork events: it snapshots ``/proc/PID/maps`` (and
 which anonymous pages exec already populated) at every execve, sets
 ``ADDR_NO_RANDOMIZE`` (``-R``, like ``setarch -R``) and tells fork from vfork
 from thread creation.  Recording holds the pylaf THP lock
-(:func:`pylaf.live.host.thp_lock`), or with ``thp_off`` sets every size to
-never through :func:`pylaf.live.host.thp_settings` (restored afterwards).
+(:func:`pylaf.live.sysfs.thp_lock`), or with ``thp_off`` sets every size to
+never through :func:`pylaf.live.sysfs.thp_settings` (restored afterwards).
 """
 from __future__ import annotations
 
@@ -37,7 +37,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Optional, TextIO, Union
 
-from pylaf.live.host import build_helper, read_thp_settings, thp_lock, thp_settings
+from pylaf.live.kprog import build_helper
+from pylaf.live.sysfs import read_thp_settings, thp_lock, thp_settings
 from pylaf.trace.format import PAGE, Trace, TraceError, save_trace
 from pylaf.trace.perf import PerfError, build_trace, read_tracee_log
 

@@ -3,7 +3,7 @@ command run on the live kernel.
 
 For each mTHP setting, :func:`validate_live` replays the trace (recorded at
 4K with mTHP off) under the policy the setting gives, then applies the
-setting through :func:`pylaf.live.host.thp_settings` (restored afterwards),
+setting through :func:`pylaf.live.sysfs.thp_settings` (restored afterwards),
 records the command again and measures its faults with the same
 classification, plus ``getrusage`` minor faults.  Needs root.
 """
@@ -22,7 +22,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional, TextIO, Union
 
-from pylaf.live.host import build_helper, thp_settings
+from pylaf.live.kprog import build_helper
+from pylaf.live.sysfs import thp_settings
 from pylaf.policy import Policy, parse_thp_anon
 from pylaf.sizes import parse_size
 from pylaf.trace.format import Trace, TraceError
@@ -57,7 +58,7 @@ class LiveValidation:
 
 def parse_setting(spec: str) -> dict[str, str]:
     """``"64K"`` / ``"16K-64K"`` / ``"16K,64K:always;2M:never"`` -> sysfs sizes
-    (``{"64kB": "always"}``) for :func:`pylaf.live.host.thp_settings`.
+    (``{"64kB": "always"}``) for :func:`pylaf.live.sysfs.thp_settings`.
 
     >>> parse_setting("16K-64K")
     {'16kB': 'always', '32kB': 'always', '64kB': 'always'}
@@ -103,7 +104,7 @@ def validate_live(trace: Trace, settings: Sequence[str], *, ram: Union[int, str]
     afterwards) and measure: a fresh recording under the setting (same
     classification, exact per-process fault counts) and getrusage.
 
-    Needs root; changes sysfs only inside :func:`pylaf.live.host.thp_settings`.
+    Needs root; changes sysfs only inside :func:`pylaf.live.sysfs.thp_settings`.
     """
     cmd = list(trace.header.get("command") or [])
     if not cmd:
