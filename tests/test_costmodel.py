@@ -56,9 +56,12 @@ def test_negative_coefficient_is_dropped() -> None:
     # per-fault time falls per page as order grows faster than the model allows:
     # an unconstrained fit would make pte negative
     s = [synth(0, 1000, 500), synth(2, 1000, 300), synth(4, 1000, 250), synth(9, 1000, 260)]
+    free = cm.fit(s, nonneg=False)
+    assert free["pte"] < 0                                  # the premise: unconstrained, pte < 0
     coef = cm.fit(s)
-    assert all(v >= 0 for k, v in coef.items() if k != "fault")
-    assert "pte" not in coef or coef["pte"] >= 0
+    assert set(coef) == {"fault", "page"}                   # pte dropped, not clamped
+    assert coef == pytest.approx(cm.fit(s, terms=("fault", "page")))   # and the fit redone without it
+    assert all(v > 0 for v in coef.values())
 
 
 def test_identifiable_terms() -> None:
