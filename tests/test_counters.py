@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 import pytest
 from conftest import K, M, all_mthp, place, upstream
-from hypothesis import given
+from hypothesis import example, given
 from hypothesis import strategies as st
 
 from pylaf import AddressSpace, Config, LafValueError, Policy, Stats
@@ -269,6 +269,9 @@ OP_HANDLERS: dict[str, Callable[[AddressSpace, tuple[Any, ...]], None]] = {
 
 
 @given(pol=st.sampled_from(POLICIES), arch=st.sampled_from(["x86_64", "arm64"]), ops=OPS)
+# always run: 1.25M charged, then memory.max 1M below it (refused) and 3M (accepted)
+@example(pol=POLICIES[0], arch="x86_64",
+         ops=[*(("touch", p, 64, True) for p in range(0, 320, 64)), ("memcg", "1M"), ("memcg", "3M")])
 def test_random_ops_keep_identities(pol, arch, ops) -> None:
     mm = AddressSpace(Config(ram="32M", arch=arch, policy=pol))
     try:
