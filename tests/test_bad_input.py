@@ -19,7 +19,7 @@ from pylaf import (
     ClosedError,
     Config,
     LafBusyError,
-    LafError,
+    LafMemoryError,
     LafValueError,
     Policy,
     parse_thp_anon,
@@ -71,10 +71,12 @@ def test_bad_prot_and_fixed_without_addr(mm) -> None:  # type: ignore[no-untyped
 
 
 def test_mmap_beyond_task_size(mm) -> None:  # type: ignore[no-untyped-def]
-    with pytest.raises(LafError):
+    with pytest.raises(LafMemoryError, match=r"addr=0x800000000000.*out of memory") as ei:
         mm.mmap("4K", addr=1 << 47, fixed=True)
-    with pytest.raises(LafError):
+    assert ei.value.errno == lib.LAF_ENOMEM
+    with pytest.raises(LafMemoryError, match="out of memory") as ei:
         mm.mmap(1 << 62)
+    assert ei.value.errno == lib.LAF_ENOMEM
 
 
 def test_munmap_madvise_bad_ranges(mm) -> None:  # type: ignore[no-untyped-def]
@@ -90,7 +92,7 @@ def test_munmap_madvise_bad_ranges(mm) -> None:  # type: ignore[no-untyped-def]
     with pytest.raises(LafValueError):
         mm.madvise(a, "4K", 99)
     # a range with a hole: applied to the mapped part, then ENOMEM
-    with pytest.raises(LafError) as ei:
+    with pytest.raises(LafMemoryError) as ei:
         mm.madvise(a, "1M", "MADV_HUGEPAGE")
     assert ei.value.errno == lib.LAF_ENOMEM
     assert int(mm.vmas()[0].flags) & lib.LAF_VM_HUGEPAGE

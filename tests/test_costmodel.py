@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import math
 import os
+import shutil
 
 import pytest
 
 from pylaf import AddressSpace, Config, Policy
 from pylaf.experiments import costmodel as cm
+from pylaf.live.host import THP_DIR
 
 PAGE = 4096
 
@@ -177,6 +179,9 @@ def test_settings_opt_in(monkeypatch: pytest.MonkeyPatch) -> None:
 @pytest.mark.kernel
 @pytest.mark.skipif(os.environ.get("PYLAF_KERNEL_TESTS") != "1",
                     reason="live-kernel test: set PYLAF_KERNEL_TESTS=1")
+@pytest.mark.skipif(shutil.which(os.environ.get("CC", "cc")) is None,
+                    reason="needs a C compiler to build laf_kprog")
+@pytest.mark.skipif(not THP_DIR.is_dir(), reason=f"{THP_DIR} missing (kernel without THP)")
 def test_calibrate_live_kernel() -> None:
     """Default settings only (no sysfs writes): order 0 and the PMD order."""
     m = cm.calibrate(size="64M", runs=3, settings=False, pmd_size="256M")
