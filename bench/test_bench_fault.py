@@ -3,7 +3,7 @@
 Groups (``--benchmark-group-by=group``):
   api-order<N>       the same faults through single fault() calls, one batch
                      touch() over a numpy address array, touch_range(), and the
-                     pure-Python reference model (pylaf/reference.py) if present
+                     pure-Python reference model (pylaf.reference)
   scale-<P>pages-<pattern>
                      order 0 vs order 4 at 1M and 16M pages (4 GiB and 64 GiB of
                      emulated memory), touch() with one address per folio
@@ -20,14 +20,14 @@ Run for real:
 """
 from __future__ import annotations
 
-import importlib
 from collections.abc import Callable
 from typing import Any, Optional
 
 import numpy as np
 import pytest
 
-from pylaf import AddressSpace, Config, Policy
+from pylaf import AddressSpace, Config, Policy, TouchResult
+from pylaf.reference import Reference
 
 PAGE = 4096
 #: largest size (4K pages) a benchmark body uses under --benchmark-disable
@@ -41,10 +41,7 @@ DISABLED_MAX_PAGES = 1 << 14
 @pytest.fixture
 def benchmark_disabled(request: pytest.FixtureRequest) -> bool:
     """True under ``--benchmark-disable`` (each body runs once, as a test)."""
-    try:
-        return bool(request.config.getoption("benchmark_disable"))
-    except ValueError:          # pytest-benchmark not installed
-        return True
+    return bool(request.config.getoption("benchmark_disable"))
 
 
 @pytest.fixture
@@ -175,56 +172,29 @@ def test_touch_range(benchmark: Any, fresh: Any, scaled: Any, order: int) -> Non
     f.check(r.faulted)
 
 
-def _reference() -> Any:
-    try:
-        return importlib.import_module("pylaf.reference")
-    except ModuleNotFoundError as exc:
-        if exc.name != "pylaf.reference":
-            raise
-        pytest.skip("pylaf/reference.py (pure-Python reference model) does not exist yet")
-
-
-def _reference_space(ref: Any, order: int, ram: int) -> Any:
-    """Build the reference model's address space; its API is expected to
-    mirror AddressSpace (mmap, touch_range or fault, stats)."""
-    cls = (getattr(ref, "Reference", None) or getattr(ref, "ReferenceAddressSpace", None)
-           or getattr(ref, "AddressSpace", None))
-    if cls is None:
-        pytest.skip("pylaf.reference has no Reference class")
-    for make in (lambda: cls(Config(ram=ram, policy=Policy.fixed(order))),
-                 lambda: cls(policy=Policy.fixed(order), ram=ram),
-                 lambda: cls(policy=Policy.fixed(order))):
-        try:
-            return make()
-        except TypeError:
-            continue
-    pytest.skip("cannot construct the pylaf.reference address space")
-
-
 @pytest.mark.parametrize("order", [0, 4])
 def test_reference_model(benchmark: Any, scaled: Any, order: int) -> None:
     """The same faults in the pure-Python reference implementation."""
-    ref = _reference()
     pages = scaled(1 << 12)           # the pure-Python model is ~1000x slower
     size, folio = pages * PAGE, PAGE << order
-    _group(benchmark, f"api-order{order}", api="reference (pure Python)", faults=size // folio)
-    state: dict[str, Any] = {}
+    nr = size // folio
+    _group(benchmark, f"api-order{order}", api="reference (pure Python)", faults=nr)
+    state: dict[str, Reference] = {}
 
     def setup() -> Any:
-        mm = _reference_space(ref, order, size + (32 << 20))
+        mm = Reference(Config(ram=size + (32 << 20), policy=Policy.fixed(order)))
         state["mm"] = mm
         return (mm, mm.mmap(size)), {}
 
-    def run(mm: Any, base: int) -> Any:
-        if hasattr(mm, "touch_range"):
-            return mm.touch_range(base, size, folio, write=True)
-        for a in range(base, base + size, folio):
-            mm.fault(a, True)
-        return None
+    def run(mm: Reference, base: int) -> TouchResult:
+        return mm.touch_range(base, size, folio, write=True)
 
-    benchmark.pedantic(run, setup=setup, rounds=1)
+    r = benchmark.pedantic(run, setup=setup, rounds=1)
+    assert r.ok and r.faulted == nr and r.hits == 0
     st = state["mm"].stats()
-    assert getattr(st, "mm_anonpages", pages) == pages
+    assert st.mm_anonpages == pages
+    assert st.per_order["folios_mapped"][order] == nr
+    assert st.pgfault == nr
 
 
 # ------------------------------------------------- scale: order 0 vs 4

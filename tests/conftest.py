@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import csv
 import os
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Optional
@@ -27,7 +28,7 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, settings
 
-from pylaf import AddressSpace, Config, Policy
+from pylaf import AddressSpace, Config, LafBusyError, Policy
 from pylaf.geometry import Geometry
 from pylaf.layout import format_runs, runs_from_ptes
 from pylaf.sizes import format_size, parse_size
@@ -43,15 +44,6 @@ settings.register_profile(
     "long", max_examples=5000, deadline=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
-
-
-def pytest_configure(config: pytest.Config) -> None:
-    config.addinivalue_line(
-        "markers", "kernel: needs the live kernel (sysfs THP knobs, /proc, root); "
-        "select with -m kernel, skip with -m 'not kernel'")
-    config.addinivalue_line(
-        "markers", "no_invariants: do not run check_invariants() on this test's "
-        "AddressSpaces at teardown")
 
 
 # ------------------------------------------------------------- constants
@@ -224,13 +216,29 @@ def run_cli(capsys, *argv: str) -> tuple[int, str, str]:
     return rc, out, err
 
 
+#: retry_busy() gives up after this many refusals or this many seconds, whichever
+#: comes first: a busy flag that is never released must fail the test, not hang it.
+RETRY_BUSY_ATTEMPTS = 1_000_000
+RETRY_BUSY_SECONDS = 30.0
+
+
 def retry_busy(fn, *args, **kw):  # type: ignore[no-untyped-def]
     """Call fn until it is not refused with LafBusyError: in the thread tests the
-    other thread may be the one inside the address space at that moment."""
-    from pylaf import LafBusyError
-
+    other thread may be the one inside the address space at that moment.  Fails
+    the test (pytest.fail) after RETRY_BUSY_ATTEMPTS refusals or
+    RETRY_BUSY_SECONDS, e.g. when a call leaks the busy flag."""
+    start = time.monotonic()
+    attempts = 0
     while True:
+        attempts += 1
         try:
             return fn(*args, **kw)
-        except LafBusyError:
-            continue
+        except LafBusyError as exc:
+            last = exc
+        if attempts >= RETRY_BUSY_ATTEMPTS or time.monotonic() - start > RETRY_BUSY_SECONDS:
+            break
+        time.sleep(0)                  # let the thread that holds the address space run
+    pytest.fail(f"retry_busy: {getattr(fn, '__qualname__', fn)!s} still refused with LafBusyError "
+                f"after {attempts} attempts in {time.monotonic() - start:.1f} s (limits: "
+                f"{RETRY_BUSY_ATTEMPTS} attempts, {RETRY_BUSY_SECONDS:g} s); last error: {last}. "
+                f"Was the busy flag released?", pytrace=False)

@@ -17,14 +17,17 @@ Identities that follow from the kernel's accounting (upstream-mthp.md §4,
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 import pytest
 from conftest import K, M, all_mthp, place, upstream
-from hypothesis import given
+from hypothesis import example, given
 from hypothesis import strategies as st
 
-from pylaf import AddressSpace, Config, Policy, Stats
+from pylaf import AddressSpace, Config, LafValueError, Policy, Stats
+from pylaf.sizes import parse_size
 
 POLICIES = [
     upstream(),
@@ -92,7 +95,7 @@ def test_stats_per_size_keys_and_arrays(mm_factory) -> None:
         assert list(getattr(s, name)) == keys, name
         arr = s.by_order(name)
         assert arr.shape == (16,) and arr[0] == 0 and arr[1] == 0
-    assert list(s.folios_mapped) == ["4K", "8K"] + keys
+    assert list(s.folios_mapped) == ["4K", "8K", *keys]
     assert s.anon_fault_alloc["64K"] == 1 == int(s.by_order("anon_fault_alloc")[4])
     assert s.folios_mapped["64K"] == 1
     assert s.page_size == 4096 and s.pmd_order == 9
@@ -101,7 +104,10 @@ def test_stats_per_size_keys_and_arrays(mm_factory) -> None:
     d = s.as_dict()
     assert d["pgfault"] == s.pgfault and d["anon_fault_alloc"]["64K"] == 1
     assert "per_order" not in d
-    assert isinstance(s, Stats)
+    assert set(d) == {f.name for f in dataclasses.fields(Stats)} - {"per_order"}
+    assert all(d[n] == getattr(s, n) for n in d)
+    assert d["mm_anonpages"] == 16 and d["folios_mapped"] == {"4K": 0, "8K": 0, **dict.fromkeys(keys, 0),
+                                                            "64K": 1}
 
 
 def test_stats_delta_and_reset(mm_factory) -> None:
@@ -161,76 +167,117 @@ OPS = st.lists(st.one_of(
 ), min_size=1, max_size=25)
 
 
+BASE = 0x2000_0000_0000
+
+
+def _pages(page: int, n: int, clip: bool = False) -> tuple[int, int]:
+    """(start, length) of ``n`` 4K pages from page ``page`` of the 4M window."""
+    return BASE + page * 4 * K, (min(n, 1024 - page) if clip else n) * 4 * K
+
+
+def _op_touch(mm: AddressSpace, op: tuple[Any, ...]) -> None:
+    _, page, n, write = op
+    mm.touch_range(*_pages(page, n), write=write)
+
+
+def _op_range(mm: AddressSpace, op: tuple[Any, ...]) -> None:
+    start, length = _pages(op[1], op[2])
+    try:
+        if op[0] == "dontneed":
+            mm.madvise(start, length, "dontneed")
+        elif op[0] == "munmap":
+            mm.munmap(start, length)
+        else:
+            mm.madvise(start, length, "hugepage" if op[3] else "nohugepage")
+    except MemoryError:
+        pass                       # range with holes: ENOMEM, like the kernel
+
+
+def _op_remap(mm: AddressSpace, op: tuple[Any, ...]) -> None:
+    mm.munmap(BASE, "4M")
+    mm.mmap("4M", addr=BASE, fixed=True)
+
+
+def _op_fragment(mm: AddressSpace, op: tuple[Any, ...]) -> None:
+    mm.unfragment()
+    mm.fragment(op[1])
+
+
+def _op_memcg(mm: AddressSpace, op: tuple[Any, ...]) -> None:
+    limit = op[1]
+    if limit is not None and parse_size(limit) < mm.stats().memcg_charged * mm.page_size:
+        with pytest.raises(LafValueError, match=r"out of range \(ERANGE\)"):
+            mm.set_memcg_limit(limit)  # below usage: refused (the emulator does not reclaim)
+    else:
+        mm.set_memcg_limit(limit)
+
+
+def _op_uffd(mm: AddressSpace, op: tuple[Any, ...]) -> None:
+    _, mode, page, n = op
+    start, length = _pages(page, n, clip=True)
+    try:
+        if mode == "off":
+            mm.uffd_unregister(start, length)
+        else:
+            mm.uffd_register(start, length, ["missing", "wp"] if mode == "both" else mode)
+    except ValueError:
+        pass                       # not fully mapped: EINVAL
+
+
+def _op_ufill(mm: AddressSpace, op: tuple[Any, ...]) -> None:
+    _, what, page, n = op
+    start, length = _pages(page, n, clip=True)
+    try:
+        if what.startswith("copy"):
+            mm.uffd_copy(start, length, wp=what == "copy-wp")
+        elif what == "zero":
+            mm.uffd_zeropage(start, length)
+        else:
+            mm.uffd_writeprotect(start, length, wp=what == "wp")
+    except (ValueError, MemoryError):
+        pass                       # not registered / EEXIST / ENOMEM
+
+
+def _op_race(mm: AddressSpace, op: tuple[Any, ...]) -> None:
+    mm.inject_race(BASE + op[2] * 4 * K)
+    mm.fault(BASE + op[1] * 4 * K, write=True)
+    mm.inject_clear()
+
+
+def _op_eagain(mm: AddressSpace, op: tuple[Any, ...]) -> None:
+    mm.inject_pte_map_fail()
+    mm.fault(BASE + op[1] * 4 * K, write=True)
+    mm.inject_clear()
+
+
+OP_HANDLERS: dict[str, Callable[[AddressSpace, tuple[Any, ...]], None]] = {
+    "touch": _op_touch,
+    "dontneed": _op_range,
+    "munmap": _op_range,
+    "madvise": _op_range,
+    "remap": _op_remap,
+    "shrink": lambda mm, op: mm.shrink_deferred_split(),
+    "fragment": _op_fragment,
+    "inject": lambda mm, op: (mm.inject_alloc_fail if op[2] else mm.inject_charge_fail)(op[1]),
+    "memcg": _op_memcg,
+    "uffd": _op_uffd,
+    "ufill": _op_ufill,
+    "race": _op_race,
+    "eagain": _op_eagain,
+    "policy": lambda mm, op: mm.set_policy(POLICIES[op[1]]),
+}
+
+
 @given(pol=st.sampled_from(POLICIES), arch=st.sampled_from(["x86_64", "arm64"]), ops=OPS)
+# always run: 1.25M charged, then memory.max 1M below it (refused) and 3M (accepted)
+@example(pol=POLICIES[0], arch="x86_64",
+         ops=[*(("touch", p, 64, True) for p in range(0, 320, 64)), ("memcg", "1M"), ("memcg", "3M")])
 def test_random_ops_keep_identities(pol, arch, ops) -> None:
     mm = AddressSpace(Config(ram="32M", arch=arch, policy=pol))
     try:
-        base = 0x2000_0000_0000
-        mm.mmap("4M", addr=base, fixed=True)
+        mm.mmap("4M", addr=BASE, fixed=True)
         for op in ops:
-            if op[0] == "touch":
-                _, page, n, write = op
-                mm.touch_range(base + page * 4 * K, n * 4 * K, write=write)
-            elif op[0] in ("dontneed", "munmap", "madvise"):
-                _, page, n = op[:3]
-                start, length = base + page * 4 * K, n * 4 * K
-                try:
-                    if op[0] == "dontneed":
-                        mm.madvise(start, length, "dontneed")
-                    elif op[0] == "munmap":
-                        mm.munmap(start, length)
-                    else:
-                        mm.madvise(start, length, "hugepage" if op[3] else "nohugepage")
-                except MemoryError:
-                    pass                       # range with holes: ENOMEM, like the kernel
-            elif op[0] == "remap":
-                mm.munmap(base, "4M")
-                mm.mmap("4M", addr=base, fixed=True)
-            elif op[0] == "shrink":
-                mm.shrink_deferred_split()
-            elif op[0] == "fragment":
-                mm.unfragment()
-                mm.fragment(op[1])
-            elif op[0] == "inject":
-                (mm.inject_alloc_fail if op[2] else mm.inject_charge_fail)(op[1])
-            elif op[0] == "memcg":
-                try:
-                    mm.set_memcg_limit(op[1])
-                except Exception:
-                    pass                       # below current usage: refused
-            elif op[0] == "uffd":
-                _, mode, page, n = op
-                start, length = base + page * 4 * K, min(n, 1024 - page) * 4 * K
-                try:
-                    if mode == "off":
-                        mm.uffd_unregister(start, length)
-                    else:
-                        mm.uffd_register(start, length,
-                                         ["missing", "wp"] if mode == "both" else mode)
-                except ValueError:
-                    pass                       # not fully mapped: EINVAL
-            elif op[0] == "ufill":
-                _, what, page, n = op
-                start, length = base + page * 4 * K, min(n, 1024 - page) * 4 * K
-                try:
-                    if what.startswith("copy"):
-                        mm.uffd_copy(start, length, wp=what == "copy-wp")
-                    elif what == "zero":
-                        mm.uffd_zeropage(start, length)
-                    else:
-                        mm.uffd_writeprotect(start, length, wp=what == "wp")
-                except (ValueError, MemoryError):
-                    pass                       # not registered / EEXIST / ENOMEM
-            elif op[0] == "race":
-                mm.inject_race(base + op[2] * 4 * K)
-                mm.fault(base + op[1] * 4 * K, write=True)
-                mm.inject_clear()
-            elif op[0] == "eagain":
-                mm.inject_pte_map_fail()
-                mm.fault(base + op[1] * 4 * K, write=True)
-                mm.inject_clear()
-            elif op[0] == "policy":
-                mm.set_policy(POLICIES[op[1]])
+            OP_HANDLERS[op[0]](mm, op)
             check_identities(mm)
             mm.check_invariants()
     finally:

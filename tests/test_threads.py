@@ -12,11 +12,12 @@ from __future__ import annotations
 import threading
 import time
 
+import conftest
 import numpy as np
 import pytest
 from conftest import retry_busy
 
-from pylaf import AddressSpace, ClosedError, Config, LafBusyError, Policy
+from pylaf import AddressSpace, ClosedError, Config, LafBusyError, LafValueError, Policy, TouchResult
 
 M = 1 << 20
 
@@ -141,15 +142,16 @@ def test_close_while_another_thread_is_inside() -> None:
     the call to return; later calls raise ClosedError."""
     mm = _space()
     a = mm.mmap("1G")
-    inside = threading.Event()
+    inside, closed = threading.Event(), threading.Event()
     outcome: list[object] = []
 
     def worker() -> None:
         inside.set()
+        outcome.append(mm.touch_range(a, "1G", write=True))
+        closed.wait(timeout=60)
         try:
-            outcome.append(mm.touch_range(a, "1G", write=True))
             outcome.append(mm.stats())
-        except Exception as exc:  # ClosedError for the second call
+        except ClosedError as exc:     # the expected outcome: asserted below
             outcome.append(exc)
 
     t = threading.Thread(target=worker)
@@ -157,9 +159,13 @@ def test_close_while_another_thread_is_inside() -> None:
     inside.wait()
     time.sleep(0.002)
     mm.close()
+    closed.set()
     t.join()
-    assert outcome and getattr(outcome[0], "accesses", 0) == (1 << 30) // 4096
-    with pytest.raises(ClosedError):
+    assert len(outcome) == 2, outcome
+    assert isinstance(outcome[0], TouchResult) and outcome[0].accesses == (1 << 30) // 4096
+    assert outcome[0].faulted + outcome[0].oom == outcome[0].accesses   # 1G of RAM: the tail OOMs
+    assert isinstance(outcome[1], ClosedError), outcome[1]
+    with pytest.raises(ClosedError, match="closed"):
         mm.stats()
 
 
@@ -167,7 +173,7 @@ def test_busy_flag_is_released_after_errors() -> None:
     """An entry point that fails (bad value) must release the busy flag."""
     with _space() as mm:
         for _ in range(3):
-            with pytest.raises(Exception):
+            with pytest.raises(LafValueError, match=r"munmap\(0x1, 4096\): invalid argument"):
                 mm.munmap(1, 4096)
         mm.mmap("4K")
         err: list[BaseException] = []
@@ -182,3 +188,27 @@ def test_busy_flag_is_released_after_errors() -> None:
         t.start()
         t.join()
         assert not err
+
+
+def test_retry_busy_gives_up_instead_of_spinning(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A call that stays busy (a leaked busy flag) must fail the test with a
+    clear message, after a bounded number of attempts, not hang until the
+    pytest timeout."""
+    calls = 0
+
+    def always_busy() -> None:
+        nonlocal calls
+        calls += 1
+        raise LafBusyError("stats: device or resource busy (EBUSY)", -16)
+
+    monkeypatch.setattr(conftest, "RETRY_BUSY_ATTEMPTS", 50)
+    with pytest.raises(pytest.fail.Exception, match=r"always_busy.*after 50 attempts"):
+        retry_busy(always_busy)
+    assert calls == 50
+    monkeypatch.setattr(conftest, "RETRY_BUSY_ATTEMPTS", 10**9)
+    monkeypatch.setattr(conftest, "RETRY_BUSY_SECONDS", 0.05)
+    t0 = time.monotonic()
+    with pytest.raises(pytest.fail.Exception, match="still refused with LafBusyError"):
+        retry_busy(always_busy)
+    assert time.monotonic() - t0 < 5
+    assert retry_busy(lambda x: x + 1, 41) == 42

@@ -15,7 +15,7 @@ from __future__ import annotations
 import pytest
 from conftest import K, M, all_mthp, layout, place, upstream
 
-from pylaf import Access, FaultKind, LafError, PteFlags, VmFlags
+from pylaf import Access, FaultKind, LafValueError, PteFlags, VmFlags
 
 MTHP = upstream(all_mthp(pmd="never"))
 
@@ -53,7 +53,7 @@ def test_uffd_copy_and_zeropage_fill(mm_factory) -> None:
     r = mm.fault(a + 68 * K, write=True)
     assert (r.access, r.kind, r.order) == (Access.FAULT, FaultKind.WP, 0)
     # filling over present pages is -EEXIST; the holes are still MISSING
-    with pytest.raises(LafError):
+    with pytest.raises(LafValueError, match=r"\(EEXIST\)"):
         mm.uffd_copy(a, "4K")
     assert mm.fault(a + 72 * K, write=True).access == Access.USERFAULT
 
@@ -181,13 +181,13 @@ def test_parts_with_different_anon_vmas_do_not_merge_back(mm_factory) -> None:
 def test_register_errors(mm_factory) -> None:
     mm = mm_factory(MTHP)
     a = place(mm, "1M")
-    with pytest.raises(LafError):
+    with pytest.raises(LafValueError, match=r"\(EINVAL\)"):
         mm.uffd_register(a, "1M", "minor")            # anon VMAs: MINOR not supported
-    with pytest.raises(LafError):
+    with pytest.raises(LafValueError, match=r"\(EINVAL\)"):
         mm.uffd_register(a + 2 * M, "1M", "missing")  # no VMA at all in the range
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="unknown userfaultfd mode 'bogus'"):
         mm.uffd_register(a, "1M", "bogus")
-    with pytest.raises(LafError):
+    with pytest.raises(LafValueError, match=r"\(ENOENT\)"):
         mm.uffd_copy(a, "4K")                         # not registered
     assert len(mm.vmas()) == 1 and not mm.vmas()[0].flags & VmFlags.UFFD_MISSING
 
