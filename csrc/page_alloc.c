@@ -295,12 +295,14 @@ void memmap_free(struct laf_mm *mm)
  * memmap_get_info - how much of the memmap deferred init has set up
  *
  * A section counts as initialised when any of its frames is outside the
- * deferred run (the eagerly queued ends of RAM, or a grown section).
+ * deferred run (the eagerly queued ends of RAM, or a grown section); the last
+ * section may be short.
  */
 void memmap_get_info(const struct laf_mm *mm, struct laf_memmap_info *info)
 {
-	uint64_t sp = mm->section_pages;
-	uint64_t first = align_up(mm->deferred_start, sp) / sp, last = mm->deferred_end / sp;
+	uint64_t sp = mm->section_pages, de = mm->deferred_end;
+	uint64_t first = align_up(mm->deferred_start, sp) / sp;
+	uint64_t last = (de == mm->nr_frames ? align_up(de, sp) : de) / sp;
 
 	info->section_pages = sp;
 	info->nr_sections = (mm->nr_frames + sp - 1) / sp;

@@ -1273,6 +1273,14 @@ static bool test_deferred_memmap(void)
 	ASSERT_OK(laf_check_invariants(mm, NULL, 0));
 	ASSERT_OK(laf_munmap(mm, a, 1024 * M));
 	ASSERT_EQ(stats(mm).free_pages, frames - 1);
+
+	/* 200M: a short last section, all deferred at first */
+	mm = mm_new(12, LAF_ARCH_GENERIC, 200 * M, LAF_MEMCG_UNLIMITED);
+	ASSERT_TRUE(mm);
+	mi = memmap_info(mm);
+	ASSERT_EQ(mi.nr_sections, 2);
+	ASSERT_EQ(mi.sections_initialised, 1);
+	ASSERT_EQ(mi.deferred_pages, 200 * M / (4 * K) - 1024);
 	return true;
 }
 
