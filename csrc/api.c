@@ -63,6 +63,7 @@ void laf_config_default(struct laf_config *cfg)
 	cfg->page_shift = 12;
 	cfg->arch = LAF_ARCH_GENERIC;
 	cfg->ram_bytes = 1ULL << 30;
+	cfg->memcg_limit_bytes = LAF_MEMCG_UNLIMITED;
 }
 
 /**
@@ -126,11 +127,9 @@ static int geometry_init(struct laf_mm *mm, const struct laf_config *cfg)
 	if (cfg->ram_bytes < (mm->pmd_size << 1) || (cfg->ram_bytes & (mm->page_size - 1)))
 		return LAF_EINVAL;
 	mm->nr_frames = cfg->ram_bytes >> ps;
-	if (mm->nr_frames >= (1ULL << 31))
+	if (memmap_check_size(mm))
 		return LAF_ERANGE;
-	if (cfg->memcg_limit_bytes & (mm->page_size - 1))
-		return LAF_EINVAL;
-	return 0;
+	return mem_cgroup_check_max(mm, cfg->memcg_limit_bytes);
 }
 
 int laf_mm_create(const struct laf_config *cfg, laf_mm **out)
@@ -151,26 +150,19 @@ int laf_mm_create(const struct laf_config *cfg, laf_mm **out)
 	}
 	mm->cfg = *cfg;
 	mm->pgd = calloc(mm->pgd_entries, sizeof(*mm->pgd));
-	/* memmap: anonymous, lazily populated (only touched frames cost RSS) */
-	mm->memmap_bytes = mm->nr_frames * sizeof(struct page);
-	mm->memmap = mmap(NULL, mm->memmap_bytes, PROT_READ | PROT_WRITE,
-			  MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
-	if (!mm->pgd || mm->memmap == MAP_FAILED) {
-		if (mm->memmap != MAP_FAILED)
-			munmap(mm->memmap, mm->memmap_bytes);
+	if (!mm->pgd || memmap_init(mm)) {
 		free(mm->pgd);
 		free(mm);
 		return LAF_ENOMEM;
 	}
 	mm->huge_zero_pfn = NO_PFN;
-	buddy_init(mm);
 	{
 		struct laf_policy pol;
 
 		laf_policy_default(&pol, mm->page_shift);
 		policy_apply(mm, &pol);
 	}
-	mm->memcg_limit = cfg->memcg_limit_bytes >> mm->page_shift;
+	mem_cgroup_init(mm, cfg->memcg_limit_bytes);
 	*out = mm;
 	return 0;
 }
@@ -192,7 +184,7 @@ void laf_mm_destroy(laf_mm *mm)
 	for (i = 0; i < mm->nr_vmas; i++)
 		zap_page_range(mm, &mm->vmas[i], mm->vmas[i].vm_start, mm->vmas[i].vm_end);
 	free_all_pgtables(mm);
-	munmap(mm->memmap, mm->memmap_bytes);
+	memmap_free(mm);
 	free(mm->pgd);
 	free(mm->vmas);
 	free(mm->pinned);
@@ -266,24 +258,9 @@ int laf_get_policy(laf_mm *mm, struct laf_policy *pol)
 	GUARDED(mm, (*pol = mm->pol, 0));
 }
 
-static int __set_memcg_limit(struct laf_mm *mm, uint64_t bytes)
-{
-	if (bytes & (mm->page_size - 1))
-		return LAF_EINVAL;
-	/*
-	 * memory.max below usage: cgroup v2 reclaims, then OOM-kills; cgroup v1
-	 * refuses with -EBUSY.  We refuse too, with -ERANGE, because LAF_EBUSY
-	 * means "another thread is inside" here.
-	 */
-	if (bytes && (bytes >> mm->page_shift) < mm->memcg_charged)
-		return LAF_ERANGE;
-	mm->memcg_limit = bytes >> mm->page_shift;
-	return 0;
-}
-
 int laf_set_memcg_limit(laf_mm *mm, uint64_t limit_bytes)
 {
-	GUARDED(mm, __set_memcg_limit(mm, limit_bytes));
+	GUARDED(mm, mem_cgroup_set_max(mm, limit_bytes));
 }
 
 int laf_mmap(laf_mm *mm, uint64_t addr, uint64_t len, int prot, int flags, uint64_t *out)
@@ -760,7 +737,7 @@ static int __fragment(struct laf_mm *mm, int max_free_order)
 		return LAF_EINVAL;
 	piece = (unsigned int)max_free_order + 1;
 	for (o = mm->max_page_order; o > (unsigned int)max_free_order; o--) {
-		while (mm->free_head[o] != NO_PFN) {
+		while (!free_area_empty(mm, o)) {
 			uint32_t pfn = __rmqueue(mm, o);
 			uint64_t p, nr = 1ULL << o, step = 1ULL << piece;
 
@@ -848,9 +825,16 @@ static int __get_stats(struct laf_mm *mm, struct laf_stats *st)
 	st->free_pages = mm->nr_free;
 	st->pinned_pages = mm->nr_pinned;
 	st->memcg_charged = mm->memcg_charged;
-	st->memcg_limit = mm->memcg_limit;
+	st->memcg_limit = mm->memcg_limit == LAF_MEMCG_UNLIMITED ? 0 : mm->memcg_limit;
 	st->nr_vmas = (int64_t)mm->nr_vmas;
 	return 0;
+}
+
+int laf_get_memmap_info(laf_mm *mm, struct laf_memmap_info *info)
+{
+	if (!info)
+		return LAF_EINVAL;
+	GUARDED(mm, (memmap_get_info(mm, info), 0));
 }
 
 int laf_get_stats(laf_mm *mm, struct laf_stats *st)

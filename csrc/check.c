@@ -11,7 +11,8 @@
  *  - folios are naturally aligned in VA (PTE-mapped, as mapped at fault) and PA;
  *  - special PTEs map the zero page; huge zero PMDs the huge zero folio;
  *  - MM_ANONPAGES == resident anon pages; nr_ptes == PTE tables + deposits;
- *  - buddy free lists and allocated frames partition RAM exactly;
+ *  - buddy free lists, allocated frames and the deferred (not yet
+ *    initialised) sections partition RAM exactly;
  *  - the gauges (nr_anon, nr_anon_partially_mapped, LRU, memcg, touched,
  *    deferred-split queue) equal what a recount finds;
  *  - arm64: every PTE_CONT block is whole, aligned and physically contiguous.
@@ -234,17 +235,28 @@ static int check_frames(struct ctx *c)
 	uint64_t pfn, free_frames = 0, tables = 0;
 	int64_t nr_anon[LAF_NR_ORDERS] = {0}, partial[LAF_NR_ORDERS] = {0};
 	int64_t lru = 0, charged = 0, queued = 0, pinned = 0;
-	unsigned int o;
+	unsigned int o, max = mm->max_page_order;
 
+	/*
+	 * deferred struct-page init: [deferred_start, deferred_end) is a run of
+	 * whole MAX_PAGE_ORDER blocks, free but not initialised, counted in
+	 * free_count[] and nr_free; its struct pages are not read here
+	 */
+	CHECK(c, mm->deferred_start <= mm->deferred_end && mm->deferred_end <= mm->nr_frames &&
+		 !((mm->deferred_start | mm->deferred_end) & ((1ULL << max) - 1)),
+	      "deferred range [%#llx, %#llx) misaligned or past RAM",
+	      (unsigned long long)mm->deferred_start, (unsigned long long)mm->deferred_end);
 	/* free lists: well-formed and exactly the PG_buddy heads */
-	for (o = 0; o <= mm->max_page_order; o++) {
+	for (o = 0; o <= max; o++) {
 		uint32_t p = mm->free_head[o], prev = NO_PFN;
-		uint64_t n = 0;
+		uint64_t n = o == max ? (mm->deferred_end - mm->deferred_start) >> max : 0;
 
 		while (p != NO_PFN) {
 			struct page *pg = pfn_to_page(mm, p);
 
 			CHECK(c, p < mm->nr_frames, "free list %u: pfn %u beyond RAM", o, p);
+			CHECK(c, p < mm->deferred_start || p >= mm->deferred_end,
+			      "free list %u: pfn %u is in the deferred range", o, p);
 			CHECK(c, (pg->flags & PG_buddy) && page_order(pg) == o,
 			      "free list %u: pfn %u not a buddy of that order", o, p);
 			CHECK(c, !(p & ((1u << o) - 1)) && p + (1ULL << o) <= mm->nr_frames,
@@ -254,12 +266,18 @@ static int check_frames(struct ctx *c)
 			p = pg->buddy_next;
 			CHECK(c, ++n <= mm->free_count[o], "free list %u longer than its count", o);
 		}
-		CHECK(c, n == mm->free_count[o], "free list %u: %llu blocks, count says %llu", o,
+		CHECK(c, n == mm->free_count[o],
+		      "free list %u: %llu blocks (deferred included), count says %llu", o,
 		      (unsigned long long)n, (unsigned long long)mm->free_count[o]);
 	}
 	for (pfn = 0; pfn < mm->nr_frames;) {
 		struct page *p = pfn_to_page(mm, pfn);
 
+		if (pfn == mm->deferred_start && mm->deferred_end > pfn) {
+			free_frames += mm->deferred_end - pfn;
+			pfn = mm->deferred_end;
+			continue;
+		}
 		if (p->flags & PG_buddy) {
 			uint64_t k, nr = 1ULL << page_order(p);
 
@@ -354,7 +372,7 @@ static int check_frames(struct ctx *c)
 	      (long long)mm->st.lru_pages, (long long)lru);
 	CHECK(c, (uint64_t)charged == mm->memcg_charged, "memcg charged %llu, recount %lld",
 	      (unsigned long long)mm->memcg_charged, (long long)charged);
-	CHECK(c, !mm->memcg_limit || mm->memcg_charged <= mm->memcg_limit,
+	CHECK(c, mm->memcg_charged <= mm->memcg_limit,
 	      "memcg charged %llu above limit %llu", (unsigned long long)mm->memcg_charged,
 	      (unsigned long long)mm->memcg_limit);
 	CHECK(c, (uint64_t)queued == mm->st.deferred_split_queue, "deferred queue %llu, recount %lld",

@@ -200,11 +200,19 @@ enum laf_inject_kind {
 	LAF_INJECT_CLEAR = 5,        /* disarm everything */
 };
 
+/*
+ * memory.max = "max": no memcg limit (laf_config.memcg_limit_bytes,
+ * laf_set_memcg_limit()).  A limit of 0 is the kernel's memory.max = 0:
+ * every charge fails.
+ */
+#define LAF_MEMCG_UNLIMITED 0xffffffffffffffffULL
+
 struct laf_config {
 	uint32_t page_shift;        /* 12 (4K), 14 (16K) or 16 (64K) */
 	uint32_t arch;              /* enum laf_arch */
 	uint64_t ram_bytes;         /* emulated RAM */
-	uint64_t memcg_limit_bytes; /* memory.max of the mm's memcg; 0 = unlimited */
+	uint64_t memcg_limit_bytes; /* memory.max of the mm's memcg; LAF_MEMCG_UNLIMITED = "max",
+				     * 0 = nothing may be charged */
 	uint64_t mmap_base;         /* top of the mmap area; 0 = TASK_SIZE - 128M */
 	uint32_t flags;             /* reserved, must be 0 */
 	uint32_t reserved;
@@ -273,7 +281,7 @@ struct laf_stats {
 	uint64_t free_pages;
 	uint64_t pinned_pages;       /* frames held by laf_phys_fragment() */
 	uint64_t memcg_charged;
-	uint64_t memcg_limit;        /* 0 = unlimited */
+	uint64_t memcg_limit;        /* memory.max in pages; reads 0 when unlimited too */
 	uint64_t memcg_max_events;   /* charges refused */
 	int64_t lru_pages;
 
@@ -366,6 +374,23 @@ struct laf_geometry {
 	uint64_t ram_pages;
 };
 
+/*
+ * struct laf_memmap_info - how much of the memmap is initialised.
+ *
+ * The memmap and the buddy free lists are built lazily, one memory section at
+ * a time (mm/mm_init.c deferred_grow_zone() under DEFERRED_STRUCT_PAGE_INIT):
+ * a section's MAX_PAGE_ORDER blocks are queued only when the allocator runs
+ * out of free blocks, so host memory follows what is allocated.
+ */
+struct laf_memmap_info {
+	uint64_t section_pages;     /* frames per memory section (PAGES_PER_SECTION) */
+	uint64_t nr_sections;       /* sections spanning the emulated RAM */
+	uint64_t sections_initialised; /* sections whose struct pages are (at least partly) set up */
+	uint64_t deferred_pages;    /* free frames not initialised yet (counted in free_pages) */
+	uint64_t memmap_bytes;      /* the memmap when every frame is in use: ram_pages * 16 */
+	uint64_t max_ram_bytes;     /* laf_max_ram_bytes() at this page size */
+};
+
 const char *laf_strerror(int err);
 void laf_config_default(struct laf_config *cfg);
 void laf_policy_default(struct laf_policy *pol, uint32_t page_shift);
@@ -411,6 +436,14 @@ int laf_get_vmas(laf_mm *mm, struct laf_vma_info *out, size_t cap, size_t *nr);
 int laf_lookup(laf_mm *mm, uint64_t addr, uint64_t *pte, struct laf_folio_info *folio);
 int laf_read_ptes(laf_mm *mm, uint64_t start, size_t npages, uint64_t *ptes, int8_t *orders);
 int laf_check_invariants(laf_mm *mm, char *msg, size_t msglen);
+int laf_get_memmap_info(laf_mm *mm, struct laf_memmap_info *info);
+/*
+ * The largest ram_bytes laf_mm_create() accepts for @page_shift (0 if the
+ * shift is invalid): the host must be able to back the memmap and the PTEs of
+ * every frame in use (24 bytes a frame) within its physical memory (MemTotal),
+ * and a pfn must fit in 31 bits.
+ */
+uint64_t laf_max_ram_bytes(uint32_t page_shift);
 
 /* --- END CFFI CDEF --- */
 

@@ -178,15 +178,24 @@ struct laf_mm {
 	size_t memmap_bytes;
 	uint64_t nr_frames;
 	uint32_t free_head[LAF_NR_ORDERS];
-	uint64_t free_count[LAF_NR_ORDERS];
-	uint64_t nr_free;
+	uint64_t free_count[LAF_NR_ORDERS];  /* deferred blocks included */
+	uint64_t nr_free;                    /* deferred frames included */
+	/*
+	 * Deferred struct-page init (page_alloc.c deferred_grow_zone()): the
+	 * MAX_PAGE_ORDER blocks in [deferred_start, deferred_end) are free but
+	 * not initialised; they are the tail of the MAX_PAGE_ORDER free list,
+	 * highest block first, and get queued a section at a time.
+	 */
+	uint64_t deferred_start;
+	uint64_t deferred_end;
+	uint64_t section_pages;              /* PAGES_PER_SECTION */
 	uint32_t zero_pfn;
 	uint32_t huge_zero_pfn;
 	uint32_t *pinned;
 	size_t nr_pinned, cap_pinned;
 
 	/* memcg */
-	uint64_t memcg_limit;   /* pages, 0 = unlimited */
+	uint64_t memcg_limit;   /* pages; LAF_MEMCG_UNLIMITED: no memory.max */
 	uint64_t memcg_charged;
 
 	/* prctl(PR_SET_THP_DISABLE) */
@@ -244,6 +253,13 @@ static inline int next_order(unsigned long *orders, int prev)
 	return *orders ? highest_order(*orders) : 0;
 }
 
+/* free_area_empty(): no free block of @order, deferred blocks included */
+static inline bool free_area_empty(const struct laf_mm *mm, unsigned int order)
+{
+	return mm->free_head[order] == NO_PFN &&
+	       (order != mm->max_page_order || mm->deferred_start == mm->deferred_end);
+}
+
 static inline struct page *pfn_to_page(struct laf_mm *mm, uint64_t pfn)
 {
 	return &mm->memmap[pfn];
@@ -267,7 +283,13 @@ static inline bool userfaultfd_missing(const struct laf_vma *vma)
 }
 
 /* ---- page_alloc.c ---- */
-int buddy_init(struct laf_mm *mm);
+int memmap_check_size(const struct laf_mm *mm);
+int memmap_init(struct laf_mm *mm);
+void memmap_free(struct laf_mm *mm);
+void memmap_get_info(const struct laf_mm *mm, struct laf_memmap_info *info);
+int mem_cgroup_check_max(const struct laf_mm *mm, uint64_t limit_bytes);
+void mem_cgroup_init(struct laf_mm *mm, uint64_t limit_bytes);
+int mem_cgroup_set_max(struct laf_mm *mm, uint64_t limit_bytes);
 uint32_t __rmqueue(struct laf_mm *mm, unsigned int order);
 void __free_pages_ok(struct laf_mm *mm, uint64_t pfn, unsigned int order);
 uint32_t vma_alloc_folio(struct laf_mm *mm, unsigned int order);

@@ -18,8 +18,16 @@
  *
  * Free lists link free block heads through struct page (buddy_next/prev);
  * insertion and removal happen at the head of the list.
+ *
+ * The memmap is initialised lazily, like DEFERRED_STRUCT_PAGE_INIT
+ * (mm/mm_init.c deferred_grow_zone()): the MAX_PAGE_ORDER blocks of RAM are
+ * counted free at boot but queued one 128 MiB section at a time when the
+ * allocator runs dry, so the host pays for what the emulated machine uses,
+ * and the PFN sequence is exactly that of an eagerly built free list.
  */
 #include <stdlib.h>
+#include <sys/mman.h>
+#include <unistd.h>
 
 #include "laf_internal.h"
 
@@ -89,7 +97,50 @@ void __free_pages_ok(struct laf_mm *mm, uint64_t pfn, unsigned int order)
 }
 
 /**
+ * deferred_grow_zone - initialise the highest deferred section
+ * @mm: the emulated machine
+ *
+ * Dup of mm/mm_init.c deferred_grow_zone() (DEFERRED_STRUCT_PAGE_INIT), at
+ * section granularity: when the allocator finds no free block, the struct
+ * pages of the highest not yet initialised section are set up and its
+ * MAX_PAGE_ORDER blocks queued.  Simplified: the struct pages of a deferred
+ * frame are the zeroes of the fresh anonymous memmap, so only the block heads
+ * are written.
+ *
+ * The PFN order is that of an eagerly built free list: buddy_init() would
+ * have queued these blocks in ascending order, so they sit at the tail of
+ * the MAX_PAGE_ORDER list, highest first.  A section is grown only when that
+ * list is empty (merges never remove a MAX_PAGE_ORDER block from the middle
+ * of it), so queuing the section's blocks ascending at the head puts each
+ * block exactly where the eager list had it.  The free counters already
+ * count deferred blocks; they are moved, not added.
+ * Return: true if a section was initialised.
+ */
+static __attribute__((noinline, cold)) bool deferred_grow_zone(struct laf_mm *mm)
+{
+	unsigned int max = mm->max_page_order;
+	uint64_t end = mm->deferred_end, start, pfn;
+
+	if (end == mm->deferred_start)
+		return false;
+	LAF_BUG_ON(mm->free_head[max] != NO_PFN);
+	start = align_down(end - 1, mm->section_pages);
+	if (start < mm->deferred_start)
+		start = mm->deferred_start;
+	mm->free_count[max] -= (end - start) >> max;
+	mm->nr_free -= end - start;
+	for (pfn = start; pfn < end; pfn += 1ULL << max)
+		add_to_free_list(mm, (uint32_t)pfn, max);
+	mm->deferred_end = start;
+	return true;
+}
+
+/**
  * __rmqueue - take a free block of exactly @order (__rmqueue_smallest)
+ *
+ * When no list of order >= @order has a block, grow the zone by one deferred
+ * section and retry (the kernel's _deferred_grow_zone() in
+ * get_page_from_freelist()).
  * Return: first pfn, or NO_PFN when no free block of order >= @order exists.
  */
 uint32_t __rmqueue(struct laf_mm *mm, unsigned int order)
@@ -114,6 +165,8 @@ uint32_t __rmqueue(struct laf_mm *mm, unsigned int order)
 		}
 		return pfn;
 	}
+	if (mm->deferred_end != mm->deferred_start && deferred_grow_zone(mm))
+		return __rmqueue(mm, order);
 	return NO_PFN;
 }
 
@@ -121,30 +174,142 @@ uint32_t __rmqueue(struct laf_mm *mm, unsigned int order)
  * buddy_init - lay out emulated RAM
  *
  * Frame 0 is reserved as the shared zero page (my_zero_pfn()); every other
- * frame is freed in the largest naturally aligned blocks that fit.
- * Return: LAF_OK or LAF_ENOMEM.
+ * frame is free, in the largest naturally aligned blocks that fit, queued in
+ * ascending pfn order (memblock_free_all()).  The MAX_PAGE_ORDER blocks are a
+ * contiguous run; they are deferred (deferred_grow_zone()): counted free, not
+ * yet queued.  Only the few smaller blocks at the two ends of RAM are queued
+ * now, so creating a machine costs O(1) host memory whatever its RAM size.
  */
-int buddy_init(struct laf_mm *mm)
+static void buddy_init(struct laf_mm *mm)
 {
+	unsigned int max = mm->max_page_order, o;
 	uint64_t pfn;
-	unsigned int o;
 
 	for (o = 0; o < LAF_NR_ORDERS; o++) {
 		mm->free_head[o] = NO_PFN;
 		mm->free_count[o] = 0;
 	}
 	mm->nr_free = 0;
+	mm->deferred_start = mm->deferred_end = 0;
 	mm->memmap[0].flags = PG_reserved;
 	mm->zero_pfn = 0;
 	pfn = 1;
 	while (pfn < mm->nr_frames) {
-		o = mm->max_page_order;
+		o = max;
 		while (o && ((pfn & ((1ULL << o) - 1)) || pfn + (1ULL << o) > mm->nr_frames))
 			o--;
-		add_to_free_list(mm, (uint32_t)pfn, o);
+		if (o == max) {
+			/* full blocks are one run: [first, last] */
+			if (mm->deferred_start == mm->deferred_end)
+				mm->deferred_start = mm->deferred_end = pfn;
+			LAF_BUG_ON(mm->deferred_end != pfn);
+			mm->deferred_end = pfn + (1ULL << max);
+			mm->free_count[max]++;
+			mm->nr_free += 1ULL << max;
+		} else {
+			add_to_free_list(mm, (uint32_t)pfn, o);
+		}
 		pfn += 1ULL << o;
 	}
-	return LAF_OK;
+}
+
+/* PAGES_PER_SECTION: 128 MiB sections (SECTION_SIZE_BITS 27, x86-64 and
+ * arm64), never smaller than a MAX_PAGE_ORDER block */
+#define SECTION_SIZE_BITS 27
+/* host bytes an emulated frame costs when in use: its struct page and its PTE */
+#define HOST_BYTES_PER_FRAME (sizeof(struct page) + sizeof(pte_t))
+/* pfns are 32-bit in struct page and the free lists, NO_PFN excluded */
+#define MAX_FRAMES ((1ULL << 31) - 1)
+
+/*
+ * The most frames this host can back when every one is in use: physical
+ * memory (MemTotal, sysconf(_SC_PHYS_PAGES)) over HOST_BYTES_PER_FRAME, and
+ * at most MAX_FRAMES.  If the host does not say, only MAX_FRAMES applies.
+ */
+static uint64_t max_ram_frames(void)
+{
+	long pages = sysconf(_SC_PHYS_PAGES), psz = sysconf(_SC_PAGESIZE);
+	uint64_t frames;
+
+	if (pages <= 0 || psz <= 0)
+		return MAX_FRAMES;
+	frames = (uint64_t)pages * (uint64_t)psz / HOST_BYTES_PER_FRAME;
+	return frames < MAX_FRAMES ? frames : MAX_FRAMES;
+}
+
+uint64_t laf_max_ram_bytes(uint32_t page_shift)
+{
+	if (page_shift != LAF_PAGE_SHIFT_4K && page_shift != LAF_PAGE_SHIFT_16K &&
+	    page_shift != LAF_PAGE_SHIFT_64K)
+		return 0;
+	return max_ram_frames() << page_shift;
+}
+
+/**
+ * memmap_check_size - can the host back this RAM when all of it is in use?
+ *
+ * The memmap is built lazily, so a machine of any size is cheap to create;
+ * but every allocated frame costs HOST_BYTES_PER_FRAME of host memory, and a
+ * machine the host could not back at full use would fail at random later
+ * (the host OOM killer), not with an error.  So RAM is capped at
+ * laf_max_ram_bytes().
+ * Return: 0 or LAF_ERANGE.
+ */
+int memmap_check_size(const struct laf_mm *mm)
+{
+	return mm->nr_frames > max_ram_frames() ? LAF_ERANGE : 0;
+}
+
+/**
+ * memmap_init - map the memmap and lay out the buddy allocator
+ *
+ * The memmap is anonymous NORESERVE memory: a struct page costs host memory
+ * only once written, and buddy_init() writes only the ends of RAM; the rest
+ * is initialised a section at a time by deferred_grow_zone().
+ * Return: 0 or LAF_ENOMEM.
+ */
+int memmap_init(struct laf_mm *mm)
+{
+	unsigned int sbits = SECTION_SIZE_BITS - mm->page_shift;
+
+	mm->memmap_bytes = mm->nr_frames * sizeof(struct page);
+	mm->memmap = mmap(NULL, mm->memmap_bytes, PROT_READ | PROT_WRITE,
+			  MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+	if (mm->memmap == MAP_FAILED) {
+		mm->memmap = NULL;
+		return LAF_ENOMEM;
+	}
+	mm->section_pages = 1ULL << (sbits > mm->max_page_order ? sbits : mm->max_page_order);
+	buddy_init(mm);
+	return 0;
+}
+
+void memmap_free(struct laf_mm *mm)
+{
+	if (mm->memmap)
+		munmap(mm->memmap, mm->memmap_bytes);
+	mm->memmap = NULL;
+}
+
+/**
+ * memmap_get_info - how much of the memmap deferred init has set up
+ *
+ * A section counts as initialised when any of its frames is outside the
+ * deferred run (the eagerly queued ends of RAM, or a grown section); the last
+ * section may be short.
+ */
+void memmap_get_info(const struct laf_mm *mm, struct laf_memmap_info *info)
+{
+	uint64_t sp = mm->section_pages, de = mm->deferred_end;
+	uint64_t first = align_up(mm->deferred_start, sp) / sp;
+	uint64_t last = (de == mm->nr_frames ? align_up(de, sp) : de) / sp;
+
+	info->section_pages = sp;
+	info->nr_sections = (mm->nr_frames + sp - 1) / sp;
+	info->sections_initialised = info->nr_sections - (last > first ? last - first : 0);
+	info->deferred_pages = mm->deferred_end - mm->deferred_start;
+	info->memmap_bytes = mm->memmap_bytes;
+	info->max_ram_bytes = laf_max_ram_bytes(mm->page_shift);
 }
 
 /**
@@ -259,12 +424,57 @@ int mem_cgroup_charge(struct laf_mm *mm, uint64_t pfn, unsigned int order)
 		mm->st.memcg_max_events++;
 		return LAF_ENOMEM;
 	}
-	if (mm->memcg_limit && mm->memcg_charged + nr > mm->memcg_limit) {
+	if (mm->memcg_charged + nr > mm->memcg_limit) {	/* LAF_MEMCG_UNLIMITED: never */
 		mm->st.memcg_max_events++;
 		return LAF_ENOMEM;
 	}
 	mm->memcg_charged += nr;
 	head->flags |= PG_memcg;
+	return 0;
+}
+
+/**
+ * mem_cgroup_check_max - is @limit_bytes a valid memory.max?
+ * Return: 0, or LAF_EINVAL unless LAF_MEMCG_UNLIMITED or page-aligned.
+ */
+int mem_cgroup_check_max(const struct laf_mm *mm, uint64_t limit_bytes)
+{
+	if (limit_bytes != LAF_MEMCG_UNLIMITED && (limit_bytes & (mm->page_size - 1)))
+		return LAF_EINVAL;
+	return 0;
+}
+
+static uint64_t memcg_limit_pages(const struct laf_mm *mm, uint64_t limit_bytes)
+{
+	return limit_bytes == LAF_MEMCG_UNLIMITED ? LAF_MEMCG_UNLIMITED
+						  : limit_bytes >> mm->page_shift;
+}
+
+/* mem_cgroup_init - memory.max at creation (already checked by mem_cgroup_check_max()) */
+void mem_cgroup_init(struct laf_mm *mm, uint64_t limit_bytes)
+{
+	mm->memcg_limit = memcg_limit_pages(mm, limit_bytes);
+}
+
+/**
+ * mem_cgroup_set_max - write memory.max (mm/memcontrol.c memory_max_write())
+ * @limit_bytes: LAF_MEMCG_UNLIMITED ("max"), or a page-aligned byte count;
+ *	0 lets nothing be charged
+ *
+ * Below current usage cgroup v2 reclaims, then OOM-kills; cgroup v1 refuses
+ * with -EBUSY.  The emulator refuses with -ERANGE (LAF_EBUSY means "another
+ * thread is inside" here) and does not reclaim.
+ * Return: 0, LAF_EINVAL (unaligned) or LAF_ERANGE (below usage).
+ */
+int mem_cgroup_set_max(struct laf_mm *mm, uint64_t limit_bytes)
+{
+	uint64_t pages = memcg_limit_pages(mm, limit_bytes);
+
+	if (mem_cgroup_check_max(mm, limit_bytes))
+		return LAF_EINVAL;
+	if (pages < mm->memcg_charged)
+		return LAF_ERANGE;
+	mm->memcg_limit = pages;
 	return 0;
 }
 

@@ -91,7 +91,7 @@ static laf_mm *mm_new(uint32_t page_shift, uint32_t arch, uint64_t ram, uint64_t
 /* a 4K x86-64 mm with 64M of RAM */
 static laf_mm *mm_small(void)
 {
-	return mm_new(12, LAF_ARCH_GENERIC, 64 * M, 0);
+	return mm_new(12, LAF_ARCH_GENERIC, 64 * M, LAF_MEMCG_UNLIMITED);
 }
 
 /* upstream policy: global @enabled, the listed orders "always" */
@@ -212,7 +212,7 @@ static bool test_geometry(void)
 	size_t i;
 
 	for (i = 0; i < sizeof(g) / sizeof(g[0]); i++) {
-		laf_mm *mm = mm_new(g[i].shift, LAF_ARCH_ARM64, g[i].ram, 0);
+		laf_mm *mm = mm_new(g[i].shift, LAF_ARCH_ARM64, g[i].ram, LAF_MEMCG_UNLIMITED);
 		struct laf_geometry geo;
 
 		ASSERT_TRUE(mm);
@@ -236,7 +236,7 @@ static bool test_arch_pte_orders(void)
 	size_t i;
 
 	for (i = 0; i < sizeof(g) / sizeof(g[0]); i++) {
-		laf_mm *mm = mm_new(g[i].shift, g[i].arch, 1024 * M, 0);
+		laf_mm *mm = mm_new(g[i].shift, g[i].arch, 1024 * M, LAF_MEMCG_UNLIMITED);
 		struct laf_geometry geo;
 
 		ASSERT_TRUE(mm);
@@ -552,7 +552,8 @@ static bool test_memcg_oom_state_intact(void)
 	ASSERT_EQ(s.anon_fault_fallback_charge[4], 1);
 	ASSERT_STREQ(pte_picture(mm, a + 64 * K, 4), "....");
 	ASSERT_EQ(laf_set_memcg_limit(mm, 32 * K), LAF_ERANGE);  /* below usage */
-	ASSERT_OK(laf_set_memcg_limit(mm, 0));
+	ASSERT_EQ(laf_set_memcg_limit(mm, 0), LAF_ERANGE);       /* memory.max = 0 too */
+	ASSERT_OK(laf_set_memcg_limit(mm, LAF_MEMCG_UNLIMITED));
 	ASSERT_EQ(fault(mm, a + 64 * K, 1).order, 4);
 	return true;
 }
@@ -583,7 +584,7 @@ static bool test_laf_v3_charge_failure_is_oom(void)
 static bool test_laf_v3_ladder(void)
 {
 	laf_mm *gen = mm_small();
-	laf_mm *arm = mm_new(12, LAF_ARCH_ARM64, 64 * M, 0);
+	laf_mm *arm = mm_new(12, LAF_ARCH_ARM64, 64 * M, LAF_MEMCG_UNLIMITED);
 	uint64_t a, b, c;
 
 	ASSERT_TRUE(gen && arm);
@@ -1050,8 +1051,8 @@ static bool test_race_and_eagain(void)
  */
 static bool test_contpte(void)
 {
-	laf_mm *mm = mm_new(12, LAF_ARCH_ARM64, 64 * M, 0);
-	laf_mm *m16 = mm_new(12, LAF_ARCH_ARM64, 64 * M, 0);
+	laf_mm *mm = mm_new(12, LAF_ARCH_ARM64, 64 * M, LAF_MEMCG_UNLIMITED);
+	laf_mm *m16 = mm_new(12, LAF_ARCH_ARM64, 64 * M, LAF_MEMCG_UNLIMITED);
 	uint64_t a, b;
 	struct laf_stats s;
 
@@ -1158,8 +1159,8 @@ static bool test_counters_add_up(void)
 /* 16K and 64K base pages: PMD THPs of 32M and 512M, mTHP of order 2. */
 static bool test_large_base_pages(void)
 {
-	laf_mm *m16 = mm_new(14, LAF_ARCH_GENERIC, 256 * M, 0);
-	laf_mm *m64 = mm_new(16, LAF_ARCH_GENERIC, 1024 * M, 0);
+	laf_mm *m16 = mm_new(14, LAF_ARCH_GENERIC, 256 * M, LAF_MEMCG_UNLIMITED);
+	laf_mm *m64 = mm_new(16, LAF_ARCH_GENERIC, 1024 * M, LAF_MEMCG_UNLIMITED);
 	uint64_t a, b;
 	struct laf_stats s;
 
@@ -1199,6 +1200,172 @@ static bool test_sigsegv(void)
 
 /* ---------------------------------------------------------------- runner */
 
+static uint64_t head_pfn_at(laf_mm *mm, uint64_t addr)
+{
+	struct laf_folio_info fi;
+
+	if (laf_lookup(mm, addr, NULL, &fi))
+		return ~0ULL;
+	return fi.head_pfn;
+}
+
+static struct laf_memmap_info memmap_info(laf_mm *mm)
+{
+	struct laf_memmap_info mi;
+
+	memset(&mi, 0xff, sizeof(mi));
+	laf_get_memmap_info(mm, &mi);
+	return mi;
+}
+
+/*
+ * Deferred struct-page init: 1G of 4K pages is 8 sections of 32 blocks of
+ * 4M.  Only the small blocks below the first 4M are queued at creation; the
+ * 4M blocks are free (counted) but set up a section at a time, highest
+ * first, exactly in the PFN order an eager free list hands them out.
+ */
+static bool test_deferred_memmap(void)
+{
+	laf_mm *mm = mm_new(12, LAF_ARCH_GENERIC, 1024 * M, LAF_MEMCG_UNLIMITED);
+	const uint64_t frames = 1024 * M / (4 * K);
+	struct laf_memmap_info mi;
+	uint64_t a, off, faults = 0;
+
+	ASSERT_TRUE(mm);
+	mi = memmap_info(mm);
+	ASSERT_EQ(mi.section_pages, 32768);
+	ASSERT_EQ(mi.nr_sections, 8);
+	ASSERT_EQ(mi.sections_initialised, 1);          /* the one holding pfns 1..1023 */
+	ASSERT_EQ(mi.deferred_pages, frames - 1024);
+	ASSERT_EQ(mi.memmap_bytes, frames * 16);
+	ASSERT_EQ(stats(mm).free_pages, frames - 1);    /* deferred frames count as free */
+	ASSERT_OK(set_upstream(mm, LAF_THP_ALWAYS, 0, LAF_THP_INHERIT));
+	a = map_fixed(mm, BASE, 1024 * M);
+	/* PMD THPs: the order-9 block at 512 first, then the top 4M block's halves */
+	ASSERT_EQ(fault(mm, a, 1).order, 9);
+	ASSERT_EQ(head_pfn_at(mm, a), 512);
+	ASSERT_EQ(memmap_info(mm).sections_initialised, 1);
+	ASSERT_EQ(fault(mm, a + 2 * M, 1).order, 9);
+	ASSERT_EQ(head_pfn_at(mm, a + 2 * M), frames - 1024);
+	ASSERT_EQ(fault(mm, a + 4 * M, 1).order, 9);
+	ASSERT_EQ(head_pfn_at(mm, a + 4 * M), frames - 512);
+	ASSERT_EQ(fault(mm, a + 6 * M, 1).order, 9);
+	ASSERT_EQ(head_pfn_at(mm, a + 6 * M), frames - 2048);
+	mi = memmap_info(mm);
+	ASSERT_EQ(mi.sections_initialised, 2);
+	ASSERT_EQ(mi.deferred_pages, frames - 1024 - 32768);
+	/* a section (64 PMDs) is grown only when its 32 blocks are used up */
+	for (off = 8 * M; off <= 128 * M; off += 2 * M)
+		ASSERT_EQ(fault(mm, a + off, 1).order, 9);
+	ASSERT_EQ(memmap_info(mm).sections_initialised, 2);
+	ASSERT_EQ(head_pfn_at(mm, a + 128 * M), frames - 32768 + 512);
+	ASSERT_EQ(fault(mm, a + 130 * M, 1).order, 9);
+	ASSERT_EQ(head_pfn_at(mm, a + 130 * M), frames - 32768 - 1024);
+	ASSERT_EQ(memmap_info(mm).sections_initialised, 3);
+	ASSERT_OK(laf_check_invariants(mm, NULL, 0));
+	/* use up RAM: every section gets initialised, nothing is lost */
+	for (off = 132 * M; off < 1024 * M; off += 2 * M)
+		faults += fault(mm, a + off, 1).access == LAF_ACCESS_FAULT;
+	ASSERT_TRUE(faults > 300);
+	mi = memmap_info(mm);
+	ASSERT_EQ(mi.deferred_pages, 0);
+	ASSERT_EQ(mi.sections_initialised, 8);
+	ASSERT_OK(laf_check_invariants(mm, NULL, 0));
+	ASSERT_OK(laf_munmap(mm, a, 1024 * M));
+	ASSERT_EQ(stats(mm).free_pages, frames - 1);
+
+	/* 200M: a short last section, all deferred at first */
+	mm = mm_new(12, LAF_ARCH_GENERIC, 200 * M, LAF_MEMCG_UNLIMITED);
+	ASSERT_TRUE(mm);
+	mi = memmap_info(mm);
+	ASSERT_EQ(mi.nr_sections, 2);
+	ASSERT_EQ(mi.sections_initialised, 1);
+	ASSERT_EQ(mi.deferred_pages, 200 * M / (4 * K) - 1024);
+	return true;
+}
+
+/* laf_phys_fragment() reaches the deferred sections too (it pins in every one). */
+static bool test_deferred_memmap_fragment(void)
+{
+	laf_mm *mm = mm_new(14, LAF_ARCH_GENERIC, 1024 * M, LAF_MEMCG_UNLIMITED);
+	const uint64_t frames = 1024 * M / (16 * K);
+	struct laf_memmap_info mi;
+	struct laf_stats s;
+
+	ASSERT_TRUE(mm);
+	mi = memmap_info(mm);
+	ASSERT_EQ(mi.section_pages, 8192);              /* 128M: four 32M blocks */
+	ASSERT_EQ(mi.sections_initialised, 1);
+	ASSERT_OK(laf_phys_fragment(mm, 3));
+	mi = memmap_info(mm);
+	ASSERT_EQ(mi.deferred_pages, 0);
+	ASSERT_EQ(mi.sections_initialised, mi.nr_sections);
+	s = stats(mm);
+	ASSERT_EQ(s.pinned_pages, (frames - 16) / 16);  /* one frame in 16 above pfn 16 */
+	ASSERT_EQ(s.free_pages + s.pinned_pages, frames - 1);
+	ASSERT_OK(laf_check_invariants(mm, NULL, 0));
+	ASSERT_OK(laf_phys_unfragment(mm));
+	ASSERT_EQ(stats(mm).free_pages, frames - 1);
+	return true;
+}
+
+/* A huge machine costs nothing until used; RAM the host cannot back is refused. */
+static bool test_ram_limit_and_lazy_create(void)
+{
+	uint64_t max = laf_max_ram_bytes(12), ram = max < (1ULL << 40) ? max & ~(4 * M - 1) : 1ULL << 40;
+	struct laf_config cfg;
+	struct laf_geometry g;
+	laf_mm *mm = NULL;
+
+	ASSERT_TRUE(max >= 1024 * M);
+	ASSERT_TRUE(max <= ((1ULL << 31) - 1) << 12);
+	ASSERT_EQ(laf_max_ram_bytes(13), 0);
+	ASSERT_EQ(laf_max_ram_bytes(16), (max >> 12) << 16);
+	laf_config_default(&cfg);
+	cfg.ram_bytes = max + 4 * K;
+	ASSERT_EQ(laf_geometry_from_config(&cfg, &g), LAF_ERANGE);
+	ASSERT_EQ(laf_mm_create(&cfg, &mm), LAF_ERANGE);
+	ASSERT_TRUE(mm == NULL);
+	mm = mm_new(12, LAF_ARCH_GENERIC, ram, LAF_MEMCG_UNLIMITED);
+	ASSERT_TRUE(mm);
+	ASSERT_EQ(memmap_info(mm).sections_initialised, 1);
+	ASSERT_EQ(memmap_info(mm).max_ram_bytes, max);
+	ASSERT_EQ(touch(mm, map_fixed(mm, BASE, 16 * M), 16 * M, 1), 4096);
+	ASSERT_EQ(memmap_info(mm).sections_initialised, 2);
+	ASSERT_EQ(stats(mm).free_pages, ram / (4 * K) - 1 - 4096 - stats(mm).nr_ptes);
+	return true;
+}
+
+/* memory.max = 0 lets nothing be charged; LAF_MEMCG_UNLIMITED is "max". */
+static bool test_memcg_zero_limit(void)
+{
+	laf_mm *mm = mm_new(12, LAF_ARCH_GENERIC, 64 * M, 0);
+	struct laf_config cfg;
+	struct laf_stats s;
+	uint64_t a;
+
+	laf_config_default(&cfg);
+	ASSERT_EQ(cfg.memcg_limit_bytes, LAF_MEMCG_UNLIMITED);
+	ASSERT_TRUE(mm);
+	a = map_fixed(mm, BASE, 1 * M);
+	ASSERT_EQ(fault(mm, a, 0).access, LAF_ACCESS_FAULT);  /* zero page: not charged */
+	ASSERT_EQ(fault(mm, a + 64 * K, 1).access, LAF_ACCESS_OOM);
+	s = stats(mm);
+	ASSERT_EQ(s.memcg_charged, 0);
+	ASSERT_EQ(s.memcg_max_events, 1);
+	ASSERT_EQ(s.faults_oom, 1);
+	ASSERT_EQ(laf_set_memcg_limit(mm, 4097), LAF_EINVAL);
+	ASSERT_OK(laf_set_memcg_limit(mm, LAF_MEMCG_UNLIMITED));
+	ASSERT_EQ(fault(mm, a + 64 * K, 1).order, 0);
+	ASSERT_EQ(laf_set_memcg_limit(mm, 0), LAF_ERANGE);     /* below usage */
+	ASSERT_OK(laf_set_memcg_limit(mm, 4 * K));
+	ASSERT_EQ(fault(mm, a + 128 * K, 1).access, LAF_ACCESS_OOM);
+	ASSERT_OK(laf_munmap(mm, a, 1 * M));
+	ASSERT_OK(laf_set_memcg_limit(mm, 0));
+	ASSERT_EQ(stats(mm).memcg_charged, 0);
+	return true;
+}
+
 typedef bool (*test_fn)(void);
 
 #define T(name) { #name, test_##name }
@@ -1237,6 +1404,10 @@ static const struct { const char *name; test_fn fn; } tests[] = {
 	T(counters_add_up),
 	T(large_base_pages),
 	T(sigsegv),
+	T(deferred_memmap),
+	T(deferred_memmap_fragment),
+	T(ram_limit_and_lazy_create),
+	T(memcg_zero_limit),
 };
 
 /* After each test: every mm it created must pass laf_check_invariants(). */

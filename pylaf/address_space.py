@@ -256,11 +256,11 @@ class AddressSpace:
         self._policy = policy
 
     def set_memcg_limit(self, limit: Optional[int | str]) -> None:
-        """memory.max of the mm's memcg (None: unlimited).  A limit below the
-        current usage raises LafValueError (ERANGE): the emulator does not
-        reclaim to get under it."""
-        nbytes = 0 if limit is None else parse_size(limit)
-        if nbytes % self.page_size:
+        """memory.max of the mm's memcg (None: unlimited, 0: nothing may be
+        charged).  A limit below the current usage raises LafValueError
+        (ERANGE): the emulator does not reclaim to get under it."""
+        nbytes = lib.LAF_MEMCG_UNLIMITED if limit is None else parse_size(limit)
+        if limit is not None and nbytes % self.page_size:
             raise ValueError(f"memcg limit {limit!r} is not a multiple of the page size")
         check(lib.laf_set_memcg_limit(self.mm, nbytes), f"set_memcg_limit({limit!r})")
 

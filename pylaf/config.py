@@ -4,6 +4,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Optional
 
+from pylaf._ffi import lib
+from pylaf.errors import LafValueError
 from pylaf.geometry import ARCHES, PAGE_SIZES
 from pylaf.policy import Policy
 from pylaf.sizes import format_size, parse_size
@@ -14,6 +16,10 @@ class Config:
     """An emulated machine: base page size, architecture, RAM, memcg limit, policy.
 
     Sizes accept bytes or the kernel's spelling (``"4K"``, ``"64K"``, ``"8G"``).
+    ``memcg_limit`` is the memcg's memory.max: ``None`` is unlimited ("max"),
+    ``0`` lets nothing be charged (every anonymous write fault is OOM).
+    ``ram`` is capped by what the host could back at full use
+    (``lib.laf_max_ram_bytes()``); the memmap itself is built lazily.
     ``arch="arm64"`` enables contpte (PTE_CONT) and ``arch_wants_pte_order()``.
     """
 
@@ -36,6 +42,11 @@ class Config:
         if ram < 2 * pmd or ram % ps:
             raise ValueError(f"invalid ram {self.ram!r}: needs a multiple of the page size and at "
                              f"least two PMDs ({format_size(2 * pmd)})")
+        max_ram = int(lib.laf_max_ram_bytes(PAGE_SIZES[ps]))
+        if ram > max_ram:
+            raise LafValueError(f"invalid ram {self.ram!r}: above {format_size(max_ram)}, the most "
+                                f"this host can back at {format_size(ps)} pages (24 bytes of host "
+                                f"memory per page in use)", lib.LAF_ERANGE)
         object.__setattr__(self, "ram", ram)
         if self.memcg_limit is not None:
             lim = parse_size(self.memcg_limit)
@@ -54,5 +65,6 @@ class Config:
         ccfg.page_shift = self.page_shift  # type: ignore[attr-defined]
         ccfg.arch = ARCHES[self.arch]  # type: ignore[attr-defined]
         ccfg.ram_bytes = int(self.ram)  # type: ignore[attr-defined]
-        ccfg.memcg_limit_bytes = int(self.memcg_limit or 0)  # type: ignore[attr-defined]
+        ccfg.memcg_limit_bytes = (lib.LAF_MEMCG_UNLIMITED if self.memcg_limit is None  # type: ignore[attr-defined]
+                                  else int(self.memcg_limit))
         ccfg.mmap_base = int(self.mmap_base or 0)  # type: ignore[attr-defined]
