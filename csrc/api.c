@@ -825,7 +825,7 @@ static int __get_stats(struct laf_mm *mm, struct laf_stats *st)
 	st->free_pages = mm->nr_free;
 	st->pinned_pages = mm->nr_pinned;
 	st->memcg_charged = mm->memcg_charged;
-	st->memcg_limit = mm->memcg_limit == LAF_MEMCG_UNLIMITED ? 0 : mm->memcg_limit;
+	st->memcg_limit = mm->memcg_limit; /* LAF_MEMCG_UNLIMITED when "max" */
 	st->nr_vmas = (int64_t)mm->nr_vmas;
 	return 0;
 }

@@ -281,7 +281,7 @@ struct laf_stats {
 	uint64_t free_pages;
 	uint64_t pinned_pages;       /* frames held by laf_phys_fragment() */
 	uint64_t memcg_charged;
-	uint64_t memcg_limit;        /* memory.max in pages; reads 0 when unlimited too */
+	uint64_t memcg_limit;        /* memory.max in pages; LAF_MEMCG_UNLIMITED when "max" */
 	uint64_t memcg_max_events;   /* charges refused */
 	int64_t lru_pages;
 

@@ -57,6 +57,9 @@ VM_FAULT_ERROR = VM_FAULT_OOM | VM_FAULT_SIGBUS | VM_FAULT_SIGSEGV
 # --- laf_read_ptes() order codes
 ORDER_NONE, ORDER_ZERO, ORDER_HUGE_ZERO = -1, -2, -3
 
+#: memory.max = "max" as struct laf_stats reports it (all ones)
+MEMCG_UNLIMITED = (1 << 64) - 1
+
 # --- struct laf_stats, in its order
 PER_ORDER_COUNTERS = (
     "anon_fault_alloc", "anon_fault_fallback", "anon_fault_fallback_charge", "anon_fault_declined",

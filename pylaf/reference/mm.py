@@ -40,6 +40,7 @@ from pylaf.reference.abi import (
     MADV_DONTNEED,
     MADV_HUGEPAGE,
     MADV_NOHUGEPAGE,
+    MEMCG_UNLIMITED,
     NR_ORDERS,
     ORDER_NONE,
     ORDER_ZERO,
@@ -369,8 +370,9 @@ class Reference:
         return {"nr_vmas": len(mm.vma_list), "ram_pages": self.ram_pages,
                 "free_pages": mm.phys.buddy.nr_free, "pinned_pages": len(mm.phys.pinned),
                 "memcg_charged": mm.phys.memcg_charged,
-                # struct laf_stats reports "no limit" as 0 (see csrc/laf.h)
-                "memcg_limit": 0 if lim is None else lim,
+                # memory.max = "max" reads as the all-ones sentinel (the model's own
+                # constant; tests/test_reference_drift.py checks it against laf.h)
+                "memcg_limit": MEMCG_UNLIMITED if lim is None else lim,
                 "deferred_split_queue": len(mm.deferred)}
 
     def stats(self) -> Any:
