@@ -296,7 +296,7 @@ _RUN_2M = {"off": 0, "n": 512, "kind": "folio", "order": 9, "whole": True, "foli
            "thp": 1, "anon": 1}
 
 
-def _kernel_run(runs: list[dict], anon_kb: int) -> kprog.KprogResult:
+def _kernel_run(runs: list[dict[str, object]], anon_kb: int) -> kprog.KprogResult:
     """laf_kprog's result for _PTE_PROG with the mapping's runs *runs*; the
     per-op counter deltas are empty, as when a collapse falls between ops."""
     mapping = {"id": "a", "addr": _ADDR, "len": 2 << 20, "present": 1, "zero": 0, "hzero": 0,
@@ -337,7 +337,7 @@ class _FakeHost:
 _POLICY_4K = Policy.parse("upstream/enabled=never")
 
 
-def test_collapse_during_a_run_is_discarded_and_rerun():
+def test_collapse_during_a_run_is_discarded_and_rerun() -> None:
     """khugepaged collapsed the range between two ops of run 1 (a PMD THP, no
     counter delta in any op): that run is not compared; run 2 agrees."""
     host = _FakeHost([_kernel_run([_RUN_2M], 2048), _kernel_run(_RUNS_4K, 4)], collapsing={0})
@@ -348,7 +348,7 @@ def test_collapse_during_a_run_is_discarded_and_rerun():
     assert any("run 1 discarded" in n and "thp_collapse_alloc +1" in n for n in c.notes), c.notes
 
 
-def test_a_real_disagreement_without_collapse_is_still_reported():
+def test_a_real_disagreement_without_collapse_is_still_reported() -> None:
     host = _FakeHost([_kernel_run([_RUN_2M], 2048), _kernel_run(_RUNS_4K, 4)], collapsing=set())
     c = KC.check_program(_PTE_PROG, policy=_POLICY_4K, runner=host.run,
                          collapse_counters=host.read_counters)
@@ -356,7 +356,7 @@ def test_a_real_disagreement_without_collapse_is_still_reported():
     assert any("layout kernel=0+2M:2M emulator=0+4K:4K 4K+2044K:none" in m for m in c.mismatches), c.mismatches
 
 
-def test_collapse_in_every_run_is_an_error_not_a_disagreement():
+def test_collapse_in_every_run_is_an_error_not_a_disagreement() -> None:
     host = _FakeHost([_kernel_run([_RUN_2M], 2048)] * 3, collapsing={0, 1, 2})
     c = KC.check_program(_PTE_PROG, retries=2, policy=_POLICY_4K, runner=host.run,
                          collapse_counters=host.read_counters)
@@ -364,7 +364,7 @@ def test_collapse_in_every_run_is_an_error_not_a_disagreement():
     assert c.error is not None and "collapsed during every one of 3 live runs" in c.error
 
 
-def test_collapse_increase():
+def test_collapse_increase() -> None:
     assert KC.collapse_increase({"thp_collapse_alloc": 3, "khugepaged/pages_collapsed": 3},
                                 {"thp_collapse_alloc": 4, "khugepaged/pages_collapsed": 3}) \
         == {"thp_collapse_alloc": 1}
