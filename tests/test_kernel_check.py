@@ -279,3 +279,93 @@ def test_cli_apply_settings_one_group(capsys):
     assert sysfs.read_thp_settings().sysfs_values() == before
     assert rc == 0, out + err
     assert "restored and verified" in out + err
+
+
+# ------------------------------------------------- khugepaged interference
+
+_PTE_PROG = programs.CheckProgram("one_write", "one write into a 2M VMA", """
+    mmap a 2M align=2M
+    write a 0
+    snapshot s
+""")
+_ADDR = 0x7f0000000000
+_RUNS_4K = [{"off": 0, "n": 1, "kind": "folio", "order": 0, "whole": True, "folios": 1, "idx": 0,
+             "thp": 0, "anon": 1},
+            {"off": 4096, "n": 511, "kind": "none"}]
+_RUN_2M = {"off": 0, "n": 512, "kind": "folio", "order": 9, "whole": True, "folios": 1, "idx": 0,
+           "thp": 1, "anon": 1}
+
+
+def _kernel_run(runs: list[dict[str, object]], anon_kb: int) -> kprog.KprogResult:
+    """laf_kprog's result for _PTE_PROG with the mapping's runs *runs*; the
+    per-op counter deltas are empty, as when a collapse falls between ops."""
+    mapping = {"id": "a", "addr": _ADDR, "len": 2 << 20, "present": 1, "zero": 0, "hzero": 0,
+               "swap": 0, "pages_by_order": {}, "folios_by_order": {}, "partial_by_order": {},
+               "runs": runs}
+    vma = {"start": _ADDR, "end": _ADDR + (2 << 20), "perms": "rw-p", "ids": ["a"],
+           "Anonymous_kb": anon_kb}
+    return kprog.parse_kprog_output({
+        "page_size": 4096, "sizes_kb": [64], "settings": {},
+        "ops": [{"i": 0, "line": 1, "op": "mmap", "text": "", "rc": 0, "errno": 0, "addr": _ADDR,
+                 "mthp": {}, "vmstat": {}},
+                {"i": 1, "line": 2, "op": "write", "text": "", "rc": 0, "errno": 0, "minflt": 1,
+                 "mthp": {}, "vmstat": {}}],
+        "snapshots": [{"name": "s", "after_op": 1, "minflt": 1, "majflt": 0, "mthp": {},
+                       "vmstat": {}, "rss": {}, "mappings": [mapping], "vmas": [vma]}]})
+
+
+class _FakeHost:
+    """laf_kprog runs in order; a run listed in *collapsing* bumps the
+    synthetic collapse counters while it runs (khugepaged collapsed the range)."""
+
+    def __init__(self, runs: list[kprog.KprogResult], collapsing: set[int]) -> None:
+        self.runs, self.collapsing = runs, collapsing
+        self.counters = {"thp_collapse_alloc": 7, "khugepaged/pages_collapsed": 7}
+        self.calls = 0
+
+    def run(self, text: str) -> kprog.KprogResult:
+        res = self.runs[self.calls]
+        if self.calls in self.collapsing:
+            self.counters = {n: v + 1 for n, v in self.counters.items()}
+        self.calls += 1
+        return res
+
+    def read_counters(self) -> dict[str, int]:
+        return dict(self.counters)
+
+
+_POLICY_4K = Policy.parse("upstream/enabled=never")
+
+
+def test_collapse_during_a_run_is_discarded_and_rerun() -> None:
+    """khugepaged collapsed the range between two ops of run 1 (a PMD THP, no
+    counter delta in any op): that run is not compared; run 2 agrees."""
+    host = _FakeHost([_kernel_run([_RUN_2M], 2048), _kernel_run(_RUNS_4K, 4)], collapsing={0})
+    c = KC.check_program(_PTE_PROG, policy=_POLICY_4K, runner=host.run,
+                         collapse_counters=host.read_counters)
+    assert c.ok, c.mismatches
+    assert host.calls == 2 and c.attempts == 2
+    assert any("run 1 discarded" in n and "thp_collapse_alloc +1" in n for n in c.notes), c.notes
+
+
+def test_a_real_disagreement_without_collapse_is_still_reported() -> None:
+    host = _FakeHost([_kernel_run([_RUN_2M], 2048), _kernel_run(_RUNS_4K, 4)], collapsing=set())
+    c = KC.check_program(_PTE_PROG, policy=_POLICY_4K, runner=host.run,
+                         collapse_counters=host.read_counters)
+    assert not c.ok and host.calls == 1
+    assert any("layout kernel=0+2M:2M emulator=0+4K:4K 4K+2044K:none" in m for m in c.mismatches), c.mismatches
+
+
+def test_collapse_in_every_run_is_an_error_not_a_disagreement() -> None:
+    host = _FakeHost([_kernel_run([_RUN_2M], 2048)] * 3, collapsing={0, 1, 2})
+    c = KC.check_program(_PTE_PROG, retries=2, policy=_POLICY_4K, runner=host.run,
+                         collapse_counters=host.read_counters)
+    assert not c.ok and c.mismatches == [] and c.live is None
+    assert c.error is not None and "collapsed during every one of 3 live runs" in c.error
+
+
+def test_collapse_increase() -> None:
+    assert KC.collapse_increase({"thp_collapse_alloc": 3, "khugepaged/pages_collapsed": 3},
+                                {"thp_collapse_alloc": 4, "khugepaged/pages_collapsed": 3}) \
+        == {"thp_collapse_alloc": 1}
+    assert KC.collapse_increase({"thp_collapse_alloc": 3}, {"thp_collapse_alloc": 3}) == {}

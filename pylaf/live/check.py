@@ -11,9 +11,14 @@ minor faults per touch op (``ru_minflt`` against ``stats.min_flt``), per-size
 ``nr_anon_partially_mapped``, the PMD vmstat counters, the RSS of the test
 mappings, and at every snapshot the folio layout of every mapping and the VMAs.
 
-Kernel counters are system-wide.  A disagreement is re-run (``retries``);
-``thp_collapse_alloc`` must stay 0 (khugepaged interference), otherwise the
-run is discarded and retried too.  Whatever remains is reported, never hidden.
+Kernel counters are system-wide.  A disagreement is re-run (``retries``).
+A live run during which a PMD range was collapsed
+(:func:`pylaf.live.sysfs.read_collapse_counters` moved between just before
+laf_kprog started and just after it exited: khugepaged can collapse a
+program's MADV_HUGEPAGE range at any moment, also between two ops, where no
+op's counter window sees it) is discarded and run again before it is
+compared (docs/kernel-findings.md, the khugepaged entry).  Whatever remains
+is reported, never hidden.
 
 :func:`run_group` applies a :class:`~pylaf.live.programs.SettingGroup` with
 :func:`pylaf.live.sysfs.thp_settings`, which restores every knob on every exit
@@ -25,7 +30,7 @@ import os
 import re
 import subprocess
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Optional
 
@@ -33,7 +38,6 @@ from pylaf.layout import format_labelled
 from pylaf.live.kprog import HelperUnavailable, KprogResult, build_kprog, run_kprog
 from pylaf.live.programs import PROGRAMS, PROGRAMS_BY_NAME, CheckProgram, SettingGroup
 from pylaf.live.sides import (
-    INTERFERENCE,
     STAT_NAMES,
     VMSTAT_NAMES,
     SideResult,
@@ -42,7 +46,14 @@ from pylaf.live.sides import (
     emulator_side,
     live_side,
 )
-from pylaf.live.sysfs import THP_DIR, host_policy, read_thp_settings, thp_lock, thp_settings
+from pylaf.live.sysfs import (
+    THP_DIR,
+    host_policy,
+    read_collapse_counters,
+    read_thp_settings,
+    thp_lock,
+    thp_settings,
+)
 from pylaf.policy import Policy
 
 KPAGEFLAGS = "/proc/kpageflags"
@@ -140,8 +151,11 @@ def compare_sides(program: CheckProgram, live: SideResult, emulator: SideResult)
     return out
 
 
-def _interference(live: SideResult) -> list[str]:
-    return [f"{n}={live.vmstat[n]}" for n in INTERFERENCE if live.vmstat.get(n)]
+def collapse_increase(before: Mapping[str, int], after: Mapping[str, int]) -> dict[str, int]:
+    """Collapse counters (:func:`pylaf.live.sysfs.read_collapse_counters`) that
+    moved between *before* and *after*: non-empty means khugepaged (or
+    MADV_COLLAPSE) collapsed some PMD range in between."""
+    return {n: v - before.get(n, 0) for n, v in after.items() if v != before.get(n, 0)}
 
 
 def _is_exact_part(m: str) -> bool:
@@ -171,69 +185,87 @@ class _Attempts:
         return ProgramCheck(self.group, self.program.name, live, self.emulator, list(mismatches),
                             self.notes, attempt, error)
 
+    def discard_collapsed(self, attempt: int, increase: Mapping[str, int]) -> None:
+        """Live run *attempt* saw a collapse (*increase*): it is not compared."""
+        moved = ", ".join(f"{n} +{v}" for n, v in sorted(increase.items()))
+        self.notes.append(f"run {attempt} discarded: a PMD range was collapsed while it ran "
+                          f"({moved}; khugepaged)")
+
     def run(self, attempt: int, kres: KprogResult) -> Optional[ProgramCheck]:
         """Take one live run into account; the result if this settles it."""
         ls = live_side(kres)
+        first = not self.runs
         if self.emulator is None:
             try:
                 self.emulator = emulator_side(self.program, kres, self.policy)
             except Unsupported as exc:
                 return self.done(ls, attempt, error=f"emulator does not model: {exc}")
-        if attempt > 1 and [m for m in compare_sides(self.program, ls, self.emulator)
-                            if _is_exact_part(m) and "VMAs" not in m]:
-            self.notes.append(f"run {attempt} discarded: its faults or layout differ from run 1")
+        if not first and [m for m in compare_sides(self.program, ls, self.emulator)
+                          if _is_exact_part(m) and "VMAs" not in m]:
+            self.notes.append(f"run {attempt} discarded: its faults or layout differ from the "
+                              f"first compared run")
             return None
         self.runs.append(ls)
-        combined = ls if attempt == 1 else combine_attempts(self.runs)
+        combined = ls if first else combine_attempts(self.runs)
         self.mismatches = compare_sides(self.program, combined, self.emulator)
-        inter = _interference(combined)
-        if inter:
-            self.mismatches.append(f"khugepaged interference: {', '.join(inter)}")
-        if attempt == 1 and any(_is_exact_part(m) for m in self.mismatches):
+        if first and any(_is_exact_part(m) for m in self.mismatches):
             # per-process facts disagree: not noise, no point in retrying
             return self.done(ls, attempt, self.mismatches)
         if not self.mismatches:
-            if attempt > 1:
+            if not first:
                 self.notes.append(f"counters agree after combining {len(self.runs)} runs (per-op "
                                   f"minimum of event counters; the first run saw system-wide "
                                   f"noise: {self.first_noise})")
             return self.done(combined, attempt)
-        if attempt == 1:
+        if first:
             m = self.mismatches
             self.first_noise = "; ".join(m[:3]) + (" ..." if len(m) > 3 else "")
         return None
 
-    def give_up(self) -> ProgramCheck:
-        self.notes.append(f"still disagreeing after {len(self.runs)} runs")
-        return self.done(combine_attempts(self.runs), len(self.runs), self.mismatches)
+    def give_up(self, attempts: int) -> ProgramCheck:
+        if not self.runs:
+            return self.done(None, attempts, error=f"a PMD range was collapsed during every one "
+                                                   f"of {attempts} live runs: nothing to compare")
+        self.notes.append(f"still disagreeing after {len(self.runs)} compared runs")
+        return self.done(combine_attempts(self.runs), attempts, self.mismatches)
 
 
 def check_program(program: CheckProgram, group: str = "current", retries: int = 10,
                   policy: Optional[Policy] = None,
-                  runner: Callable[[str], KprogResult] = run_kprog) -> ProgramCheck:
+                  runner: Callable[[str], KprogResult] = run_kprog,
+                  collapse_counters: Callable[[], Mapping[str, int]] = read_collapse_counters,
+                  ) -> ProgramCheck:
     """Run *program* on the live kernel and in the emulator; compare.
 
-    Faults, layouts, RSS and VMAs are per-process and must agree on the first
-    run.  Kernel THP counters are system-wide: when they disagree the program
-    is run again (up to *retries* more times) and the per-op estimate of
+    A live run during which *collapse_counters* moved (khugepaged collapsed a
+    PMD range, maybe this program's) is discarded before any comparison and
+    the program is run again.  Faults, layouts, RSS and VMAs are per-process
+    and must agree on the first compared run.  Kernel THP counters are
+    system-wide: when they disagree the program is run again (up to *retries*
+    more runs in all) and the per-op estimate of
     :func:`pylaf.live.sides.combine_attempts` is compared instead; the notes
-    say so.  ``thp_collapse_alloc`` must stay 0 (khugepaged interference).
+    say so.
     """
     program = program.chunked()
     state = _Attempts(program, group, policy or host_policy())
     text = "\n".join(program.lines())
     for attempt in range(1, retries + 2):
+        before = collapse_counters()
         try:
             kres = runner(text)
         except _LIVE_RUN_ERRORS as exc:
             return state.done(state.runs[0] if state.runs else None, attempt,
                               error=f"live kernel run failed: {exc}")
-        result = state.run(attempt, kres)
-        if result is not None:
-            return result
+        increase = collapse_increase(before, collapse_counters())
+        if increase:
+            state.discard_collapsed(attempt, increase)
+        else:
+            result = state.run(attempt, kres)
+            if result is not None:
+                return result
         # noise from other processes comes in bursts: back off
         time.sleep(min(2.0, 0.1 * 2 ** (attempt - 1)))
-    return state.give_up()
+    return state.give_up(retries + 1)
 
 
 # --------------------------------------------------------------------------
@@ -299,5 +331,5 @@ def _one_line(message: str) -> str:
     return " ".join(lines[:1] + errors[:1])
 
 
-__all__ = ["GroupResult", "ProgramCheck", "check_program", "compare_sides",
+__all__ = ["GroupResult", "ProgramCheck", "check_program", "collapse_increase", "compare_sides",
            "live_check_unavailable", "run_group"]

@@ -43,8 +43,6 @@ VMSTAT_NAMES: tuple[str, ...] = (
     "thp_fault_alloc", "thp_fault_fallback", "thp_fault_fallback_charge", "thp_split_pmd",
     "thp_deferred_split_page",
 )
-#: vmstat counters that mean "someone else touched THP state": must stay 0.
-INTERFERENCE = ("thp_collapse_alloc", "thp_collapse_alloc_failed")
 
 #: Gauges and the event counter that increments them.  ``nr_anon`` goes up
 #: only at anon_fault_alloc here (no swap, no mTHP collapse for anon in 6.18)
@@ -347,5 +345,5 @@ def emulator_side(program: CheckProgram, kres: KprogResult, policy: Policy,
         return run.result()
 
 
-__all__ = ["INTERFERENCE", "STAT_NAMES", "VMSTAT_NAMES", "MappingView", "SideResult", "SnapshotView",
+__all__ = ["STAT_NAMES", "VMSTAT_NAMES", "MappingView", "SideResult", "SnapshotView",
            "Unsupported", "combine_attempts", "emulator_side", "live_side", "sum_ops"]

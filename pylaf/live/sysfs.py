@@ -382,6 +382,29 @@ def read_vmstat_thp(path: Path = VMSTAT) -> dict[str, int]:
     return out
 
 
+#: Counters that move whenever a PMD range is collapsed (mm/khugepaged.c):
+#: ``thp_collapse_alloc`` / ``thp_collapse_alloc_failed`` are counted in
+#: alloc_charge_folio(), before collapse_huge_page() installs the PMD, so a
+#: collapse that changed a process's page tables is counted while that
+#: process is still alive; ``khugepaged/pages_collapsed`` is counted after
+#: the collapse, in khugepaged_scan_mm_slot().  MADV_COLLAPSE counts the
+#: vmstat events too.
+COLLAPSE_VMSTAT: tuple[str, ...] = ("thp_collapse_alloc", "thp_collapse_alloc_failed")
+COLLAPSE_KHUGEPAGED: tuple[str, ...] = ("pages_collapsed",)
+
+
+def read_collapse_counters(thp_dir: Path = THP_DIR, vmstat: Path = VMSTAT) -> dict[str, int]:
+    """:data:`COLLAPSE_VMSTAT` from /proc/vmstat and :data:`COLLAPSE_KHUGEPAGED`
+    from ``khugepaged/`` (keyed ``khugepaged/<name>``), present ones only."""
+    vm = read_vmstat_thp(vmstat)
+    out = {n: vm[n] for n in COLLAPSE_VMSTAT if n in vm}
+    for n in COLLAPSE_KHUGEPAGED:
+        path = thp_dir / "khugepaged" / n
+        if path.exists():
+            out[f"khugepaged/{n}"] = int(_read(path))
+    return out
+
+
 # --------------------------------------------------------------------------
 # the host's policy
 
@@ -405,6 +428,8 @@ def host_policy(thp_dir: Path = THP_DIR) -> Policy:
 
 __all__ = [
     "ANON_STATS",
+    "COLLAPSE_KHUGEPAGED",
+    "COLLAPSE_VMSTAT",
     "KNOWN_GLOBAL_KNOBS",
     "THP_DIR",
     "THP_LOCK_PATH",
@@ -414,6 +439,7 @@ __all__ = [
     "anon_sizes_kb",
     "host_policy",
     "parse_choice",
+    "read_collapse_counters",
     "read_mthp_stats",
     "read_thp_settings",
     "read_vmstat_thp",
