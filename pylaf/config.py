@@ -4,7 +4,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Optional
 
-from pylaf.geometry import ARCHES, PAGE_SIZES
+from pylaf._ffi import ffi
+from pylaf.errors import LafError
+from pylaf.geometry import ARCHES, DEFAULT_PAGE_SIZE, PAGE_SIZES, Geometry
 from pylaf.policy import Policy
 from pylaf.sizes import format_size, parse_size
 
@@ -15,9 +17,11 @@ class Config:
 
     Sizes accept bytes or the kernel's spelling (``"4K"``, ``"64K"``, ``"8G"``).
     ``arch="arm64"`` enables contpte (PTE_CONT) and ``arch_wants_pte_order()``.
+    The machine's page geometry is :attr:`geometry` (computed by the C core).
+    A frozen value: comparable, hashable, picklable.
     """
 
-    page_size: int | str = 4096
+    page_size: int | str = DEFAULT_PAGE_SIZE
     arch: str = "x86_64"
     ram: int | str = "4G"
     memcg_limit: Optional[int | str] = None
@@ -27,16 +31,13 @@ class Config:
     def __post_init__(self) -> None:
         ps = parse_size(self.page_size)
         if ps not in PAGE_SIZES:
-            raise ValueError(f"invalid page_size {self.page_size!r}: expected 4K, 16K or 64K")
+            raise ValueError(f"invalid page_size {self.page_size!r}: expected one of "
+                             f"{', '.join(format_size(p) for p in PAGE_SIZES)}")
         object.__setattr__(self, "page_size", ps)
         if self.arch not in ARCHES:
             raise ValueError(f"invalid arch {self.arch!r}: expected one of {', '.join(ARCHES)}")
-        ram = parse_size(self.ram)
-        pmd = ps * (ps // 8)
-        if ram < 2 * pmd or ram % ps:
-            raise ValueError(f"invalid ram {self.ram!r}: needs a multiple of the page size and at "
-                             f"least two PMDs ({format_size(2 * pmd)})")
-        object.__setattr__(self, "ram", ram)
+        ram_text = self.ram
+        object.__setattr__(self, "ram", parse_size(self.ram))
         if self.memcg_limit is not None:
             lim = parse_size(self.memcg_limit)
             if lim % ps:
@@ -45,10 +46,41 @@ class Config:
             object.__setattr__(self, "memcg_limit", lim)
         if not isinstance(self.policy, Policy):
             object.__setattr__(self, "policy", Policy.parse(str(self.policy)))
+        self._check_machine(ram_text)
+
+    def _check_machine(self, ram_text: object) -> None:
+        """Let laf_geometry_from_config() judge RAM and mmap_base (it runs
+        laf_mm_create()'s checks); name what is wrong."""
+        for name in ("ram", "mmap_base"):
+            value = getattr(self, name)
+            if value is not None and not 0 <= int(value) < 1 << 64:
+                raise ValueError(f"invalid {name} {value!r}: out of range")
+        ccfg = ffi.new("struct laf_config *")
+        self.fill_c(ccfg)
+        ccfg.mmap_base = 0
+        try:
+            Geometry.from_config(ccfg)
+        except LafError as exc:
+            pmd = Geometry.for_machine(int(self.page_size), self.arch).pmd_size
+            raise ValueError(f"invalid ram {ram_text!r}: needs a multiple of the page size and at "
+                             f"least two PMDs ({format_size(2 * pmd)}), below the C core's limit "
+                             f"({exc})") from None
+        try:
+            self.geometry  # noqa: B018
+        except LafError as exc:
+            raise ValueError(f"invalid mmap_base {self.mmap_base!r}: needs a page-aligned address "
+                             f"above mmap_min_addr and below TASK_SIZE ({exc})") from None
 
     @property
     def page_shift(self) -> int:
         return PAGE_SIZES[int(self.page_size)]
+
+    @property
+    def geometry(self) -> Geometry:
+        """This machine's page geometry (``laf_geometry_from_config()``)."""
+        ccfg = ffi.new("struct laf_config *")
+        self.fill_c(ccfg)
+        return Geometry.from_config(ccfg)
 
     def fill_c(self, ccfg: object) -> None:
         ccfg.page_shift = self.page_shift  # type: ignore[attr-defined]

@@ -8,7 +8,7 @@ it twice:
 * in the **emulator**, op by op through the :class:`~pylaf.AddressSpace` API,
   mapping every VMA with ``fixed=True`` at the very address the kernel
   reported, so placement and alignment are identical on both sides.  The
-  emulator's policy is :meth:`Policy.from_sysfs` read while the kernel
+  emulator's policy is :meth:`Policy.from_sysfs_values` of the sysfs values read while the kernel
   settings under test are applied.
 
 and compares, per program: minor faults per touch op (``ru_minflt`` against
@@ -909,7 +909,7 @@ def check_program(program: CheckProgram, group: str = "current", retries: int = 
     :func:`combine_attempts` is compared instead; the notes say so.
     ``thp_collapse_alloc`` must stay 0 (khugepaged interference).
     """
-    pol = policy or Policy.from_sysfs()
+    pol = policy or Policy.from_sysfs_values(K.read_thp_settings().raw())
     program = program.chunked()
     text = "\n".join(program.lines())
     notes: list[str] = []
@@ -986,7 +986,7 @@ def run_group(group: SettingGroup, programs: Optional[Iterable[str]] = None,
     checks = []
     with ctx:
         settings = K.read_thp_settings().raw()
-        pol = Policy.from_sysfs()
+        pol = Policy.from_sysfs_values(K.read_thp_settings().raw())
         for n in names:
             if progress:
                 progress(f"{group.name}: {n}")

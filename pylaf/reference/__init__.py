@@ -50,8 +50,8 @@ from pylaf.address_space import (
     TouchResult,
     Vma,
     VmFlags,
-    _as_u64_array,
 )
+from pylaf.arguments import address_array
 from pylaf.config import Config
 from pylaf.errors import ClosedError, InvariantError, LafBusyError, LafError, LafMemoryError, LafValueError
 from pylaf.policy import Policy
@@ -1912,7 +1912,7 @@ class Reference:
     def touch(self, addrs: Any, write: bool | np.ndarray = False, *,
               results: bool = False) -> TouchResult:
         self._live()
-        arr = _as_u64_array("addrs", addrs)
+        arr = address_array("addrs", addrs)
         n = arr.shape[0]
         if isinstance(write, np.ndarray):
             if write.dtype not in (np.bool_, np.uint8):

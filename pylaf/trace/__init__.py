@@ -1310,7 +1310,8 @@ def replay(trace: Union[Trace, str, Path], policy: Any = None, *, ram: Union[int
 
     tr = trace if isinstance(trace, Trace) else load_trace(trace)
     if policy is None:
-        pol = Policy.from_sysfs()
+        from pylaf.live.host import read_thp_settings  # TODO-at-merge: pylaf.live host_policy()
+        pol = Policy.from_sysfs_values(read_thp_settings().raw())
     elif isinstance(policy, str):
         pol = Policy.parse(policy)
     else:
@@ -1440,7 +1441,7 @@ def validate_live(trace: Trace, settings: Sequence[str], *, ram: Union[int, str]
 
     Needs root; changes sysfs only inside :func:`pylaf.kernel.thp_settings`.
     """
-    from pylaf.live.host import thp_settings
+    from pylaf.live.host import read_thp_settings, thp_settings
     from pylaf.policy import Policy
 
     cmd = list(trace.header.get("command") or [])
@@ -1455,7 +1456,7 @@ def validate_live(trace: Trace, settings: Sequence[str], *, ram: Union[int, str]
     for spec in settings:
         sizes = parse_setting(spec)
         with thp_settings(all_sizes="never", sizes={**{"2048kB": "inherit"}, **sizes}):
-            pol = Policy.from_sysfs()
+            pol = Policy.from_sysfs_values(read_thp_settings().raw())
             st = replay(trace, pol, ram=ram)
             tmp = Path(tempfile.mkdtemp(prefix="pylaf-validate-"))
             old_cwd = os.getcwd()
