@@ -156,7 +156,7 @@ class Pte:
 
     @property
     def pfn(self) -> int:
-        return self.raw >> PTE_PFN_SHIFT
+        return self.raw >> int(PTE_PFN_SHIFT)
 
     @property
     def present(self) -> bool:

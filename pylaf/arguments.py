@@ -82,7 +82,8 @@ def address_array(name: str, arr: Any) -> np.ndarray:
     _check_layout(name, arr)
     if not arr.dtype.isnative or not arr.flags.aligned:
         arr = np.array(arr, dtype=np.uint64, order="C")     # a native, aligned copy
-    return arr
+    out: np.ndarray = arr
+    return out
 
 
 def _addresses_from_iterable(name: str, items: Any) -> np.ndarray:

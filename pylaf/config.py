@@ -44,8 +44,9 @@ class Config:
                 raise ValueError(f"invalid memcg_limit {self.memcg_limit!r}: not a multiple of "
                                  f"the {format_size(ps)} page")
             object.__setattr__(self, "memcg_limit", lim)
-        if not isinstance(self.policy, Policy):
-            object.__setattr__(self, "policy", Policy.parse(str(self.policy)))
+        policy: object = self.policy      # a spec string is accepted too
+        if not isinstance(policy, Policy):
+            object.__setattr__(self, "policy", Policy.parse(str(policy)))
         self._check_machine(ram_text)
 
     def _check_machine(self, ram_text: object) -> None:

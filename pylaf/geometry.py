@@ -72,7 +72,7 @@ class Geometry:
         return self.page_size << order
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _for_machine(page_size: int, arch: str) -> Geometry:
     if page_size not in PAGE_SIZES:
         raise ValueError(f"invalid page_size {page_size!r}: expected one of "
