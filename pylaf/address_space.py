@@ -433,7 +433,7 @@ class AddressSpace:
                   f"uffd_writeprotect({a:#x}, {length!r}, wp={wp})")
 
     # ------------------------------------------------------------ accesses
-    def fault(self, addr: int, write: bool = False) -> FaultResult:
+    def fault(self, addr: int, write: bool | np.bool_ = False) -> FaultResult:
         """One access at ``addr``: a hit, or the fault(s) that resolve it."""
         a, w = args.u64("addr", addr), args.flag("write", write)
         r = ffi.new("struct laf_fault_result *")
@@ -447,7 +447,7 @@ class AddressSpace:
         return TouchResult(int(s.accesses), int(s.hits), int(s.faulted), int(s.sigsegv), int(s.oom),
                            int(s.sigbus), int(s.userfault), int(s.first_error), results)
 
-    def touch(self, addrs: Any, write: bool | np.ndarray = False, *,
+    def touch(self, addrs: Any, write: bool | np.bool_ | np.ndarray = False, *,
               results: bool = False) -> TouchResult:
         """Batch of accesses in one C call (zero-copy over a numpy uint64 array).
 

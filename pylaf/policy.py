@@ -200,6 +200,11 @@ class Policy:
                 raise ValueError(f"invalid hugepages-{size}/enabled value {state!r} "
                                  f"(expected one of {', '.join(PER_SIZE_VALUES)})")
 
+    def __hash__(self) -> int:
+        return hash((self.kind, self.enabled, frozenset(self.sizes.items()), self.sizes_exclusive,
+                     self.defrag, self.use_zero_page, self.fixed_order, self.anon_beside_full,
+                     self.name, self.thp_anon))
+
     def __reduce__(self) -> tuple[object, ...]:
         # MappingProxyType does not pickle: rebuild from a plain dict
         return (_rebuild, (self.kind, self.enabled, dict(self.sizes), self.sizes_exclusive,
