@@ -53,7 +53,7 @@ from pylaf.address_space import (
 )
 from pylaf.arguments import address_array
 from pylaf.config import Config
-from pylaf.errors import ClosedError, InvariantError, LafBusyError, LafError, LafMemoryError, LafValueError
+from pylaf.errors import ClosedError, InvariantError, LafError, error_for
 from pylaf.policy import Policy
 from pylaf.sizes import order_of, parse_size
 from pylaf.stats import PER_ORDER_FIELDS, SCALAR_FIELDS, Stats
@@ -97,18 +97,9 @@ POLICY_KINDS = ("upstream", "laf-v3", "huang-a", "huang-b", "huang-sysfs", "fixe
 
 
 def _err(code: int, what: str) -> LafError:
-    """The exception pylaf.errors.check() raises for a C return code."""
-    names = {EINVAL: "invalid argument", ENOMEM: "out of memory", EEXIST: "already exists",
-             ENOENT: "no such entry", EPERM: "operation not permitted", EBUSY: "busy",
-             ERANGE: "out of range", ENOSPC: "no space"}
-    text = f"{what}: {names.get(code, code)}"
-    if code in (ENOMEM, ENOSPC):
-        return LafMemoryError(text, code)
-    if code == EBUSY:
-        return LafBusyError(text, code)
-    if code in (EINVAL, ERANGE, EPERM, ENOENT, EEXIST):
-        return LafValueError(text, code)
-    return LafError(text, code)
+    """The exception pylaf.errors.check() raises for a C return code (the one
+    code -> exception map lives in pylaf.errors)."""
+    return error_for(code, what)
 
 
 # --------------------------------------------------------------------------
