@@ -24,8 +24,7 @@ AddressSpace owns its C state.
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Iterable, Sequence
 from typing import Any, Optional
 
 import numpy as np
@@ -58,6 +57,32 @@ _NOT_COPYABLE = ("an AddressSpace owns its emulated machine and cannot be copied
                  "use AddressSpace.fork() (planned) or a new AddressSpace")
 
 
+class _InFlight:
+    """The context manager of :meth:`AddressSpace._core`: counts a call in
+    flight under the space's lock and hands out the handle; it keeps no
+    per-call state, so one instance serves every call and every thread."""
+
+    __slots__ = ("_space",)
+
+    def __init__(self, space: AddressSpace) -> None:
+        self._space = space
+
+    def __enter__(self) -> Any:
+        sp = self._space
+        with sp._lock:
+            if sp._closing:
+                raise ClosedError("address space is closed")
+            sp._inflight += 1
+            return sp._handle
+
+    def __exit__(self, *exc: object) -> None:
+        sp = self._space
+        with sp._lock:
+            sp._inflight -= 1
+            if sp._inflight == 0 and sp._closing:
+                sp._idle.notify_all()
+
+
 class AddressSpace:
     """One emulated process: VMAs, page tables, folios, counters, on emulated RAM.
 
@@ -82,6 +107,7 @@ class AddressSpace:
         self._idle = threading.Condition(self._lock)
         self._inflight = 0
         self._closing = False
+        self._in_flight = _InFlight(self)
         geo = ffi.new("struct laf_geometry *")
         check(lib.laf_get_geometry(self._handle, geo))
         #: this machine's page geometry (``laf_get_geometry()``)
@@ -123,20 +149,10 @@ class AddressSpace:
         return self.geometry.task_size
 
     # ------------------------------------------------------------ lifetime
-    @contextmanager
-    def _core(self) -> Iterator[Any]:
-        """Hold a reference on the C mm for one call into the core."""
-        with self._lock:
-            if self._closing:
-                raise ClosedError("address space is closed")
-            self._inflight += 1
-        try:
-            yield self._handle
-        finally:
-            with self._lock:
-                self._inflight -= 1
-                if self._inflight == 0:
-                    self._idle.notify_all()
+    def _core(self) -> _InFlight:
+        """``with self._in_flight as mm:`` holds a reference on the C mm for one
+        call into the core."""
+        return self._in_flight
 
     @property
     def mm(self) -> Any:
@@ -191,7 +207,7 @@ class AddressSpace:
             policy = Policy.parse(policy)
         cpol = ffi.new("struct laf_policy *")
         policy.fill_c(cpol, self.geometry)
-        with self._core() as mm:
+        with self._in_flight as mm:
             check(lib.laf_set_policy(mm, cpol), f"set_policy({policy.label})")
         self._policy = policy
 
@@ -203,7 +219,7 @@ class AddressSpace:
         if nbytes % self.page_size:
             raise LafValueError(f"memcg limit {limit!r} is not a multiple of the page size",
                                 lib.LAF_EINVAL)
-        with self._core() as mm:
+        with self._in_flight as mm:
             check(lib.laf_set_memcg_limit(mm, nbytes), f"set_memcg_limit({limit!r})")
 
     # ------------------------------------------------------- address space
@@ -225,14 +241,14 @@ class AddressSpace:
             raise ValueError("fixed=True needs addr")
         where = 0 if addr is None else args.u64("addr", addr)
         out = ffi.new("uint64_t *")
-        with self._core() as mm:
+        with self._in_flight as mm:
             check(lib.laf_mmap(mm, where, nbytes, p, lib.LAF_MAP_FIXED if fixed else 0, out),
                   f"mmap(addr={addr if addr is None else hex(where)}, length={length!r}, fixed={fixed})")
         return int(out[0])
 
     def munmap(self, addr: int, length: int | str) -> None:
         a, n = args.u64("addr", addr), args.size("length", length)
-        with self._core() as mm:
+        with self._in_flight as mm:
             check(lib.laf_munmap(mm, a, n), f"munmap({a:#x}, {length!r})")
 
     def madvise(self, addr: int, length: int | str, advice: str | int) -> None:
@@ -249,14 +265,14 @@ class AddressSpace:
         else:
             adv = args.c_int("advice", advice)
         a, n = args.u64("addr", addr), args.size("length", length)
-        with self._core() as mm:
+        with self._in_flight as mm:
             check(lib.laf_madvise(mm, a, n, adv), f"madvise({a:#x}, {length!r}, {advice!r})")
 
     def prctl(self, option: int, arg2: int = 0, arg3: int = 0) -> int:
         opt = args.c_int("option", option)
         a2, a3 = args.u64("arg2", arg2), args.u64("arg3", arg3)
         out = ffi.new("int64_t *")
-        with self._core() as mm:
+        with self._in_flight as mm:
             check(lib.laf_prctl(mm, opt, a2, a3, out), f"prctl({option}, {arg2}, {arg3})")
         return int(out[0])
 
@@ -280,28 +296,28 @@ class AddressSpace:
                 raise ValueError(f"unknown userfaultfd mode {m!r} (expected missing, wp or minor)")
             bits |= UFFD_MODES[m]
         a, n = args.u64("addr", addr), args.size("length", length)
-        with self._core() as mm:
+        with self._in_flight as mm:
             check(lib.laf_uffd_register(mm, a, n, bits), f"uffd_register({a:#x}, {length!r}, {modes})")
 
     def uffd_unregister(self, addr: int, length: int | str) -> None:
         a, n = args.u64("addr", addr), args.size("length", length)
-        with self._core() as mm:
+        with self._in_flight as mm:
             check(lib.laf_uffd_unregister(mm, a, n), f"uffd_unregister({a:#x}, {length!r})")
 
     def uffd_copy(self, addr: int, length: int | str, wp: bool = False) -> None:
         """UFFDIO_COPY: fill none PTEs with order-0 pages (optionally write-protected)."""
         a, n, w = args.u64("addr", addr), args.size("length", length), args.flag("wp", wp)
-        with self._core() as mm:
+        with self._in_flight as mm:
             check(lib.laf_uffd_copy(mm, a, n, int(w)), f"uffd_copy({a:#x}, {length!r})")
 
     def uffd_zeropage(self, addr: int, length: int | str) -> None:
         a, n = args.u64("addr", addr), args.size("length", length)
-        with self._core() as mm:
+        with self._in_flight as mm:
             check(lib.laf_uffd_zeropage(mm, a, n), f"uffd_zeropage({a:#x}, {length!r})")
 
     def uffd_writeprotect(self, addr: int, length: int | str, wp: bool = True) -> None:
         a, n, w = args.u64("addr", addr), args.size("length", length), args.flag("wp", wp)
-        with self._core() as mm:
+        with self._in_flight as mm:
             check(lib.laf_uffd_writeprotect(mm, a, n, int(w)),
                   f"uffd_writeprotect({a:#x}, {length!r}, wp={wp})")
 
@@ -310,7 +326,7 @@ class AddressSpace:
         """One access at ``addr``: a hit, or the fault(s) that resolve it."""
         a, w = args.u64("addr", addr), args.flag("write", write)
         r = ffi.new("struct laf_fault_result *")
-        with self._core() as mm:
+        with self._in_flight as mm:
             check(lib.laf_fault(mm, a, int(w), r), f"fault({a:#x})")
         return FaultResult(Access(r.access), FaultKind(r.kind), int(r.vm_fault), int(r.order),
                            int(r.nr_faults))
@@ -341,7 +357,7 @@ class AddressSpace:
             else ffi.NULL
         aptr = ffi.from_buffer("uint64_t[]", arr) if n else ffi.NULL
         s = ffi.new("struct laf_touch_summary *")
-        with self._core() as mm:
+        with self._in_flight as mm:
             check(lib.laf_touch(mm, aptr, n, wptr, wflag, rptr, s), "touch")
         return self._summary(s, res_arr)
 
@@ -354,7 +370,7 @@ class AddressSpace:
             raise LafValueError(f"invalid stride {stride!r}: must be > 0", lib.LAF_EINVAL)
         w = args.flag("write", write)
         s = ffi.new("struct laf_touch_summary *")
-        with self._core() as mm:
+        with self._in_flight as mm:
             check(lib.laf_touch_range(mm, a, n, st, int(w), s), f"touch_range({a:#x}, {length!r})")
         return self._summary(s, None)
 
@@ -362,23 +378,23 @@ class AddressSpace:
     def shrink_deferred_split(self) -> int:
         """Run the deferred-split shrinker; returns the number of folios split."""
         out = ffi.new("uint64_t *")
-        with self._core() as mm:
+        with self._in_flight as mm:
             check(lib.laf_shrink_deferred_split(mm, out))
         return int(out[0])
 
     def fragment(self, max_free_order: int) -> None:
         """Pin one frame in every 2^(max_free_order+1) so no larger free block remains."""
         o = args.c_int("max_free_order", max_free_order)
-        with self._core() as mm:
+        with self._in_flight as mm:
             check(lib.laf_phys_fragment(mm, o), f"fragment({max_free_order})")
 
     def unfragment(self) -> None:
-        with self._core() as mm:
+        with self._in_flight as mm:
             check(lib.laf_phys_unfragment(mm))
 
     def _inject(self, kind: int, order: int, count: int, addr: int, what: str) -> None:
         o, c, a = args.c_int("order", order), args.u64("count", count), args.u64("addr", addr)
-        with self._core() as mm:
+        with self._in_flight as mm:
             check(lib.laf_inject(mm, kind, o, c, a), what)
 
     def inject_alloc_fail(self, order: int, count: int = 1) -> None:
@@ -401,19 +417,19 @@ class AddressSpace:
     # ---------------------------------------------------------- inspection
     def stats(self) -> Stats:
         cst = ffi.new("struct laf_stats *")
-        with self._core() as mm:
+        with self._in_flight as mm:
             check(lib.laf_get_stats(mm, cst))
         return stats_from_c(cst, self.page_size, self.pmd_order)
 
     def reset_counters(self) -> None:
         """Zero the event counters (gauges such as RSS and nr_anon stay)."""
-        with self._core() as mm:
+        with self._in_flight as mm:
             check(lib.laf_reset_counters(mm))
 
     def vmas(self) -> list[Vma]:
         """A snapshot of the VMAs (taken in one call into the core)."""
         nr = ffi.new("size_t *")
-        with self._core() as mm:
+        with self._in_flight as mm:
             while True:
                 check(lib.laf_get_vmas(mm, ffi.NULL, 0, nr))
                 cap = int(nr[0])
@@ -428,7 +444,7 @@ class AddressSpace:
         """The entry mapping ``addr`` (a huge PMD is shown per page, with HUGE)."""
         a = args.u64("addr", addr)
         p = ffi.new("uint64_t *")
-        with self._core() as mm:
+        with self._in_flight as mm:
             check(lib.laf_lookup(mm, a, p, ffi.NULL), f"pte({a:#x})")
         return Pte(int(p[0]))
 
@@ -436,7 +452,7 @@ class AddressSpace:
         """The folio mapped at ``addr``, or None (nothing mapped, or the small zero page)."""
         a = args.u64("addr", addr)
         fi = ffi.new("struct laf_folio_info *")
-        with self._core() as mm:
+        with self._in_flight as mm:
             check(lib.laf_lookup(mm, a, ffi.NULL, fi), f"folio({a:#x})")
         if fi.order < 0:
             return None
@@ -453,14 +469,14 @@ class AddressSpace:
         orders = np.zeros(n, dtype=np.int8)
         pp = ffi.from_buffer("uint64_t[]", ptes, require_writable=True)
         op = ffi.from_buffer("int8_t[]", orders, require_writable=True)
-        with self._core() as mm:
+        with self._in_flight as mm:
             check(lib.laf_read_ptes(mm, a, n, pp, op), f"read_ptes({a:#x}, {npages})")
         return ptes, orders
 
     def check_invariants(self) -> None:
         """Cross-check all emulated state; raises InvariantError naming what is wrong."""
         msg = ffi.new("char[512]")
-        with self._core() as mm:
+        with self._in_flight as mm:
             rv = lib.laf_check_invariants(mm, msg, 512)
         if rv == lib.LAF_EUCLEAN:
             raise InvariantError(ffi.string(msg).decode(), rv)

@@ -26,6 +26,8 @@ INT_MIN = -(1 << 31)
 
 def integer(name: str, value: Any, lo: int = 0, hi: int = U64_MAX) -> int:
     """``value`` as an int in ``lo..hi`` (an index-able integer, bool excluded)."""
+    if type(value) is int and lo <= value <= hi:     # the common case, first
+        return value
     if isinstance(value, (bool, np.bool_)):
         raise TypeError(f"{name} must be an integer, not bool")
     try:
@@ -61,6 +63,8 @@ def size(name: str, value: Any) -> int:
 
 def flag(name: str, value: Any) -> bool:
     """A bool (Python or numpy); nothing else, so that a list is not taken as ``True``."""
+    if value is True or value is False:
+        return value
     if isinstance(value, (bool, np.bool_)):
         return bool(value)
     raise TypeError(f"{name} must be a bool, not {type(value).__name__}")
