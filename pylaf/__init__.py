@@ -26,6 +26,7 @@ from pylaf.address_space import (
 )
 from pylaf.config import Config
 from pylaf.errors import ClosedError, InvariantError, LafBusyError, LafError, LafMemoryError, LafValueError
+from pylaf.geometry import Geometry
 from pylaf.policy import Policy, parse_thp_anon
 from pylaf.sizes import format_size, order_of, parse_size
 from pylaf.stats import Stats
@@ -47,6 +48,7 @@ __all__ = [
                             "FaultResult",
                             "Folio",
                             "FolioFlags",
+                            "Geometry",
                             "InvariantError",
                             "LafBusyError",
                             "LafError",

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 try:
-    from pylaf._laf import ffi, lib  # type: ignore[import-not-found]
+    from pylaf._laf import ffi, lib
 except ImportError as exc:  # pragma: no cover - only without a build
     raise ImportError(
         "pylaf's C core is not built: run `pip install -e .` (or `python build.py`) "

@@ -4,9 +4,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Optional
 
-from pylaf._ffi import lib
-from pylaf.errors import LafValueError
-from pylaf.geometry import ARCHES, PAGE_SIZES
+from pylaf._ffi import ffi, lib
+from pylaf.errors import LafError, LafValueError
+from pylaf.geometry import ARCHES, DEFAULT_PAGE_SIZE, PAGE_SIZES, Geometry
 from pylaf.policy import Policy
 from pylaf.sizes import format_size, parse_size
 
@@ -21,9 +21,11 @@ class Config:
     ``ram`` is capped by what the host could back at full use
     (``lib.laf_max_ram_bytes()``); the memmap itself is built lazily.
     ``arch="arm64"`` enables contpte (PTE_CONT) and ``arch_wants_pte_order()``.
+    The machine's page geometry is :attr:`geometry` (computed by the C core).
+    A frozen value: comparable, hashable, picklable.
     """
 
-    page_size: int | str = 4096
+    page_size: int | str = DEFAULT_PAGE_SIZE
     arch: str = "x86_64"
     ram: int | str = "4G"
     memcg_limit: Optional[int | str] = None
@@ -33,15 +35,13 @@ class Config:
     def __post_init__(self) -> None:
         ps = parse_size(self.page_size)
         if ps not in PAGE_SIZES:
-            raise ValueError(f"invalid page_size {self.page_size!r}: expected 4K, 16K or 64K")
+            raise ValueError(f"invalid page_size {self.page_size!r}: expected one of "
+                             f"{', '.join(format_size(p) for p in PAGE_SIZES)}")
         object.__setattr__(self, "page_size", ps)
         if self.arch not in ARCHES:
             raise ValueError(f"invalid arch {self.arch!r}: expected one of {', '.join(ARCHES)}")
+        ram_text = self.ram
         ram = parse_size(self.ram)
-        pmd = ps * (ps // 8)
-        if ram < 2 * pmd or ram % ps:
-            raise ValueError(f"invalid ram {self.ram!r}: needs a multiple of the page size and at "
-                             f"least two PMDs ({format_size(2 * pmd)})")
         max_ram = int(lib.laf_max_ram_bytes(PAGE_SIZES[ps]))
         if ram > max_ram:
             raise LafValueError(f"invalid ram {self.ram!r}: above {format_size(max_ram)}, the most "
@@ -54,17 +54,49 @@ class Config:
                 raise ValueError(f"invalid memcg_limit {self.memcg_limit!r}: not a multiple of "
                                  f"the {format_size(ps)} page")
             object.__setattr__(self, "memcg_limit", lim)
-        if not isinstance(self.policy, Policy):
-            object.__setattr__(self, "policy", Policy.parse(str(self.policy)))
+        policy: object = self.policy      # a spec string is accepted too
+        if not isinstance(policy, Policy):
+            object.__setattr__(self, "policy", Policy.parse(str(policy)))
+        self._check_machine(ram_text)
+
+    def _check_machine(self, ram_text: object) -> None:
+        """Let laf_geometry_from_config() judge RAM and mmap_base (it runs
+        laf_mm_create()'s checks); name what is wrong."""
+        for name in ("ram", "mmap_base"):
+            value = getattr(self, name)
+            if value is not None and not 0 <= int(value) < 1 << 64:
+                raise ValueError(f"invalid {name} {value!r}: out of range")
+        ccfg = ffi.new("struct laf_config *")
+        self.fill_c(ccfg)
+        ccfg.mmap_base = 0
+        try:
+            Geometry.from_config(ccfg)
+        except LafError as exc:
+            pmd = Geometry.for_machine(int(self.page_size), self.arch).pmd_size
+            raise ValueError(f"invalid ram {ram_text!r}: needs a multiple of the page size and at "
+                             f"least two PMDs ({format_size(2 * pmd)}), below the C core's limit "
+                             f"({exc})") from None
+        try:
+            self.geometry  # noqa: B018
+        except LafError as exc:
+            raise ValueError(f"invalid mmap_base {self.mmap_base!r}: needs a page-aligned address "
+                             f"above mmap_min_addr and below TASK_SIZE ({exc})") from None
 
     @property
     def page_shift(self) -> int:
         return PAGE_SIZES[int(self.page_size)]
 
+    @property
+    def geometry(self) -> Geometry:
+        """This machine's page geometry (``laf_geometry_from_config()``)."""
+        ccfg = ffi.new("struct laf_config *")
+        self.fill_c(ccfg)
+        return Geometry.from_config(ccfg)
+
     def fill_c(self, ccfg: object) -> None:
         ccfg.page_shift = self.page_shift  # type: ignore[attr-defined]
         ccfg.arch = ARCHES[self.arch]  # type: ignore[attr-defined]
         ccfg.ram_bytes = int(self.ram)  # type: ignore[attr-defined]
-        ccfg.memcg_limit_bytes = (lib.LAF_MEMCG_UNLIMITED if self.memcg_limit is None  # type: ignore[attr-defined]
-                                  else int(self.memcg_limit))
+        ccfg.memcg_limit_bytes = (lib.LAF_MEMCG_UNLIMITED  # type: ignore[attr-defined]
+                                  if self.memcg_limit is None else int(self.memcg_limit))
         ccfg.mmap_base = int(self.mmap_base or 0)  # type: ignore[attr-defined]

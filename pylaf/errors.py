@@ -32,6 +32,8 @@ class ClosedError(LafError, RuntimeError):
     """The address space was closed."""
 
 
+#: the one map from C return codes to exception classes (the reference model
+#: raises through :func:`error_for` too)
 _BY_CODE: dict[int, type[LafError]] = {
     lib.LAF_EINVAL: LafValueError,
     lib.LAF_ERANGE: LafValueError,
@@ -45,10 +47,16 @@ _BY_CODE: dict[int, type[LafError]] = {
 }
 
 
+def error_for(code: int, what: str = "") -> LafError:
+    """The exception for a negative C return code (``laf_strerror()`` text,
+    prefixed with ``what``)."""
+    text = ffi.string(lib.laf_strerror(code)).decode()
+    cls = _BY_CODE.get(code, LafError)
+    return cls(f"{what}: {text}" if what else text, code)
+
+
 def check(rv: int, what: str = "") -> int:
     """Raise the exception for a negative C return code; return ``rv`` otherwise."""
     if rv >= 0:
         return rv
-    text = ffi.string(lib.laf_strerror(rv)).decode()
-    cls = _BY_CODE.get(rv, LafError)
-    raise cls(f"{what}: {text}" if what else text, rv)
+    raise error_for(rv, what)

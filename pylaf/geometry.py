@@ -16,6 +16,8 @@ from pylaf.errors import check
 #: base page size in bytes -> page shift (the C core's ``enum laf_page_shift``)
 PAGE_SIZES: dict[int, int] = {1 << s: s for s in (lib.LAF_PAGE_SHIFT_4K, lib.LAF_PAGE_SHIFT_16K,
                                                   lib.LAF_PAGE_SHIFT_64K)}
+#: the page size of a machine nobody configured (x86_64's only one)
+DEFAULT_PAGE_SIZE: int = 1 << lib.LAF_PAGE_SHIFT_4K
 #: architecture names -> ``enum laf_arch``
 ARCHES: dict[str, int] = {"x86_64": lib.LAF_ARCH_GENERIC, "generic": lib.LAF_ARCH_GENERIC,
                           "arm64": lib.LAF_ARCH_ARM64, "aarch64": lib.LAF_ARCH_ARM64}
@@ -48,6 +50,14 @@ class Geometry:
         return cls(**{f: int(getattr(g, f)) for f in cls.__dataclass_fields__})
 
     @classmethod
+    def from_config(cls, ccfg: object) -> Geometry:
+        """``laf_geometry_from_config()``: the geometry a ``struct laf_config *``
+        would give, or the LafError ``laf_mm_create()`` would raise."""
+        geo = ffi.new("struct laf_geometry *")
+        check(lib.laf_geometry_from_config(ccfg, geo), "laf_geometry_from_config")
+        return cls.from_c(geo)
+
+    @classmethod
     def for_machine(cls, page_size: int, arch: str = "x86_64") -> Geometry:
         """The geometry of a default machine with this page size and arch."""
         return _for_machine(int(page_size), arch)
@@ -62,7 +72,7 @@ class Geometry:
         return self.page_size << order
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _for_machine(page_size: int, arch: str) -> Geometry:
     if page_size not in PAGE_SIZES:
         raise ValueError(f"invalid page_size {page_size!r}: expected one of "
@@ -73,10 +83,8 @@ def _for_machine(page_size: int, arch: str) -> Geometry:
     lib.laf_config_default(cfg)
     cfg.page_shift = PAGE_SIZES[page_size]
     cfg.arch = ARCHES[arch]
-    geo = ffi.new("struct laf_geometry *")
     cfg.ram_bytes = 4 << 30  # holds the two PMDs laf_mm_create() needs at every page size
-    check(lib.laf_geometry_from_config(cfg, geo))
-    return Geometry.from_c(geo)
+    return Geometry.from_config(cfg)
 
 
-__all__ = ["ARCHES", "PAGE_SIZES", "Geometry"]
+__all__ = ["ARCHES", "DEFAULT_PAGE_SIZE", "PAGE_SIZES", "Geometry"]

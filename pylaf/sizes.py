@@ -6,7 +6,8 @@ import re
 _UNITS = {"": 1, "B": 1, "K": 1 << 10, "KB": 1 << 10, "KIB": 1 << 10, "M": 1 << 20,
           "MB": 1 << 20, "MIB": 1 << 20, "G": 1 << 30, "GB": 1 << 30, "GIB": 1 << 30,
           "T": 1 << 40, "TB": 1 << 40, "TIB": 1 << 40}
-_SIZE = re.compile(r"^\s*(\d+)\s*([A-Za-z]*)\s*$")
+#: ASCII digits and units only (str.isdigit() and re's \d also take other scripts' digits)
+_SIZE = re.compile(r"\s*([0-9]+)\s*([A-Za-z]*)\s*", re.ASCII)
 
 
 def parse_size(text: str | int) -> int:
@@ -17,7 +18,7 @@ def parse_size(text: str | int) -> int:
         if text < 0:
             raise ValueError(f"invalid size {text!r}: negative")
         return text
-    m = _SIZE.match(str(text))
+    m = _SIZE.fullmatch(str(text))
     if not m or m.group(2).upper() not in _UNITS:
         raise ValueError(f"invalid size {text!r}: expected a number with K, M, G or T")
     return int(m.group(1)) * _UNITS[m.group(2).upper()]

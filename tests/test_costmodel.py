@@ -10,7 +10,7 @@ import pytest
 
 from pylaf import AddressSpace, Config, Policy
 from pylaf.experiments import costmodel as cm
-from pylaf.live.host import THP_DIR
+from pylaf.live.sysfs import THP_DIR
 
 PAGE = 4096
 

@@ -14,6 +14,8 @@ import sys
 from collections.abc import Sequence
 from typing import Optional
 
+from pylaf import __version__
+
 #: subcommand modules, in --help order
 SUBCOMMAND_MODULES: tuple[str, ...] = (
     "pylaf.cli.compare",   # pylaf compare
@@ -25,8 +27,6 @@ SUBCOMMAND_MODULES: tuple[str, ...] = (
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from pylaf import __version__
-
     parser = argparse.ArgumentParser(
         prog="pylaf",
         description="Emulate the Linux anonymous page-fault path with large folios "

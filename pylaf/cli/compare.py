@@ -9,7 +9,14 @@ import time
 import types
 from typing import Any, NoReturn
 
+from rich.table import Table
+
 from pylaf import render
+from pylaf.errors import LafError
+from pylaf.experiments.compare import compare, config_dict
+from pylaf.experiments.workloads import available_workloads, workload_info
+from pylaf.geometry import ARCHES, DEFAULT_PAGE_SIZE, PAGE_SIZES
+from pylaf.policy import DEFAULT_COMPARE
 from pylaf.sizes import format_size, parse_size
 
 DESCRIPTION = """\
@@ -72,19 +79,20 @@ def _size_arg(text: str) -> int:
 
 def _page_size_arg(text: str) -> int:
     n = _size_arg(text)
-    if n not in (4096, 16384, 65536):
-        raise argparse.ArgumentTypeError(f"invalid page size {text!r}: expected 4K, 16K or 64K")
+    if n not in PAGE_SIZES:
+        raise argparse.ArgumentTypeError(f"invalid page size {text!r}: expected one of "
+                                         f"{', '.join(format_size(p) for p in PAGE_SIZES)}")
     return n
 
 
 def _arch_arg(text: str) -> str:
-    aliases = {"x86_64": "x86_64", "x86-64": "x86_64", "generic": "x86_64",
-               "arm64": "arm64", "aarch64": "arm64"}
-    try:
-        return aliases[text.lower()]
-    except KeyError:
+    """An architecture name of :data:`pylaf.geometry.ARCHES` (``x86-64`` too),
+    as its first (canonical) spelling there."""
+    name = text.lower().replace("-", "_")
+    if name not in ARCHES:
         raise argparse.ArgumentTypeError(
-            f"invalid arch {text!r}: expected x86_64 or arm64") from None
+            f"invalid arch {text!r}: expected one of {', '.join(ARCHES)}")
+    return next(n for n, v in ARCHES.items() if v == ARCHES[name])
 
 
 def _scale_arg(text: str) -> float:
@@ -98,7 +106,7 @@ def _scale_arg(text: str) -> float:
 
 
 def register(subparsers: Any) -> argparse.ArgumentParser:
-    p = subparsers.add_parser(
+    p: argparse.ArgumentParser = subparsers.add_parser(
         "compare", help="run workloads under THP policies and compare faults, RSS and bloat",
         description=DESCRIPTION, epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -108,8 +116,9 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--policy", "-p", action="append", metavar="SPEC",
                    help="THP policy spec (repeatable; default: order-0, order-4 and the "
                         "other policies of pylaf.policy.DEFAULT_COMPARE, see --list)")
-    p.add_argument("--page-size", type=_page_size_arg, default=4096, metavar="4K|16K|64K",
-                   help="base page size of the emulated kernel (default: 4K)")
+    p.add_argument("--page-size", type=_page_size_arg, default=DEFAULT_PAGE_SIZE,
+                   metavar="|".join(format_size(size) for size in PAGE_SIZES),
+                   help=f"base page size of the emulated kernel (default: {format_size(DEFAULT_PAGE_SIZE)})")
     p.add_argument("--arch", type=_arch_arg, default="x86_64", metavar="x86_64|arm64",
                    help="architecture: arm64 adds contpte (PTE_CONT) and "
                         "arch_wants_pte_order() (default: x86_64)")
@@ -126,17 +135,12 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--list", action="store_true",
                    help="list the workloads (with their parameters) and the default "
                         "policies, then exit")
-    p.error = types.MethodType(_one_line_error, p)  # type: ignore[method-assign]
+    p.error = types.MethodType(_one_line_error, p)  # type: ignore[method-assign, unused-ignore]
     p.set_defaults(func=run)
     return p
 
 
 def _list(args: argparse.Namespace, console: Any) -> int:
-    from rich.table import Table
-
-    from pylaf.experiments.workloads import available_workloads, workload_info
-    from pylaf.policy import DEFAULT_COMPARE
-
     infos = [workload_info(n) for n in available_workloads()]
     if args.json:
         print(json.dumps({"workloads": infos, "default_policies": list(DEFAULT_COMPARE)},
@@ -172,13 +176,8 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from pylaf.experiments.compare import compare, config_dict
-    from pylaf.experiments.workloads import available_workloads
-
     if args.list:
         return _list(args, render.console(pipe_width=140))
-    from pylaf.errors import LafError
-
     console = render.console()
     try:
         known = available_workloads()

@@ -1,8 +1,9 @@
-"""Experiments on top of the emulator API: built-in workloads, the compare
-engine (workloads x policies) and the kernel cost model."""
-from __future__ import annotations
+"""Experiments on top of the emulator API: built-in workloads
+(:mod:`~pylaf.experiments.workloads`), the compare engine, workloads x policies
+(:mod:`~pylaf.experiments.compare`), the fault-path cost by folio order
+(:mod:`~pylaf.experiments.orders`) and the kernel cost model
+(:mod:`~pylaf.experiments.costmodel`).
 
-from pylaf.experiments.compare import CompareResult, compare
-from pylaf.experiments.workloads import get_workload, register_workload
-
-__all__ = ["CompareResult", "compare", "get_workload", "register_workload"]
+The package re-exports nothing: ``pylaf.experiments.compare`` is the module,
+not a function of the same name shadowing it.
+"""

@@ -30,7 +30,9 @@ from pylaf.address_space import AddressSpace
 from pylaf.config import Config
 from pylaf.errors import LafError
 from pylaf.experiments.workloads import WorkloadLike, default_workload_names, get_workload
-from pylaf.policy import DEFAULT_COMPARE, Policy
+from pylaf.geometry import DEFAULT_PAGE_SIZE
+from pylaf.live.sysfs import host_policy
+from pylaf.policy import DEFAULT_COMPARE, KERNEL_SPEC, Policy
 from pylaf.sizes import format_size, parse_size
 
 #: the policy whose fault count "saved" is measured against
@@ -114,14 +116,19 @@ def _nonzero(d: dict[str, int]) -> dict[str, int]:
     return {k: int(v) for k, v in d.items() if v}
 
 
+def parse_policy(spec: PolicyLike) -> Policy:
+    """A policy spec (or Policy); ``kernel`` reads this machine's live sysfs
+    settings through the live host (:mod:`pylaf.live`)."""
+    if isinstance(spec, Policy):
+        return spec
+    return host_policy() if spec.strip() == KERNEL_SPEC else Policy.parse(spec)
+
+
 def _resolve_policies(policies: Optional[Iterable[PolicyLike]]) -> list[Policy]:
     specs = list(DEFAULT_COMPARE if policies is None else policies)
     if not specs:
         raise ValueError("no policies to compare")
-    out = []
-    for p in specs:
-        out.append(p if isinstance(p, Policy) else Policy.parse(p))
-    return out
+    return [parse_policy(p) for p in specs]
 
 
 def _resolve_workloads(workloads: Optional[Iterable[WorkloadArg]],
@@ -143,22 +150,11 @@ def _same_policy(a: Policy, b: Policy) -> bool:
     return dataclasses.replace(a, name=None) == dataclasses.replace(b, name=None)
 
 
-def make_config(policy: Policy, *, page_size: int | str = 4096, arch: str = "x86_64",
+def make_config(policy: Policy, *, page_size: int | str = DEFAULT_PAGE_SIZE, arch: str = "x86_64",
                 ram: int | str = "4G", memcg_limit: Optional[int | str] = None) -> Config:
     return Config(page_size=page_size, arch=arch, ram=ram, memcg_limit=memcg_limit, policy=policy)
 
 
-def check_policy(policy: Policy, config: Config) -> None:
-    """Raise ValueError if ``policy`` cannot run on ``config``'s machine (e.g. a
-    ``thp_anon=16K`` size on a 16K-page kernel)."""
-    small = dataclasses.replace(config, policy=policy, ram=2 * _pmd_size(config), memcg_limit=None)
-    with AddressSpace(small):
-        pass
-
-
-def _pmd_size(config: Config) -> int:
-    ps = int(config.page_size)
-    return ps * (ps // 8)
 
 
 _warmed = False
@@ -174,7 +170,7 @@ def _warm_up() -> None:
     np.random.default_rng(0).integers(0, 1 << 20, size=16, dtype=np.uint64)
     with AddressSpace(Config(ram=8 << 20)) as mm:
         a = mm.mmap(64 << 10)
-        mm.touch(np.arange(a, a + (64 << 10), 4096, dtype=np.uint64), write=True)
+        mm.touch(np.arange(a, a + (64 << 10), mm.page_size, dtype=np.uint64), write=True)
         mm.madvise(a, 64 << 10, "MADV_DONTNEED")
         mm.stats()
 
@@ -217,7 +213,7 @@ def run_one(workload: WorkloadLike, policy: Policy, config: Config) -> CompareRe
 
 def compare(workloads: Optional[Iterable[WorkloadArg]] = None,
             policies: Optional[Iterable[PolicyLike]] = None, *,
-            page_size: int | str = 4096, arch: str = "x86_64", ram: int | str = "4G",
+            page_size: int | str = DEFAULT_PAGE_SIZE, arch: str = "x86_64", ram: int | str = "4G",
             memcg_limit: Optional[int | str] = None, scale: float = 1.0,
             baseline: PolicyLike = BASELINE, skip_invalid: bool = False,
             skipped: Optional[list[tuple[str, str]]] = None) -> list[CompareResult]:
@@ -234,13 +230,14 @@ def compare(workloads: Optional[Iterable[WorkloadArg]] = None,
         raise ValueError(f"invalid scale {scale!r}: must be a positive number")
     pols = _resolve_policies(policies)
     wls = _resolve_workloads(workloads, scale)
-    base_pol = baseline if isinstance(baseline, Policy) else Policy.parse(baseline)
+    base_pol = parse_policy(baseline)
     config = make_config(base_pol, page_size=page_size, arch=arch, ram=ram,
                          memcg_limit=memcg_limit)
     usable: list[Policy] = []
+    geometry = config.geometry
     for p in pols:
         try:
-            check_policy(p, config)
+            p.resolve(geometry)
         except ValueError as exc:
             if not skip_invalid:
                 raise ValueError(f"policy {p.label!r} cannot run with "
@@ -269,7 +266,7 @@ def compare(workloads: Optional[Iterable[WorkloadArg]] = None,
     return results
 
 
-def config_dict(*, page_size: int | str = 4096, arch: str = "x86_64", ram: int | str = "4G",
+def config_dict(*, page_size: int | str = DEFAULT_PAGE_SIZE, arch: str = "x86_64", ram: int | str = "4G",
                 memcg_limit: Optional[int | str] = None, scale: float = 1.0) -> dict[str, Any]:
     """The run's machine configuration, for JSON output."""
     return {"page_size": parse_size(page_size), "arch": arch, "ram": parse_size(ram),
@@ -280,9 +277,9 @@ def config_dict(*, page_size: int | str = 4096, arch: str = "x86_64", ram: int |
 __all__: Sequence[str] = (
     "BASELINE",
     "CompareResult",
-    "check_policy",
     "compare",
     "config_dict",
     "make_config",
+    "parse_policy",
     "run_one",
 )

@@ -53,10 +53,15 @@ from typing import Any, Optional
 
 import numpy as np
 
+from pylaf.geometry import DEFAULT_PAGE_SIZE, Geometry
+from pylaf.live import sysfs as k
+from pylaf.live.kprog import build_dir, run_kprog_raw
 from pylaf.sizes import format_size, parse_size
 
-PAGE_SIZE = 4096
-PMD_ORDER = 9
+#: the live host's page geometry (the calibrated kernel runs x86_64, 4K pages)
+HOST_GEOMETRY = Geometry.for_machine(DEFAULT_PAGE_SIZE)
+PAGE_SIZE = HOST_GEOMETRY.page_size
+PMD_ORDER = HOST_GEOMETRY.pmd_order
 TERMS: tuple[str, ...] = ("fault", "page", "pte")
 #: env var that opts in to writing sysfs THP knobs during calibration
 SETTINGS_ENV = "PYLAF_KERNEL_SETTINGS"
@@ -154,10 +159,9 @@ def features_from_stats(stats: Any) -> dict[str, float]:
     """Model features from emulator counters: faults accounted like
     ru_minflt (``min_flt``, else ``pgfault``), base pages zeroed (``bytes_zeroed / page_size``)
     and PTEs written (``ptes_written``)."""
-    if isinstance(stats, Mapping):
-        get: Callable[[str, Any], Any] = lambda k, d=0: stats.get(k, d)  # noqa: E731
-    else:
-        get = lambda k, d=0: getattr(stats, k, d)  # noqa: E731
+    def get(key: str, default: Any = 0) -> Any:
+        return stats.get(key, default) if isinstance(stats, Mapping) else getattr(stats, key, default)
+
     page_size = int(get("page_size", PAGE_SIZE) or PAGE_SIZE)
     faults = get("min_flt", None)           # getrusage ru_minflt, like laf_kprog's minflt
     if faults is None:
@@ -203,7 +207,7 @@ def fit(samples: Iterable[KernelSample], terms: Sequence[str] = TERMS,
         x = np.array([[r[t] for t in use] for r in rows], dtype=float)
         w = 1.0 / y
         sol, *_ = np.linalg.lstsq(x * w[:, None], y * w, rcond=None)
-        coef = {t: float(c) for t, c in zip(use, sol)}
+        coef = {t: float(c) for t, c in zip(use, sol, strict=True)}
         neg = [t for t, c in coef.items() if c < 0 and t != "fault"]
         if not nonneg or not neg or len(use) == 1:
             return coef
@@ -256,7 +260,8 @@ def kernel_program(order: int, size: int, write: bool = True, pmd_order: int = P
 def _write_op(raw: Mapping[str, Any]) -> Mapping[str, Any]:
     for op in raw["ops"]:
         if op["op"] == "write":
-            return op
+            found: Mapping[str, Any] = op
+            return found
     raise RuntimeError("laf_kprog output has no write op")
 
 
@@ -266,7 +271,6 @@ def measure_order(order: int, size: int | str = "256M", runs: int = 5,
     """Time ``size`` of write faults at ``order`` on the live kernel (the THP
     settings that make the kernel use ``order`` must already be in force)."""
     if runner is None:
-        from pylaf.live.kprog import run_kprog_raw
         runner = run_kprog_raw
     nbytes = parse_size(size)
     nr = 1 << order
@@ -321,8 +325,6 @@ def calibrate(size: int | str = "256M", runs: int = 5, orders: Optional[Sequence
     when ``settings`` is opted in).  Orders 2..PMD-1 need ``settings``.
     ``pmd_size``: PMD faults are few, so they get a larger mapping.
     """
-    from pylaf.live import host as k
-
     opted = settings_opted_in(settings)
     if orders is None:
         orders = [0, PMD_ORDER] + (list(range(2, PMD_ORDER)) if opted else [])
@@ -356,7 +358,6 @@ def calibrate(size: int | str = "256M", runs: int = 5, orders: Optional[Sequence
 
 # ------------------------------------------------------------- caching
 def default_cache() -> Path:
-    from pylaf.live.kprog import build_dir
     return build_dir() / "costmodel.json"
 
 

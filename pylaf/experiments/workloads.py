@@ -53,12 +53,12 @@ M = 1 << 20
 def _scaled(nbytes: int | str, scale: float, align: int, minimum: Optional[int] = None) -> int:
     """``nbytes * scale`` rounded to a multiple of ``align`` (at least ``minimum``)."""
     n = parse_size(nbytes) * scale
-    out = int(round(n / align)) * align
+    out = round(n / align) * align
     return max(out, align if minimum is None else minimum)
 
 
 def _count(n: int, scale: float, minimum: int = 1) -> int:
-    return max(minimum, int(round(n * scale)))
+    return max(minimum, round(n * scale))
 
 
 def _page_addrs(base: int, starts: np.ndarray, lengths: np.ndarray, page_size: int) -> np.ndarray:
@@ -81,7 +81,8 @@ def _page_addrs(base: int, starts: np.ndarray, lengths: np.ndarray, page_size: i
     addrs = pages * page_size
     heads = np.cumsum(counts) - counts
     addrs[heads] = starts
-    return (addrs.astype(np.uint64) + np.uint64(base))
+    out: np.ndarray = addrs.astype(np.uint64) + np.uint64(base)
+    return out
 
 
 def _fmt_param(value: Any) -> str:
@@ -100,8 +101,11 @@ def _fmt_param(value: Any) -> str:
 class WorkloadLike(Protocol):
     """What the registry and ``pylaf compare`` need from a workload."""
 
-    name: str
-    description: str
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def description(self) -> str: ...
 
     def run(self, mm: AddressSpace) -> None: ...
 
@@ -177,7 +181,7 @@ class RandomSparse(Workload):
 
     def run(self, mm: AddressSpace) -> None:
         n = _scaled(self.size, self.scale, max(mm.page_size, 2 * M))
-        nr = max(1, int(round(n // mm.page_size * self.density)))
+        nr = max(1, round(n // mm.page_size * self.density))
         a = mm.mmap(n)
         offs = self._rng().integers(0, n, size=nr, dtype=np.uint64)
         mm.touch(offs + np.uint64(a), write=True)
@@ -275,10 +279,10 @@ class HeapChurn(Workload):
             # large chunks: unmap about half of the live ones, map new ones
             if large:
                 dead = rng.random(len(large)) < 0.5
-                for (addr, length), d in zip(large, dead):
+                for (addr, length), d in zip(large, dead, strict=True):
                     if d:
                         mm.munmap(addr, length)
-                large = [c for c, d in zip(large, dead) if not d]
+                large = [c for c, d in zip(large, dead, strict=True) if not d]
             sizes = rng.integers(self.mmap_threshold // (4 * K), (4 * M) // (4 * K) + 1,
                                  size=large_n) * (4 * K) + 4 * K
             for nbytes in sizes.tolist():
@@ -304,7 +308,7 @@ class _Arena:
         nlive = int(self.live.sum())
         if n == 0 or nlive == 0 or fraction <= 0:
             return np.zeros(n, dtype=bool)
-        nruns = max(1, int(round(nlive * fraction / max(run_len, 1))))
+        nruns = max(1, round(nlive * fraction / max(run_len, 1)))
         starts = rng.integers(0, n, size=nruns)
         ends = np.minimum(starts + rng.geometric(1.0 / max(run_len, 1), size=nruns), n)
         diff = np.zeros(n + 1, dtype=np.int64)
@@ -331,7 +335,7 @@ class _Arena:
         lo_a = -(-lo // ps) * ps
         hi_a = (hi // ps) * ps
         ok = has_new & (hi_a - lo_a >= purge_min)
-        return [(self.base + int(a), int(b - a)) for a, b in zip(lo_a[ok], hi_a[ok])]
+        return [(self.base + int(a), int(b - a)) for a, b in zip(lo_a[ok], hi_a[ok], strict=True)]
 
     def allocate(self, rng: np.random.Generator, budget: int, reuse: float, ps: int) -> np.ndarray:
         """Allocate about ``budget`` bytes; returns the addresses to write."""

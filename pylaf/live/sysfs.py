@@ -24,7 +24,6 @@ from pathlib import Path
 from typing import Optional, Union
 
 from pylaf.policy import Policy
-from pylaf.sizes import format_size
 
 THP_DIR = Path("/sys/kernel/mm/transparent_hugepage")
 VMSTAT = Path("/proc/vmstat")
@@ -409,20 +408,9 @@ def read_collapse_counters(thp_dir: Path = THP_DIR, vmstat: Path = VMSTAT) -> di
 # the host's policy
 
 
-def _policy_from_sysfs_values(values: Mapping[str, str]) -> Policy:
-    """TEMPORARY (issue 8): stands in for ``Policy.from_sysfs_values(values)``,
-    which the policy branch adds to pylaf/policy.py.  At merge, replace the one
-    call in :func:`host_policy` by it and delete this function."""
-    sizes = {format_size(size_kb(m.group(1)) * 1024): state for rel, state in values.items()
-             if (m := re.fullmatch(r"hugepages-(\d+kB)/enabled", rel))}
-    return Policy(kind="upstream", enabled=values["enabled"], sizes=sizes, sizes_exclusive=True,
-                  defrag=values["defrag"], use_zero_page=bool(int(values["use_zero_page"])),
-                  anon_beside_full=bool(int(values.get("anon_beside_full", "0"))))
-
-
 def host_policy(thp_dir: Path = THP_DIR) -> Policy:
     """The live host's THP settings as an emulator policy named ``kernel``."""
-    policy = _policy_from_sysfs_values(read_thp_settings(thp_dir).sysfs_values())
+    policy = Policy.from_sysfs_values(read_thp_settings(thp_dir).sysfs_values())
     return dataclasses.replace(policy, name="kernel")
 
 

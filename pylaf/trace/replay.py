@@ -10,7 +10,8 @@ most anonymous faults runs last, so the final RSS is that process's at exit.
 File-backed and other faults are not replayed; they are counted separately.
 
 This module reads nothing from the live host: the default policy comes from
-:meth:`pylaf.Policy.from_sysfs` only when none is given.
+:meth:`pylaf.Policy.from_sysfs_values` of the settings recorded in the trace
+header, only when none is given.
 """
 from __future__ import annotations
 
@@ -331,11 +332,12 @@ def replay_into(mm: AddressSpace, trace: Trace,
 def replay(trace: Union[Trace, str, Path], policy: Union[Policy, str, None] = None, *,
            ram: Union[int, str] = "8G", report: Optional[list[ReplayReport]] = None) -> Stats:
     """Replay *trace* under *policy* (a :class:`~pylaf.Policy` or spec string,
-    default: this machine's live settings); returns the emulator's
-    :class:`~pylaf.Stats`."""
+    default: the THP settings the trace was recorded with, from its header);
+    returns the emulator's :class:`~pylaf.Stats`."""
     tr = trace if isinstance(trace, Trace) else load_trace(trace)
     if policy is None:
-        pol = Policy.from_sysfs()
+        recorded = tr.header.get("thp_settings")
+        pol = Policy.from_sysfs_values(recorded) if recorded else Policy()
     elif isinstance(policy, str):
         pol = Policy.parse(policy)
     else:

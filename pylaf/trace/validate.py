@@ -23,8 +23,8 @@ from pathlib import Path
 from typing import Optional, TextIO, Union
 
 from pylaf.live.kprog import build_helper
-from pylaf.live.sysfs import thp_settings
-from pylaf.policy import Policy, parse_thp_anon
+from pylaf.live.sysfs import host_policy, thp_settings
+from pylaf.policy import parse_thp_anon
 from pylaf.sizes import parse_size
 from pylaf.trace.format import Trace, TraceError
 from pylaf.trace.record import record
@@ -119,7 +119,7 @@ def validate_live(trace: Trace, settings: Sequence[str], *, ram: Union[int, str]
         sizes: dict[str | int, str] = {"2048kB": "inherit"}
         sizes.update(parse_setting(spec))
         with thp_settings(all_sizes="never", sizes=sizes):
-            pol = Policy.from_sysfs()
+            pol = host_policy()
             st = replay(trace, pol, ram=ram)
             live = _record_live(cmd, cwd, no_aslr)
             ru = _rusage_run(cmd, cwd, no_aslr)
