@@ -207,7 +207,7 @@ def _run(args: argparse.Namespace) -> int:
         print(json.dumps(doc, indent=2))
         return 0
     caption = (f"{format_size(args.page_size)} pages, {args.arch}, RAM {format_size(args.ram)}, "
-               f"memcg limit {format_size(args.memcg_limit) if args.memcg_limit else 'none'}, "
+               f"memcg limit {format_size(args.memcg_limit) if args.memcg_limit is not None else 'none'}, "
                f"scale {args.scale:g}; {len(results)} runs in {wall:.1f}s")
     render.print_table(console, render.compare_table(results, "pylaf compare", caption))
     return 0
