@@ -77,6 +77,14 @@ def _size_arg(text: str) -> int:
     return n
 
 
+def _memcg_arg(text: str) -> int:
+    """memory.max: a size, where 0 is allowed (nothing may be charged)."""
+    try:
+        return parse_size(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def _page_size_arg(text: str) -> int:
     n = _size_arg(text)
     if n not in PAGE_SIZES:
@@ -124,7 +132,7 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
                         "arch_wants_pte_order() (default: x86_64)")
     p.add_argument("--ram", type=_size_arg, default=4 << 30, metavar="SIZE",
                    help="emulated RAM (default: 4G)")
-    p.add_argument("--memcg-limit", type=_size_arg, default=None, metavar="SIZE",
+    p.add_argument("--memcg-limit", type=_memcg_arg, default=None, metavar="SIZE",
                    help="memory.max of the process's memory cgroup (default: unlimited); "
                         "charge failures fall back to smaller orders, then OOM")
     p.add_argument("--scale", type=_scale_arg, default=1.0, metavar="F",
