@@ -60,7 +60,7 @@ const char *laf_strerror(int err)
 void laf_config_default(struct laf_config *cfg)
 {
 	memset(cfg, 0, sizeof(*cfg));
-	cfg->page_shift = 12;
+	cfg->page_shift = LAF_PAGE_SHIFT_4K;
 	cfg->arch = LAF_ARCH_GENERIC;
 	cfg->ram_bytes = 1ULL << 30;
 }
@@ -80,7 +80,7 @@ void laf_policy_default(struct laf_policy *pol, uint32_t page_shift)
 	pol->enabled = LAF_THP_MADVISE;
 	pol->defrag = LAF_DEFRAG_MADVISE;
 	pol->use_zero_page = 1;
-	if (page_shift >= 12 && page_shift - 3 < LAF_NR_ORDERS)
+	if (page_shift >= LAF_PAGE_SHIFT_4K && page_shift - 3 < LAF_NR_ORDERS)
 		pol->per_size[page_shift - 3] = LAF_THP_INHERIT;
 }
 
@@ -102,18 +102,18 @@ static int geometry_init(struct laf_mm *mm, const struct laf_config *cfg)
 	mm->pmd_order = bits;
 	mm->pmd_size = 1ULL << mm->pmd_shift;
 	mm->pud_shift = mm->pmd_shift + bits;
-	mm->task_size = TASK_SIZE_47;
+	mm->task_size = task_size_for(ps);
 	mm->pgd_entries = (size_t)((mm->task_size + (1ULL << mm->pud_shift) - 1) >> mm->pud_shift);
 	mm->max_page_order = mm->pmd_order > 10 ? mm->pmd_order : 10;
 	if (mm->max_page_order >= LAF_NR_ORDERS)
 		return LAF_EINVAL;
 	if (cfg->arch == LAF_ARCH_ARM64) {
 		/* CONFIG_ARM64_CONT_PTE_SHIFT: 4 (4K), 7 (16K), 5 (64K) */
-		mm->cont_pte_order = ps == 12 ? 4 : ps == 14 ? 7 : 5;
+		mm->cont_pte_order = ps == LAF_PAGE_SHIFT_4K ? 4 : ps == LAF_PAGE_SHIFT_16K ? 7 : 5;
 		mm->arch_pte_order = (int)mm->cont_pte_order;
 	} else {
 		mm->cont_pte_order = 0;
-		mm->arch_pte_order = -1;
+		mm->arch_pte_order = LAF_ORDER_NONE;
 	}
 	if (cfg->mmap_base) {
 		if ((cfg->mmap_base & (mm->page_size - 1)) || cfg->mmap_base > mm->task_size ||
@@ -312,367 +312,34 @@ int laf_prctl(laf_mm *mm, int option, uint64_t arg2, uint64_t arg3, int64_t *out
 
 int laf_uffd_register(laf_mm *mm, uint64_t addr, uint64_t len, int mode)
 {
-	GUARDED(mm, __laf_uffd_register(mm, addr, len, mode));
-}
-
-static int writeprotect(struct laf_mm *mm, uint64_t start, uint64_t len, bool wp);
-
-/*
- * userfaultfd_unregister() -> userfaultfd_clear_vma(): a WP-registered part
- * first gets uffd_wp_range(..., false) (uffd-wp bits cleared, exclusive anon
- * pages writable again), then loses its VM_UFFD_* flags.
- */
-static int uffd_unregister(struct laf_mm *mm, uint64_t start, uint64_t len)
-{
-	uint64_t end = start + len, addr = start;
-	struct laf_vma *v;
-
-	/* fs/userfaultfd.c validate_range(): also start >= mmap_min_addr */
-	if ((start | len) & (mm->page_size - 1) || !len || end < start || end > mm->task_size ||
-	    start < MMAP_MIN_ADDR)
-		return LAF_EINVAL;
-	while (addr < end && (v = find_vma(mm, addr)) && v->vm_start < end) {
-		uint64_t s = v->vm_start > addr ? v->vm_start : addr;
-		uint64_t e = v->vm_end < end ? v->vm_end : end;
-
-		if (v->vm_flags & LAF_VM_UFFD_WP)
-			writeprotect(mm, s, e - s, false);
-		addr = e;
-	}
-	return __laf_uffd_unregister(mm, start, len);
+	GUARDED(mm, userfaultfd_register(mm, addr, len, mode));
 }
 
 int laf_uffd_unregister(laf_mm *mm, uint64_t addr, uint64_t len)
 {
-	GUARDED(mm, uffd_unregister(mm, addr, len));
-}
-
-/*
- * UFFDIO_COPY / UFFDIO_ZEROPAGE (mfill_atomic()): install order-0 pages or
- * zero-page PTEs into none PTEs of a MISSING-registered range.  Not faults:
- * no fault counter moves.  A present PTE or huge PMD is -EEXIST (pages
- * already filled stay filled).
- */
-static int mfill(struct laf_mm *mm, uint64_t start, uint64_t len, bool zeropage, bool wp)
-{
-	uint64_t addr, end = start + len;
-
-	struct laf_vma *vma;
-
-	/* fs/userfaultfd.c validate_range(): also start >= mmap_min_addr */
-	if ((start | len) & (mm->page_size - 1) || !len || end < start || end > mm->task_size ||
-	    start < MMAP_MIN_ADDR)
-		return LAF_EINVAL;
-	/*
-	 * uffd_mfill_lock(): the VMA holding @start gets its anon_vma first
-	 * (find_vma_and_prepare_anon()), then the whole range must lie in that
-	 * one VMA and the VMA must be registered (any mode): else -ENOENT.  A
-	 * WP copy needs VM_UFFD_WP (-EINVAL).
-	 */
-	vma = find_vma(mm, start);
-	if (!vma || start < vma->vm_start)
-		return LAF_ENOENT;
-	vmf_anon_prepare(mm, vma);
-	if (end > vma->vm_end ||
-	    !(vma->vm_flags & (LAF_VM_UFFD_MISSING | LAF_VM_UFFD_WP | LAF_VM_UFFD_MINOR)))
-		return LAF_ENOENT;
-	if (wp && !(vma->vm_flags & LAF_VM_UFFD_WP))
-		return LAF_EINVAL;
-	for (addr = start; addr < end; addr += mm->page_size) {
-		pmd_t *pmd;
-		pte_t *pte, entry;
-		uint32_t pfn;
-
-		pmd = pmd_offset_alloc(mm, addr);
-		if (!pmd)
-			return LAF_ENOMEM;
-		if (pmd_trans_huge(pmd))
-			return LAF_EEXIST;
-		if (pmd_none(pmd) && __pte_alloc(mm, pmd))
-			return LAF_ENOMEM;
-		pte = &pmd->ptes[pte_index(mm, addr)];
-		if (zeropage) {
-			if (!pte_none(*pte))
-				return LAF_EEXIST;
-			entry = pfn_pte(mm->zero_pfn, LAF_PTE_PRESENT | LAF_PTE_SPECIAL | LAF_PTE_YOUNG);
-			set_ptes(mm, addr, pte, entry, 1);
-			mm->st.zero_page_maps++;
-			continue;
-		}
-		pfn = vma_alloc_folio(mm, 0);
-		if (pfn == NO_PFN)
-			return LAF_ENOMEM;
-		if (mem_cgroup_charge(mm, pfn, 0)) {
-			folio_put(mm, pfn);
-			return LAF_ENOMEM;
-		}
-		/*
-		 * mfill_atomic_pte_copy(): the folio is allocated and charged
-		 * first; mfill_atomic_install_pte() then finds the PTE taken.
-		 */
-		if (!pte_none(*pte)) {
-			folio_put(mm, pfn);
-			return LAF_EEXIST;
-		}
-		folio_add_new_anon_rmap(mm, pfn, vma, addr);
-		pfn_to_page(mm, pfn)->flags |= PG_lru;
-		mm->st.lru_pages++;
-		mm->st.mm_anonpages++;
-		entry = pfn_pte(pfn, LAF_PTE_PRESENT | LAF_PTE_YOUNG | LAF_PTE_DIRTY);
-		if (wp)
-			entry |= LAF_PTE_UFFD_WP;
-		else if (vma->vm_flags & LAF_VM_WRITE)
-			entry |= LAF_PTE_WRITE;
-		set_ptes(mm, addr, pte, entry, 1);
-		mm->st.folios_mapped[0]++;
-	}
-	return 0;
+	GUARDED(mm, userfaultfd_unregister(mm, addr, len));
 }
 
 int laf_uffd_copy(laf_mm *mm, uint64_t addr, uint64_t len, int wp)
 {
-	GUARDED(mm, mfill(mm, addr, len, false, wp != 0));
+	GUARDED(mm, mfill_atomic(mm, addr, len, false, wp != 0));
 }
 
 int laf_uffd_zeropage(laf_mm *mm, uint64_t addr, uint64_t len)
 {
-	GUARDED(mm, mfill(mm, addr, len, true, false));
-}
-
-/* UFFDIO_WRITEPROTECT: set or clear uffd-wp on present PTEs / huge PMDs */
-static int writeprotect(struct laf_mm *mm, uint64_t start, uint64_t len, bool wp)
-{
-	uint64_t addr, end = start + len;
-
-	/* fs/userfaultfd.c validate_range(): also start >= mmap_min_addr */
-	if ((start | len) & (mm->page_size - 1) || !len || end < start || end > mm->task_size ||
-	    start < MMAP_MIN_ADDR)
-		return LAF_EINVAL;
-	bool found = false;
-
-	for (addr = start; addr < end; addr += mm->page_size) {
-		struct laf_vma *vma = find_vma(mm, addr);
-		pmd_t *pmd;
-		pte_t *pte;
-
-		/* mwriteprotect_range(): holes are skipped, a non-WP VMA is -ENOENT */
-		if (!vma || vma->vm_start >= end)
-			break;
-		if (addr < vma->vm_start)
-			addr = vma->vm_start;
-		if (!(vma->vm_flags & LAF_VM_UFFD_WP))
-			return LAF_ENOENT;
-		found = true;
-		pmd = pmd_offset(mm, addr);
-		if (!pmd || pmd_none(pmd))
-			continue;
-		if (pmd_trans_huge(pmd)) {
-			uint64_t haddr = align_down(addr, mm->pmd_size);
-
-			/* change_pmd_range(): a huge PMD the range covers only in part is split */
-			if (haddr < start || haddr + mm->pmd_size > end)
-				__split_huge_pmd(mm, vma, pmd, addr);
-		}
-		if (pmd_trans_huge(pmd)) {
-			if (wp)
-				pmd->val = (pmd->val | LAF_PTE_UFFD_WP) & ~(uint64_t)LAF_PTE_WRITE;
-			else if (!(pmd->val & LAF_PTE_SPECIAL)) {
-				pmd->val &= ~(uint64_t)LAF_PTE_UFFD_WP;
-				if (vma->vm_flags & LAF_VM_WRITE)
-					pmd->val |= LAF_PTE_WRITE;
-			} else {
-				pmd->val &= ~(uint64_t)LAF_PTE_UFFD_WP;
-			}
-			continue;
-		}
-		pte = &pmd->ptes[pte_index(mm, addr)];
-		if (!pte_present(*pte))
-			continue;
-		if (mm->cont_pte_order && (*pte & LAF_PTE_CONT)) {
-			/*
-			 * arm64: a contpte block needs one pgprot; a block the
-			 * range covers only in part is unfolded first
-			 * (contpte_try_unfold_partial()).  The range is the
-			 * part inside this VMA: mwriteprotect_range() calls
-			 * uffd_wp_range() per VMA, and may stop at the next
-			 * VMA (-ENOENT) with a straddling block half done.
-			 */
-			uint64_t csz = mm->page_size << mm->cont_pte_order;
-			uint64_t cs = align_down(addr, csz);
-			uint64_t vs = start > vma->vm_start ? start : vma->vm_start;
-			uint64_t ve = end < vma->vm_end ? end : vma->vm_end;
-
-			if (cs < vs || cs + csz > ve) {
-				pte_t *first = &pmd->ptes[pte_index(mm, cs)];
-				unsigned int k;
-
-				for (k = 0; k < (1u << mm->cont_pte_order); k++)
-					first[k] &= ~(pte_t)LAF_PTE_CONT;
-				mm->st.contpte_unfolds++;
-			}
-		}
-		if (wp) {
-			*pte = (*pte | LAF_PTE_UFFD_WP) & ~(pte_t)LAF_PTE_WRITE;
-		} else {
-			*pte &= ~(pte_t)LAF_PTE_UFFD_WP;
-			if (!pte_special(*pte) && (vma->vm_flags & LAF_VM_WRITE))
-				*pte |= LAF_PTE_WRITE;
-		}
-	}
-	return found ? 0 : LAF_ENOENT;
+	GUARDED(mm, mfill_atomic(mm, addr, len, true, false));
 }
 
 int laf_uffd_writeprotect(laf_mm *mm, uint64_t addr, uint64_t len, int wp)
 {
-	GUARDED(mm, writeprotect(mm, addr, len, wp != 0));
-}
-
-static int __fault(struct laf_mm *mm, uint64_t addr, int write, struct laf_fault_result *res)
-{
-	laf_access(mm, addr, write != 0, res);
-	if (res->access == LAF_ACCESS_HIT || res->access == LAF_ACCESS_FAULT) {
-		uint64_t pte;
-		struct laf_folio_info fi;
-
-		if (__laf_lookup(mm, addr, &pte, &fi) == 0 && !(pte & LAF_PTE_SPECIAL))
-			res->order = fi.order;
-	}
-	return 0;
+	GUARDED(mm, mwriteprotect_range(mm, addr, len, wp != 0));
 }
 
 int laf_fault(laf_mm *mm, uint64_t addr, int write, struct laf_fault_result *res)
 {
 	if (!res)
 		return LAF_EINVAL;
-	GUARDED(mm, __fault(mm, addr, write, res));
-}
-
-static inline void summarize(struct laf_touch_summary *s, int a, size_t i)
-{
-	switch (a) {
-	case LAF_ACCESS_HIT: s->hits++; return;
-	case LAF_ACCESS_FAULT: s->faulted++; return;
-	case LAF_ACCESS_SIGSEGV: s->sigsegv++; break;
-	case LAF_ACCESS_OOM: s->oom++; break;
-	case LAF_ACCESS_SIGBUS: s->sigbus++; break;
-	default: s->userfault++; break;
-	}
-	if (s->first_error < 0)
-		s->first_error = (int64_t)i;
-}
-
-/*
- * The batch loops' paging-structure cache, as an MMU keeps one: the PTE
- * table of the last PMD range an access walked.  An access whose PTE is
- * present, allows it and is already marked TOUCHED (so nothing but the hit
- * counters changes) is served from it.  Every other access goes through
- * laf_access() and then refills the cache for a new PMD range.  Inside a
- * batch no PTE table is freed or moved (only munmap/madvise/destroy free
- * tables, and a table never becomes a huge PMD), so the cached table
- * pointer stays valid; the PTE itself is always read live.
- */
-struct mmu_walk_cache {
-	uint64_t tag;		/* addr >> pmd_shift, ~0 when empty */
-	pte_t *ptes;
-	uint64_t hits;		/* served here; added to the counters at the end */
-	unsigned int pmd_shift, page_shift, index_mask;	/* geometry, kept in registers */
-};
-
-static inline void walk_cache_init(struct laf_mm *mm, struct mmu_walk_cache *c)
-{
-	c->tag = ~0ULL;
-	c->ptes = NULL;
-	c->hits = 0;
-	c->pmd_shift = mm->pmd_shift;
-	c->page_shift = mm->page_shift;
-	c->index_mask = mm->ptrs_per_pte - 1;
-}
-
-/* PTE bits a cached hit needs */
-static inline pte_t walk_cache_need(bool write)
-{
-	return LAF_PTE_PRESENT | LAF_PTE_TOUCHED | (write ? LAF_PTE_WRITE : 0);
-}
-
-static inline bool walk_cache_hit(struct mmu_walk_cache *c, uint64_t addr, pte_t need)
-{
-	pte_t pte;
-
-	if ((addr >> c->pmd_shift) != c->tag)
-		return false;
-	pte = c->ptes[(addr >> c->page_shift) & c->index_mask];
-	if ((pte & need) != need)
-		return false;
-	c->hits++;
-	return true;
-}
-
-static inline void walk_cache_fill(struct laf_mm *mm, struct mmu_walk_cache *c, uint64_t addr)
-{
-	pmd_t *pmd;
-
-	if ((addr >> c->pmd_shift) == c->tag)
-		return;
-	pmd = pmd_offset(mm, addr);
-	if (pmd && !pmd->val && pmd->ptes) {
-		c->tag = addr >> c->pmd_shift;
-		c->ptes = pmd->ptes;
-	} else {
-		c->tag = ~0ULL;
-	}
-}
-
-/* The hits the cache served: mm->st.hits and the summary's, once per batch. */
-static inline void walk_cache_flush(struct laf_mm *mm, struct mmu_walk_cache *c,
-				    struct laf_touch_summary *s)
-{
-	mm->st.hits += c->hits;
-	s->hits += c->hits;
-	c->hits = 0;
-}
-
-static int __touch(struct laf_mm *mm, const uint64_t *addrs, size_t n, const uint8_t *writes,
-		   int write, int8_t *results, struct laf_touch_summary *s)
-{
-	struct mmu_walk_cache wc;
-	size_t i;
-
-	memset(s, 0, sizeof(*s));
-	s->first_error = -1;
-	s->accesses = n;
-	walk_cache_init(mm, &wc);
-	if (!writes && !results) {	/* the common batch: one access kind, summary only */
-		pte_t need = walk_cache_need(write != 0);
-
-		for (i = 0; i < n; i++) {
-			uint64_t addr = addrs[i];
-
-			if (walk_cache_hit(&wc, addr, need))
-				continue;
-			summarize(s, laf_access(mm, addr, write != 0, NULL), i);
-			walk_cache_fill(mm, &wc, addr);
-		}
-		walk_cache_flush(mm, &wc, s);
-		return 0;
-	}
-	for (i = 0; i < n; i++) {
-		bool w = writes ? writes[i] != 0 : write != 0;
-		uint64_t addr = addrs[i];
-		int a;
-
-		if (walk_cache_hit(&wc, addr, walk_cache_need(w))) {
-			if (results)
-				results[i] = LAF_ACCESS_HIT;
-			continue;
-		}
-		a = laf_access(mm, addr, w, NULL);
-		walk_cache_fill(mm, &wc, addr);
-		if (results)
-			results[i] = (int8_t)a;
-		summarize(s, a, i);
-	}
-	walk_cache_flush(mm, &wc, s);
-	return 0;
+	GUARDED(mm, access_one(mm, addr, write != 0, res));
 }
 
 int laf_touch(laf_mm *mm, const uint64_t *addrs, size_t n, const uint8_t *writes,
@@ -680,32 +347,7 @@ int laf_touch(laf_mm *mm, const uint64_t *addrs, size_t n, const uint8_t *writes
 {
 	if (!sum || (n && !addrs))
 		return LAF_EINVAL;
-	GUARDED(mm, __touch(mm, addrs, n, writes, write, results, sum));
-}
-
-static int __touch_range(struct laf_mm *mm, uint64_t start, uint64_t len, uint64_t stride,
-			 int write, struct laf_touch_summary *s)
-{
-	struct mmu_walk_cache wc;
-	uint64_t off;
-	size_t i = 0;
-
-	memset(s, 0, sizeof(*s));
-	s->first_error = -1;
-	walk_cache_init(mm, &wc);
-	for (off = 0; off < len; off += stride, i++) {
-		uint64_t addr = start + off;
-		int a;
-
-		if (walk_cache_hit(&wc, addr, walk_cache_need(write != 0)))
-			continue;
-		a = laf_access(mm, addr, write != 0, NULL);
-		walk_cache_fill(mm, &wc, addr);
-		summarize(s, a, i);
-	}
-	walk_cache_flush(mm, &wc, s);
-	s->accesses = i;
-	return 0;
+	GUARDED(mm, access_batch(mm, addrs, n, writes, write != 0, results, sum));
 }
 
 int laf_touch_range(laf_mm *mm, uint64_t start, uint64_t len, uint64_t stride, int write,
@@ -713,7 +355,7 @@ int laf_touch_range(laf_mm *mm, uint64_t start, uint64_t len, uint64_t stride, i
 {
 	if (!sum || !stride || start + len < start)
 		return LAF_EINVAL;
-	GUARDED(mm, __touch_range(mm, start, len, stride, write, sum));
+	GUARDED(mm, access_range(mm, start, len, stride, write != 0, sum));
 }
 
 static int __shrink(struct laf_mm *mm, uint64_t *nr)
@@ -730,79 +372,14 @@ int laf_shrink_deferred_split(laf_mm *mm, uint64_t *nr_split)
 	GUARDED(mm, __shrink(mm, nr_split));
 }
 
-static int pin_frame(struct laf_mm *mm, uint32_t pfn)
-{
-	if (mm->nr_pinned == mm->cap_pinned) {
-		size_t ncap = mm->cap_pinned ? mm->cap_pinned * 2 : 256;
-		uint32_t *n = realloc(mm->pinned, ncap * sizeof(*n));
-
-		if (!n)
-			return LAF_ENOMEM;
-		mm->pinned = n;
-		mm->cap_pinned = ncap;
-	}
-	mm->pinned[mm->nr_pinned++] = pfn;
-	mm->memmap[pfn].flags = PG_pinned;
-	return 0;
-}
-
-/*
- * Fragment free memory so that no free block above @max_free_order remains:
- * every free block larger than that is cut into 2^(max_free_order+1)-frame
- * pieces and the last frame of each piece is pinned (one frame in
- * 2^(max+1)), as long-lived unmovable allocations would.
- */
-static int __fragment(struct laf_mm *mm, int max_free_order)
-{
-	unsigned int o, piece;
-
-	if (max_free_order < 0 || max_free_order >= (int)mm->max_page_order)
-		return LAF_EINVAL;
-	piece = (unsigned int)max_free_order + 1;
-	for (o = mm->max_page_order; o > (unsigned int)max_free_order; o--) {
-		while (mm->free_head[o] != NO_PFN) {
-			uint32_t pfn = __rmqueue(mm, o);
-			uint64_t p, nr = 1ULL << o, step = 1ULL << piece;
-
-			for (p = pfn; p < pfn + nr; p += step) {
-				uint64_t last = p + step - 1, q;
-				int err = pin_frame(mm, (uint32_t)last);
-
-				if (err) {
-					for (q = p; q < pfn + nr; q++)
-						__free_pages_ok(mm, q, 0);
-					return err;
-				}
-				for (q = p; q < last; q++) {
-					mm->memmap[q].flags = 0;
-					__free_pages_ok(mm, q, 0);
-				}
-			}
-		}
-	}
-	return 0;
-}
-
 int laf_phys_fragment(laf_mm *mm, int max_free_order)
 {
-	GUARDED(mm, __fragment(mm, max_free_order));
-}
-
-static int __unfragment(struct laf_mm *mm)
-{
-	size_t i;
-
-	for (i = 0; i < mm->nr_pinned; i++) {
-		mm->memmap[mm->pinned[i]].flags = 0;
-		__free_pages_ok(mm, mm->pinned[i], 0);
-	}
-	mm->nr_pinned = 0;
-	return 0;
+	GUARDED(mm, phys_fragment(mm, max_free_order));
 }
 
 int laf_phys_unfragment(laf_mm *mm)
 {
-	GUARDED(mm, __unfragment(mm));
+	GUARDED(mm, phys_unfragment(mm));
 }
 
 static int __inject(struct laf_mm *mm, int kind, int order, uint64_t count, uint64_t addr)
@@ -951,7 +528,7 @@ int __laf_lookup(struct laf_mm *mm, uint64_t addr, uint64_t *pte, struct laf_fol
 		*pte = e;
 	if (fi) {
 		memset(fi, 0, sizeof(*fi));
-		fi->order = -1;
+		fi->order = LAF_ORDER_NONE;
 		if (pte_present(e) && !(pte_special(e) && !(e & LAF_PTE_HUGE)))
 			fill_folio_info(mm, compound_head_pfn(mm, pte_pfn(e)), fi);
 	}
@@ -965,7 +542,7 @@ int laf_lookup(laf_mm *mm, uint64_t addr, uint64_t *pte, struct laf_folio_info *
 
 /*
  * Raw entries for @npages pages from @start; @orders (optional) gets the
- * folio order per page: -1 none, -2 small zero page, -3 huge zero page.
+ * folio order per page, or LAF_ORDER_NONE / LAF_ORDER_ZERO / LAF_ORDER_HUGE_ZERO.
  */
 static int __read_ptes(struct laf_mm *mm, uint64_t start, size_t npages, uint64_t *ptes,
 		       int8_t *orders)
