@@ -341,12 +341,15 @@ int access_batch(struct laf_mm *mm, const uint64_t *addrs, size_t n, const uint8
 int access_range(struct laf_mm *mm, uint64_t start, uint64_t len, uint64_t stride,
 		 bool write, struct laf_touch_summary *s);
 
+/* ---- task_mmu.c ---- */
+int __laf_lookup(struct laf_mm *mm, uint64_t addr, uint64_t *pte, struct laf_folio_info *fi);
+int read_ptes(struct laf_mm *mm, uint64_t start, size_t npages, uint64_t *ptes, int8_t *orders);
+
 /* ---- bodies of the public entry points (api.c wraps them in the busy guard) ---- */
 int __laf_mmap(struct laf_mm *mm, uint64_t addr, uint64_t len, int prot, int flags, uint64_t *out);
 int __laf_munmap(struct laf_mm *mm, uint64_t start, uint64_t len);
 int __laf_madvise(struct laf_mm *mm, uint64_t start, uint64_t len, int advice);
 int __laf_prctl(struct laf_mm *mm, int option, uint64_t arg2, uint64_t arg3, int64_t *out);
-int __laf_lookup(struct laf_mm *mm, uint64_t addr, uint64_t *pte, struct laf_folio_info *fi);
 int __laf_check_invariants(struct laf_mm *mm, char *msg, size_t msglen);
 int laf_access(struct laf_mm *mm, uint64_t addr, bool write, struct laf_fault_result *res);
 
