@@ -46,6 +46,7 @@ struct mmu_walk_cache {
 	unsigned int pmd_shift, page_shift, index_mask;	/* geometry, kept in registers */
 };
 
+/* An empty cache with the mm's geometry copied in (kept in registers). */
 static inline void walk_cache_init(struct laf_mm *mm, struct mmu_walk_cache *c)
 {
 	c->tag = ~0ULL;
@@ -62,6 +63,10 @@ static inline pte_t walk_cache_need(bool write)
 	return LAF_PTE_PRESENT | LAF_PTE_TOUCHED | (write ? LAF_PTE_WRITE : 0);
 }
 
+/*
+ * A hit: @addr is in the cached PMD range and its live PTE has every bit of
+ * @need; counted in the cache, not yet in the mm's counters.
+ */
 static inline bool walk_cache_hit(struct mmu_walk_cache *c, uint64_t addr, pte_t need)
 {
 	pte_t pte;
@@ -75,6 +80,10 @@ static inline bool walk_cache_hit(struct mmu_walk_cache *c, uint64_t addr, pte_t
 	return true;
 }
 
+/*
+ * After a slow access: cache the PTE table of @addr's PMD range, if it has
+ * one (a huge PMD or no table empties the cache).
+ */
 static inline void walk_cache_fill(struct laf_mm *mm, struct mmu_walk_cache *c, uint64_t addr)
 {
 	pmd_t *pmd;

@@ -1,7 +1,15 @@
 // SPDX-License-Identifier: GPL-2.0
 /*
- * api.c - the public entry points of laf.h: argument checks (C re-checks
- * everything Python checked), the one-thread-at-a-time guard, batches.
+ * api.c - the public entry points of laf.h: pointer and argument checks (the
+ * C core re-checks everything Python checked), the one-thread-at-a-time
+ * guard (mm_enter()), dispatch to the kernel-named bodies:
+ *   vma.c (mmap, munmap, madvise, prctl), userfaultfd.c (uffd ioctls),
+ *   access_batch.c (faults and batches), page_alloc.c (fragmentation),
+ *   task_mmu.c (lookup, read_ptes), check.c (invariants).
+ * The range checks of a syscall live in the function that mirrors the
+ * kernel's (do_vmi_munmap(), is_valid_madvise(), validate_range(), ...), so
+ * each has one home; the entry point checks what the kernel's syscall
+ * wrapper would (NULL out-pointers here).
  */
 #include <stdlib.h>
 #include <sys/mman.h>
@@ -10,9 +18,14 @@
 
 #include "laf_internal.h"
 
-/*
+/**
+ * mm_enter - take the mm's busy flag (the emulator's mmap_lock)
+ *
  * One thread at a time: a non-blocking flag.  cffi releases the GIL during
  * every call, so a second Python thread really can get here concurrently.
+ * Simplified: the kernel's mmap_lock is a sleeping rwsem (readers for
+ * faults, a writer for VMA changes); here a second caller gets -EBUSY.
+ * Return: 0, LAF_EINVAL for a NULL mm, LAF_EBUSY if another thread is inside.
  */
 static inline int mm_enter(struct laf_mm *mm)
 {
@@ -23,6 +36,9 @@ static inline int mm_enter(struct laf_mm *mm)
 	return 0;
 }
 
+/**
+ * mm_exit - release the busy flag taken by mm_enter()
+ */
 static inline void mm_exit(struct laf_mm *mm)
 {
 	__atomic_store_n(&mm->busy, 0, __ATOMIC_RELEASE);
@@ -38,6 +54,9 @@ static inline void mm_exit(struct laf_mm *mm)
 		return __e;                   \
 	} while (0)
 
+/**
+ * laf_strerror - a one-line description of a LAF_E* code (never NULL)
+ */
 const char *laf_strerror(int err)
 {
 	switch (err) {
@@ -57,6 +76,10 @@ const char *laf_strerror(int err)
 	}
 }
 
+/**
+ * laf_config_default - 4K pages, generic arch, 1 GiB of RAM, no memcg limit,
+ * the default mmap_base (TASK_SIZE - 128M)
+ */
 void laf_config_default(struct laf_config *cfg)
 {
 	memset(cfg, 0, sizeof(*cfg));
@@ -84,6 +107,17 @@ void laf_policy_default(struct laf_policy *pol, uint32_t page_shift)
 		pol->per_size[page_shift - 3] = LAF_THP_INHERIT;
 }
 
+/**
+ * geometry_init - check @cfg and derive the page-table geometry into @mm
+ *
+ * PMD_SHIFT = PAGE_SHIFT + (PAGE_SHIFT - 3) (one table page of 8-byte
+ * entries per level), TASK_SIZE = task_size_for() (page-aligned at every
+ * page size), MAX_PAGE_ORDER = max(10, PMD order), the arm64 contpte order
+ * (CONFIG_ARM64_CONT_PTE_SHIFT).  A given mmap_base must be page-aligned,
+ * above mmap_min_addr and at most TASK_SIZE; RAM at least two PMDs, page
+ * multiple, below 2^31 frames; the memcg limit a page multiple.
+ * Return: 0, LAF_EINVAL or LAF_ERANGE.
+ */
 static int geometry_init(struct laf_mm *mm, const struct laf_config *cfg)
 {
 	unsigned int ps = cfg->page_shift, bits;
@@ -133,6 +167,13 @@ static int geometry_init(struct laf_mm *mm, const struct laf_config *cfg)
 	return 0;
 }
 
+/**
+ * laf_mm_create - a new emulated process and machine (mm_init() + boot)
+ *
+ * geometry_init(), an empty PGD, the memmap and buddy lists (buddy_init()),
+ * the stock THP policy (laf_policy_default()), the memcg limit.
+ * Return: 0 and *@out, or LAF_EINVAL / LAF_ERANGE / LAF_ENOMEM (*@out NULL).
+ */
 int laf_mm_create(const struct laf_config *cfg, laf_mm **out)
 {
 	struct laf_mm *mm;
@@ -175,7 +216,9 @@ int laf_mm_create(const struct laf_config *cfg, laf_mm **out)
 	return 0;
 }
 
-/* exit_mmap(): unmap every VMA, free the page tables, then the machine */
+/**
+ * laf_mm_destroy - exit_mmap(): unmap every VMA, free the page tables, then the machine
+ */
 void laf_mm_destroy(laf_mm *mm)
 {
 	size_t i;
@@ -224,6 +267,10 @@ int laf_geometry_from_config(const struct laf_config *cfg, struct laf_geometry *
 	return err;
 }
 
+/**
+ * laf_get_geometry - the page/PMD geometry, TASK_SIZE and RAM size of @mm
+ * Return: 0 or LAF_EINVAL.  Takes no lock: the geometry never changes.
+ */
 int laf_get_geometry(laf_mm *mm, struct laf_geometry *g)
 {
 	if (!mm || !g)
@@ -242,6 +289,10 @@ int laf_get_geometry(laf_mm *mm, struct laf_geometry *g)
 	return 0;
 }
 
+/**
+ * __set_policy - write the THP knobs (the sysfs stores of mm/huge_memory.c)
+ * Return: 0, or the error of policy_validate() (nothing changed).
+ */
 static int __set_policy(struct laf_mm *mm, const struct laf_policy *pol)
 {
 	int err = policy_validate(mm, pol);
@@ -252,6 +303,9 @@ static int __set_policy(struct laf_mm *mm, const struct laf_policy *pol)
 	return 0;
 }
 
+/**
+ * laf_set_policy - validate and apply @pol (guarded)
+ */
 int laf_set_policy(laf_mm *mm, const struct laf_policy *pol)
 {
 	if (!pol)
@@ -259,6 +313,9 @@ int laf_set_policy(laf_mm *mm, const struct laf_policy *pol)
 	GUARDED(mm, __set_policy(mm, pol));
 }
 
+/**
+ * laf_get_policy - copy the current policy into @pol (guarded)
+ */
 int laf_get_policy(laf_mm *mm, struct laf_policy *pol)
 {
 	if (!pol)
@@ -266,6 +323,10 @@ int laf_get_policy(laf_mm *mm, struct laf_policy *pol)
 	GUARDED(mm, (*pol = mm->pol, 0));
 }
 
+/**
+ * __set_memcg_limit - memory.max of the mm's memcg, in bytes (0: unlimited)
+ * Return: 0, LAF_EINVAL (not a page multiple) or LAF_ERANGE (below usage).
+ */
 static int __set_memcg_limit(struct laf_mm *mm, uint64_t bytes)
 {
 	if (bytes & (mm->page_size - 1))
@@ -281,11 +342,18 @@ static int __set_memcg_limit(struct laf_mm *mm, uint64_t bytes)
 	return 0;
 }
 
+/**
+ * laf_set_memcg_limit - __set_memcg_limit() under the busy flag
+ */
 int laf_set_memcg_limit(laf_mm *mm, uint64_t limit_bytes)
 {
 	GUARDED(mm, __set_memcg_limit(mm, limit_bytes));
 }
 
+/**
+ * laf_mmap - mmap(MAP_PRIVATE | MAP_ANONYMOUS): __laf_mmap() (vma.c) checks
+ * @len and @addr as mm/mmap.c do_mmap() and __get_unmapped_area() do
+ */
 int laf_mmap(laf_mm *mm, uint64_t addr, uint64_t len, int prot, int flags, uint64_t *out)
 {
 	if (!out)
@@ -293,16 +361,27 @@ int laf_mmap(laf_mm *mm, uint64_t addr, uint64_t len, int prot, int flags, uint6
 	GUARDED(mm, __laf_mmap(mm, addr, len, prot, flags, out));
 }
 
+/**
+ * laf_munmap - munmap(): __laf_munmap() (vma.c) checks the range as
+ * mm/vma.c do_vmi_munmap() does, before any page alignment
+ */
 int laf_munmap(laf_mm *mm, uint64_t addr, uint64_t len)
 {
 	GUARDED(mm, __laf_munmap(mm, addr, len));
 }
 
+/**
+ * laf_madvise - madvise(): __laf_madvise() (vma.c) checks the range as
+ * mm/madvise.c is_valid_madvise() does
+ */
 int laf_madvise(laf_mm *mm, uint64_t addr, uint64_t len, int advice)
 {
 	GUARDED(mm, __laf_madvise(mm, addr, len, advice));
 }
 
+/**
+ * laf_prctl - PR_SET_THP_DISABLE / PR_GET_THP_DISABLE (__laf_prctl(), vma.c)
+ */
 int laf_prctl(laf_mm *mm, int option, uint64_t arg2, uint64_t arg3, int64_t *out)
 {
 	if (!out)
@@ -310,31 +389,50 @@ int laf_prctl(laf_mm *mm, int option, uint64_t arg2, uint64_t arg3, int64_t *out
 	GUARDED(mm, __laf_prctl(mm, option, arg2, arg3, out));
 }
 
+/**
+ * laf_uffd_register - UFFDIO_REGISTER (userfaultfd.c; validate_range() there)
+ */
 int laf_uffd_register(laf_mm *mm, uint64_t addr, uint64_t len, int mode)
 {
 	GUARDED(mm, userfaultfd_register(mm, addr, len, mode));
 }
 
+/**
+ * laf_uffd_unregister - UFFDIO_UNREGISTER (userfaultfd.c)
+ */
 int laf_uffd_unregister(laf_mm *mm, uint64_t addr, uint64_t len)
 {
 	GUARDED(mm, userfaultfd_unregister(mm, addr, len));
 }
 
+/**
+ * laf_uffd_copy - UFFDIO_COPY, with UFFDIO_COPY_MODE_WP if @wp (mfill_atomic())
+ */
 int laf_uffd_copy(laf_mm *mm, uint64_t addr, uint64_t len, int wp)
 {
 	GUARDED(mm, mfill_atomic(mm, addr, len, false, wp != 0));
 }
 
+/**
+ * laf_uffd_zeropage - UFFDIO_ZEROPAGE (mfill_atomic())
+ */
 int laf_uffd_zeropage(laf_mm *mm, uint64_t addr, uint64_t len)
 {
 	GUARDED(mm, mfill_atomic(mm, addr, len, true, false));
 }
 
+/**
+ * laf_uffd_writeprotect - UFFDIO_WRITEPROTECT (mwriteprotect_range())
+ */
 int laf_uffd_writeprotect(laf_mm *mm, uint64_t addr, uint64_t len, int wp)
 {
 	GUARDED(mm, mwriteprotect_range(mm, addr, len, wp != 0));
 }
 
+/**
+ * laf_fault - one access with its full outcome (access_one()); any @addr is
+ * valid input (at or above TASK_SIZE it is a SIGSEGV)
+ */
 int laf_fault(laf_mm *mm, uint64_t addr, int write, struct laf_fault_result *res)
 {
 	if (!res)
@@ -342,6 +440,10 @@ int laf_fault(laf_mm *mm, uint64_t addr, int write, struct laf_fault_result *res
 	GUARDED(mm, access_one(mm, addr, write != 0, res));
 }
 
+/**
+ * laf_touch - @n accesses at @addrs (access_batch()); @addrs may be NULL only
+ * when @n is 0
+ */
 int laf_touch(laf_mm *mm, const uint64_t *addrs, size_t n, const uint8_t *writes,
 	      int write, int8_t *results, struct laf_touch_summary *sum)
 {
@@ -350,6 +452,12 @@ int laf_touch(laf_mm *mm, const uint64_t *addrs, size_t n, const uint8_t *writes
 	GUARDED(mm, access_batch(mm, addrs, n, writes, write != 0, results, sum));
 }
 
+/**
+ * laf_touch_range - accesses at @start + k * @stride below @start + @len
+ *
+ * @stride 0 or a range that wraps past 2^64 is LAF_EINVAL; the offsets
+ * themselves never wrap (access_range()).
+ */
 int laf_touch_range(laf_mm *mm, uint64_t start, uint64_t len, uint64_t stride, int write,
 		    struct laf_touch_summary *sum)
 {
@@ -358,6 +466,10 @@ int laf_touch_range(laf_mm *mm, uint64_t start, uint64_t len, uint64_t stride, i
 	GUARDED(mm, access_range(mm, start, len, stride, write != 0, sum));
 }
 
+/**
+ * __shrink - run the deferred-split shrinker once (deferred_split_scan())
+ * @nr: (optional) folios split
+ */
 static int __shrink(struct laf_mm *mm, uint64_t *nr)
 {
 	uint64_t n = deferred_split_scan(mm);
@@ -367,21 +479,37 @@ static int __shrink(struct laf_mm *mm, uint64_t *nr)
 	return 0;
 }
 
+/**
+ * laf_shrink_deferred_split - __shrink() under the busy flag
+ */
 int laf_shrink_deferred_split(laf_mm *mm, uint64_t *nr_split)
 {
 	GUARDED(mm, __shrink(mm, nr_split));
 }
 
+/**
+ * laf_phys_fragment - phys_fragment() (page_alloc.c) under the busy flag
+ */
 int laf_phys_fragment(laf_mm *mm, int max_free_order)
 {
 	GUARDED(mm, phys_fragment(mm, max_free_order));
 }
 
+/**
+ * laf_phys_unfragment - phys_unfragment() (page_alloc.c) under the busy flag
+ */
 int laf_phys_unfragment(laf_mm *mm)
 {
 	GUARDED(mm, phys_unfragment(mm));
 }
 
+/**
+ * __inject - arm a fault-injection hook (the emulator's fail_page_alloc)
+ *
+ * @order must be a valid folio order (0..PMD order) for the allocation and
+ * charge hooks, @addr below TASK_SIZE for the race hook.
+ * Return: 0 or LAF_EINVAL.
+ */
 static int __inject(struct laf_mm *mm, int kind, int order, uint64_t count, uint64_t addr)
 {
 	struct laf_inject_state *in = &mm->inject;
@@ -413,11 +541,17 @@ static int __inject(struct laf_mm *mm, int kind, int order, uint64_t count, uint
 	}
 }
 
+/**
+ * laf_inject - __inject() under the busy flag
+ */
 int laf_inject(laf_mm *mm, int kind, int order, uint64_t count, uint64_t addr)
 {
 	GUARDED(mm, __inject(mm, kind, order, count, addr));
 }
 
+/**
+ * __get_stats - the counters plus the gauges kept outside struct laf_stats
+ */
 static int __get_stats(struct laf_mm *mm, struct laf_stats *st)
 {
 	*st = mm->st;
@@ -430,6 +564,9 @@ static int __get_stats(struct laf_mm *mm, struct laf_stats *st)
 	return 0;
 }
 
+/**
+ * laf_get_stats - __get_stats() under the busy flag (a consistent snapshot)
+ */
 int laf_get_stats(laf_mm *mm, struct laf_stats *st)
 {
 	if (!st)
@@ -437,7 +574,9 @@ int laf_get_stats(laf_mm *mm, struct laf_stats *st)
 	GUARDED(mm, __get_stats(mm, st));
 }
 
-/* Zero the event counters; gauges (nr_anon, RSS, tables...) are kept. */
+/**
+ * __reset - zero the event counters; gauges (nr_anon, RSS, tables...) are kept
+ */
 static int __reset(struct laf_mm *mm)
 {
 	struct laf_stats keep = mm->st;
@@ -457,11 +596,17 @@ static int __reset(struct laf_mm *mm)
 	return 0;
 }
 
+/**
+ * laf_reset_counters - __reset() under the busy flag
+ */
 int laf_reset_counters(laf_mm *mm)
 {
 	GUARDED(mm, __reset(mm));
 }
 
+/**
+ * __get_vmas - copy up to @cap VMAs into @out; *@nr gets the total count
+ */
 static int __get_vmas(struct laf_mm *mm, struct laf_vma_info *out, size_t cap, size_t *nr)
 {
 	size_t i;
@@ -476,6 +621,9 @@ static int __get_vmas(struct laf_mm *mm, struct laf_vma_info *out, size_t cap, s
 	return 0;
 }
 
+/**
+ * laf_get_vmas - __get_vmas() under the busy flag; @out may be NULL if @cap is 0
+ */
 int laf_get_vmas(laf_mm *mm, struct laf_vma_info *out, size_t cap, size_t *nr)
 {
 	if (!nr || (cap && !out))
@@ -483,16 +631,25 @@ int laf_get_vmas(laf_mm *mm, struct laf_vma_info *out, size_t cap, size_t *nr)
 	GUARDED(mm, __get_vmas(mm, out, cap, nr));
 }
 
+/**
+ * laf_lookup - __laf_lookup() (task_mmu.c) under the busy flag
+ */
 int laf_lookup(laf_mm *mm, uint64_t addr, uint64_t *pte, struct laf_folio_info *folio)
 {
 	GUARDED(mm, __laf_lookup(mm, addr, pte, folio));
 }
 
+/**
+ * laf_read_ptes - read_ptes() (task_mmu.c) under the busy flag
+ */
 int laf_read_ptes(laf_mm *mm, uint64_t start, size_t npages, uint64_t *ptes, int8_t *orders)
 {
 	GUARDED(mm, read_ptes(mm, start, npages, ptes, orders));
 }
 
+/**
+ * laf_check_invariants - __laf_check_invariants() (check.c) under the busy flag
+ */
 int laf_check_invariants(laf_mm *mm, char *msg, size_t msglen)
 {
 	GUARDED(mm, __laf_check_invariants(mm, msg, msglen));

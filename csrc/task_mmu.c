@@ -29,6 +29,7 @@ static pte_t entry_at(struct laf_mm *mm, uint64_t addr)
 	return pmd->ptes ? pmd->ptes[idx] : 0;
 }
 
+/* The folio state kpageflags and /proc/kpagecount would show, from its head page. */
 static void fill_folio_info(struct laf_mm *mm, uint64_t head, struct laf_folio_info *fi)
 {
 	struct page *p = pfn_to_page(mm, head);
