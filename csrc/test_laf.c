@@ -1299,7 +1299,8 @@ static bool test_madvise_len_wraps(void)
 /*
  * mmap(): mm/mmap.c do_mmap(): PAGE_ALIGN(len) == 0 is -ENOMEM;
  * __get_unmapped_area(): len > TASK_SIZE and, for MAP_FIXED,
- * addr > TASK_SIZE - len are -ENOMEM.  A hint that wraps when page-aligned
+ * addr > TASK_SIZE - len are -ENOMEM, then a misaligned addr -EINVAL, then
+ * security_mmap_addr() (below mmap_min_addr) -EPERM.  A hint that wraps when page-aligned
  * is no hint (generic_get_unmapped_area_topdown() checks it against
  * mmap_min_addr and falls back to the top-down search).
  */
@@ -1318,6 +1319,11 @@ static bool test_mmap_len_wraps(void)
 	ASSERT_EQ(laf_mmap(mm, BASE, UINT64_MAX, rw, LAF_MAP_FIXED, &out), LAF_ENOMEM);
 	ASSERT_EQ(laf_mmap(mm, g.task_size - 4 * K, 8 * K, rw, LAF_MAP_FIXED, &out), LAF_ENOMEM);
 	ASSERT_EQ(laf_mmap(mm, g.task_size, 4 * K, rw, LAF_MAP_FIXED, &out), LAF_ENOMEM);
+	/* the range check comes before the alignment and mmap_min_addr checks */
+	ASSERT_EQ(laf_mmap(mm, g.task_size - 100, 4 * K, rw, LAF_MAP_FIXED, &out), LAF_ENOMEM);
+	ASSERT_EQ(laf_mmap(mm, 4 * K, g.task_size, rw, LAF_MAP_FIXED, &out), LAF_ENOMEM);
+	ASSERT_EQ(laf_mmap(mm, BASE + 100, 4 * K, rw, LAF_MAP_FIXED, &out), LAF_EINVAL);
+	ASSERT_EQ(laf_mmap(mm, 4 * K, 4 * K, rw, LAF_MAP_FIXED, &out), LAF_EPERM);
 	ASSERT_EQ(nr_vmas(mm), 0);
 	ASSERT_OK(laf_mmap(mm, UINT64_MAX - 100, 4 * K, rw, 0, &out));
 	ASSERT_EQ(out, g.mmap_base - 4 * K);
