@@ -3,8 +3,8 @@ PYTHON ?= python3
 CC ?= cc
 CFLAGS_TEST = -std=gnu11 -g -O1 -Wall -Wextra -Wno-unused-parameter -DLAF_DEBUG
 SAN = -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all
-CORE = csrc/page_alloc.c csrc/pgtable.c csrc/memory.c csrc/huge_memory.c csrc/policy.c \
-       csrc/vma.c csrc/api.c csrc/check.c
+include csrc/sources.mk
+CORE = $(addprefix csrc/,$(LAF_CORE_SOURCES))
 
 .PHONY: all ext ctest ctest-asan bench bench-quick fuzz-smoke test clean
 

@@ -14,8 +14,18 @@ from cffi import FFI
 ROOT = Path(__file__).resolve().parent
 CSRC = ROOT / "csrc"
 HEADER = CSRC / "laf.h"
-SOURCES = ["page_alloc.c", "pgtable.c", "memory.c", "huge_memory.c", "policy.c",
-           "vma.c", "api.c", "check.c"]
+SOURCES_MK = CSRC / "sources.mk"
+
+
+def core_sources(path: Path = SOURCES_MK) -> list[str]:
+    """The C core's source files: the LAF_CORE_SOURCES line of csrc/sources.mk."""
+    m = re.search(r"^LAF_CORE_SOURCES\s*:?=\s*(.+)$", path.read_text(), re.M)
+    if not m:
+        raise RuntimeError(f"{path}: no LAF_CORE_SOURCES line")
+    return m.group(1).split()
+
+
+SOURCES = core_sources()
 
 _REGION = re.compile(r"/\* --- BEGIN CFFI CDEF --- \*/(.*?)/\* --- END CFFI CDEF --- \*/", re.S)
 

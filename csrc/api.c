@@ -1,7 +1,15 @@
 // SPDX-License-Identifier: GPL-2.0
 /*
- * api.c - the public entry points of laf.h: argument checks (C re-checks
- * everything Python checked), the one-thread-at-a-time guard, batches.
+ * api.c - the public entry points of laf.h: pointer and argument checks (the
+ * C core re-checks everything Python checked), the one-thread-at-a-time
+ * guard (mm_enter()), dispatch to the kernel-named bodies:
+ *   vma.c (mmap, munmap, madvise, prctl), userfaultfd.c (uffd ioctls),
+ *   access_batch.c (faults and batches), page_alloc.c (fragmentation),
+ *   task_mmu.c (lookup, read_ptes), check.c (invariants).
+ * The range checks of a syscall live in the function that mirrors the
+ * kernel's (do_vmi_munmap(), is_valid_madvise(), validate_range(), ...), so
+ * each has one home; the entry point checks what the kernel's syscall
+ * wrapper would (NULL out-pointers here).
  */
 #include <stdlib.h>
 #include <sys/mman.h>
@@ -10,9 +18,14 @@
 
 #include "laf_internal.h"
 
-/*
+/**
+ * mm_enter - take the mm's busy flag (the emulator's mmap_lock)
+ *
  * One thread at a time: a non-blocking flag.  cffi releases the GIL during
  * every call, so a second Python thread really can get here concurrently.
+ * Simplified: the kernel's mmap_lock is a sleeping rwsem (readers for
+ * faults, a writer for VMA changes); here a second caller gets -EBUSY.
+ * Return: 0, LAF_EINVAL for a NULL mm, LAF_EBUSY if another thread is inside.
  */
 static inline int mm_enter(struct laf_mm *mm)
 {
@@ -23,6 +36,9 @@ static inline int mm_enter(struct laf_mm *mm)
 	return 0;
 }
 
+/**
+ * mm_exit - release the busy flag taken by mm_enter()
+ */
 static inline void mm_exit(struct laf_mm *mm)
 {
 	__atomic_store_n(&mm->busy, 0, __ATOMIC_RELEASE);
@@ -38,6 +54,9 @@ static inline void mm_exit(struct laf_mm *mm)
 		return __e;                   \
 	} while (0)
 
+/**
+ * laf_strerror - a one-line description of a LAF_E* code (never NULL)
+ */
 const char *laf_strerror(int err)
 {
 	switch (err) {
@@ -57,10 +76,14 @@ const char *laf_strerror(int err)
 	}
 }
 
+/**
+ * laf_config_default - 4K pages, generic arch, 1 GiB of RAM, no memcg limit,
+ * the default mmap_base (TASK_SIZE - 128M)
+ */
 void laf_config_default(struct laf_config *cfg)
 {
 	memset(cfg, 0, sizeof(*cfg));
-	cfg->page_shift = 12;
+	cfg->page_shift = LAF_PAGE_SHIFT_4K;
 	cfg->arch = LAF_ARCH_GENERIC;
 	cfg->ram_bytes = 1ULL << 30;
 	cfg->memcg_limit_bytes = LAF_MEMCG_UNLIMITED;
@@ -81,10 +104,21 @@ void laf_policy_default(struct laf_policy *pol, uint32_t page_shift)
 	pol->enabled = LAF_THP_MADVISE;
 	pol->defrag = LAF_DEFRAG_MADVISE;
 	pol->use_zero_page = 1;
-	if (page_shift >= 12 && page_shift - 3 < LAF_NR_ORDERS)
+	if (page_shift >= LAF_PAGE_SHIFT_4K && page_shift - 3 < LAF_NR_ORDERS)
 		pol->per_size[page_shift - 3] = LAF_THP_INHERIT;
 }
 
+/**
+ * geometry_init - check @cfg and derive the page-table geometry into @mm
+ *
+ * PMD_SHIFT = PAGE_SHIFT + (PAGE_SHIFT - 3) (one table page of 8-byte
+ * entries per level), TASK_SIZE = task_size_for() (page-aligned at every
+ * page size), MAX_PAGE_ORDER = max(10, PMD order), the arm64 contpte order
+ * (CONFIG_ARM64_CONT_PTE_SHIFT).  A given mmap_base must be page-aligned,
+ * above mmap_min_addr and at most TASK_SIZE; RAM at least two PMDs, page
+ * multiple, below 2^31 frames; the memcg limit a page multiple.
+ * Return: 0, LAF_EINVAL or LAF_ERANGE.
+ */
 static int geometry_init(struct laf_mm *mm, const struct laf_config *cfg)
 {
 	unsigned int ps = cfg->page_shift, bits;
@@ -103,18 +137,18 @@ static int geometry_init(struct laf_mm *mm, const struct laf_config *cfg)
 	mm->pmd_order = bits;
 	mm->pmd_size = 1ULL << mm->pmd_shift;
 	mm->pud_shift = mm->pmd_shift + bits;
-	mm->task_size = TASK_SIZE_47;
+	mm->task_size = task_size_for(ps);
 	mm->pgd_entries = (size_t)((mm->task_size + (1ULL << mm->pud_shift) - 1) >> mm->pud_shift);
 	mm->max_page_order = mm->pmd_order > 10 ? mm->pmd_order : 10;
 	if (mm->max_page_order >= LAF_NR_ORDERS)
 		return LAF_EINVAL;
 	if (cfg->arch == LAF_ARCH_ARM64) {
 		/* CONFIG_ARM64_CONT_PTE_SHIFT: 4 (4K), 7 (16K), 5 (64K) */
-		mm->cont_pte_order = ps == 12 ? 4 : ps == 14 ? 7 : 5;
+		mm->cont_pte_order = ps == LAF_PAGE_SHIFT_4K ? 4 : ps == LAF_PAGE_SHIFT_16K ? 7 : 5;
 		mm->arch_pte_order = (int)mm->cont_pte_order;
 	} else {
 		mm->cont_pte_order = 0;
-		mm->arch_pte_order = -1;
+		mm->arch_pte_order = LAF_ORDER_NONE;
 	}
 	if (cfg->mmap_base) {
 		if ((cfg->mmap_base & (mm->page_size - 1)) || cfg->mmap_base > mm->task_size ||
@@ -132,6 +166,13 @@ static int geometry_init(struct laf_mm *mm, const struct laf_config *cfg)
 	return mem_cgroup_check_max(mm, cfg->memcg_limit_bytes);
 }
 
+/**
+ * laf_mm_create - a new emulated process and machine (mm_init() + boot)
+ *
+ * geometry_init(), an empty PGD, the memmap and buddy lists (buddy_init()),
+ * the stock THP policy (laf_policy_default()), the memcg limit.
+ * Return: 0 and *@out, or LAF_EINVAL / LAF_ERANGE / LAF_ENOMEM (*@out NULL).
+ */
 int laf_mm_create(const struct laf_config *cfg, laf_mm **out)
 {
 	struct laf_mm *mm;
@@ -167,7 +208,9 @@ int laf_mm_create(const struct laf_config *cfg, laf_mm **out)
 	return 0;
 }
 
-/* exit_mmap(): unmap every VMA, free the page tables, then the machine */
+/**
+ * laf_mm_destroy - exit_mmap(): unmap every VMA, free the page tables, then the machine
+ */
 void laf_mm_destroy(laf_mm *mm)
 {
 	size_t i;
@@ -216,6 +259,10 @@ int laf_geometry_from_config(const struct laf_config *cfg, struct laf_geometry *
 	return err;
 }
 
+/**
+ * laf_get_geometry - the page/PMD geometry, TASK_SIZE and RAM size of @mm
+ * Return: 0 or LAF_EINVAL.  Takes no lock: the geometry never changes.
+ */
 int laf_get_geometry(laf_mm *mm, struct laf_geometry *g)
 {
 	if (!mm || !g)
@@ -234,6 +281,10 @@ int laf_get_geometry(laf_mm *mm, struct laf_geometry *g)
 	return 0;
 }
 
+/**
+ * __set_policy - write the THP knobs (the sysfs stores of mm/huge_memory.c)
+ * Return: 0, or the error of policy_validate() (nothing changed).
+ */
 static int __set_policy(struct laf_mm *mm, const struct laf_policy *pol)
 {
 	int err = policy_validate(mm, pol);
@@ -244,6 +295,9 @@ static int __set_policy(struct laf_mm *mm, const struct laf_policy *pol)
 	return 0;
 }
 
+/**
+ * laf_set_policy - validate and apply @pol (guarded)
+ */
 int laf_set_policy(laf_mm *mm, const struct laf_policy *pol)
 {
 	if (!pol)
@@ -251,6 +305,9 @@ int laf_set_policy(laf_mm *mm, const struct laf_policy *pol)
 	GUARDED(mm, __set_policy(mm, pol));
 }
 
+/**
+ * laf_get_policy - copy the current policy into @pol (guarded)
+ */
 int laf_get_policy(laf_mm *mm, struct laf_policy *pol)
 {
 	if (!pol)
@@ -263,6 +320,10 @@ int laf_set_memcg_limit(laf_mm *mm, uint64_t limit_bytes)
 	GUARDED(mm, mem_cgroup_set_max(mm, limit_bytes));
 }
 
+/**
+ * laf_mmap - mmap(MAP_PRIVATE | MAP_ANONYMOUS): __laf_mmap() (vma.c) checks
+ * @len and @addr as mm/mmap.c do_mmap() and __get_unmapped_area() do
+ */
 int laf_mmap(laf_mm *mm, uint64_t addr, uint64_t len, int prot, int flags, uint64_t *out)
 {
 	if (!out)
@@ -270,16 +331,27 @@ int laf_mmap(laf_mm *mm, uint64_t addr, uint64_t len, int prot, int flags, uint6
 	GUARDED(mm, __laf_mmap(mm, addr, len, prot, flags, out));
 }
 
+/**
+ * laf_munmap - munmap(): __laf_munmap() (vma.c) checks the range as
+ * mm/vma.c do_vmi_munmap() does, before any page alignment
+ */
 int laf_munmap(laf_mm *mm, uint64_t addr, uint64_t len)
 {
 	GUARDED(mm, __laf_munmap(mm, addr, len));
 }
 
+/**
+ * laf_madvise - madvise(): __laf_madvise() (vma.c) checks the range as
+ * mm/madvise.c is_valid_madvise() does
+ */
 int laf_madvise(laf_mm *mm, uint64_t addr, uint64_t len, int advice)
 {
 	GUARDED(mm, __laf_madvise(mm, addr, len, advice));
 }
 
+/**
+ * laf_prctl - PR_SET_THP_DISABLE / PR_GET_THP_DISABLE (__laf_prctl(), vma.c)
+ */
 int laf_prctl(laf_mm *mm, int option, uint64_t arg2, uint64_t arg3, int64_t *out)
 {
 	if (!out)
@@ -287,412 +359,87 @@ int laf_prctl(laf_mm *mm, int option, uint64_t arg2, uint64_t arg3, int64_t *out
 	GUARDED(mm, __laf_prctl(mm, option, arg2, arg3, out));
 }
 
+/**
+ * laf_uffd_register - UFFDIO_REGISTER (userfaultfd.c; validate_range() there)
+ */
 int laf_uffd_register(laf_mm *mm, uint64_t addr, uint64_t len, int mode)
 {
-	GUARDED(mm, __laf_uffd_register(mm, addr, len, mode));
+	GUARDED(mm, userfaultfd_register(mm, addr, len, mode));
 }
 
-static int writeprotect(struct laf_mm *mm, uint64_t start, uint64_t len, bool wp);
-
-/*
- * userfaultfd_unregister() -> userfaultfd_clear_vma(): a WP-registered part
- * first gets uffd_wp_range(..., false) (uffd-wp bits cleared, exclusive anon
- * pages writable again), then loses its VM_UFFD_* flags.
+/**
+ * laf_uffd_unregister - UFFDIO_UNREGISTER (userfaultfd.c)
  */
-static int uffd_unregister(struct laf_mm *mm, uint64_t start, uint64_t len)
-{
-	uint64_t end = start + len, addr = start;
-	struct laf_vma *v;
-
-	/* fs/userfaultfd.c validate_range(): also start >= mmap_min_addr */
-	if ((start | len) & (mm->page_size - 1) || !len || end < start || end > mm->task_size ||
-	    start < MMAP_MIN_ADDR)
-		return LAF_EINVAL;
-	while (addr < end && (v = find_vma(mm, addr)) && v->vm_start < end) {
-		uint64_t s = v->vm_start > addr ? v->vm_start : addr;
-		uint64_t e = v->vm_end < end ? v->vm_end : end;
-
-		if (v->vm_flags & LAF_VM_UFFD_WP)
-			writeprotect(mm, s, e - s, false);
-		addr = e;
-	}
-	return __laf_uffd_unregister(mm, start, len);
-}
-
 int laf_uffd_unregister(laf_mm *mm, uint64_t addr, uint64_t len)
 {
-	GUARDED(mm, uffd_unregister(mm, addr, len));
+	GUARDED(mm, userfaultfd_unregister(mm, addr, len));
 }
 
-/*
- * UFFDIO_COPY / UFFDIO_ZEROPAGE (mfill_atomic()): install order-0 pages or
- * zero-page PTEs into none PTEs of a MISSING-registered range.  Not faults:
- * no fault counter moves.  A present PTE or huge PMD is -EEXIST (pages
- * already filled stay filled).
+/**
+ * laf_uffd_copy - UFFDIO_COPY, with UFFDIO_COPY_MODE_WP if @wp (mfill_atomic())
  */
-static int mfill(struct laf_mm *mm, uint64_t start, uint64_t len, bool zeropage, bool wp)
-{
-	uint64_t addr, end = start + len;
-
-	struct laf_vma *vma;
-
-	/* fs/userfaultfd.c validate_range(): also start >= mmap_min_addr */
-	if ((start | len) & (mm->page_size - 1) || !len || end < start || end > mm->task_size ||
-	    start < MMAP_MIN_ADDR)
-		return LAF_EINVAL;
-	/*
-	 * uffd_mfill_lock(): the VMA holding @start gets its anon_vma first
-	 * (find_vma_and_prepare_anon()), then the whole range must lie in that
-	 * one VMA and the VMA must be registered (any mode): else -ENOENT.  A
-	 * WP copy needs VM_UFFD_WP (-EINVAL).
-	 */
-	vma = find_vma(mm, start);
-	if (!vma || start < vma->vm_start)
-		return LAF_ENOENT;
-	vmf_anon_prepare(mm, vma);
-	if (end > vma->vm_end ||
-	    !(vma->vm_flags & (LAF_VM_UFFD_MISSING | LAF_VM_UFFD_WP | LAF_VM_UFFD_MINOR)))
-		return LAF_ENOENT;
-	if (wp && !(vma->vm_flags & LAF_VM_UFFD_WP))
-		return LAF_EINVAL;
-	for (addr = start; addr < end; addr += mm->page_size) {
-		pmd_t *pmd;
-		pte_t *pte, entry;
-		uint32_t pfn;
-
-		pmd = pmd_offset_alloc(mm, addr);
-		if (!pmd)
-			return LAF_ENOMEM;
-		if (pmd_trans_huge(pmd))
-			return LAF_EEXIST;
-		if (pmd_none(pmd) && __pte_alloc(mm, pmd))
-			return LAF_ENOMEM;
-		pte = &pmd->ptes[pte_index(mm, addr)];
-		if (zeropage) {
-			if (!pte_none(*pte))
-				return LAF_EEXIST;
-			entry = pfn_pte(mm->zero_pfn, LAF_PTE_PRESENT | LAF_PTE_SPECIAL | LAF_PTE_YOUNG);
-			set_ptes(mm, addr, pte, entry, 1);
-			mm->st.zero_page_maps++;
-			continue;
-		}
-		pfn = vma_alloc_folio(mm, 0);
-		if (pfn == NO_PFN)
-			return LAF_ENOMEM;
-		if (mem_cgroup_charge(mm, pfn, 0)) {
-			folio_put(mm, pfn);
-			return LAF_ENOMEM;
-		}
-		/*
-		 * mfill_atomic_pte_copy(): the folio is allocated and charged
-		 * first; mfill_atomic_install_pte() then finds the PTE taken.
-		 */
-		if (!pte_none(*pte)) {
-			folio_put(mm, pfn);
-			return LAF_EEXIST;
-		}
-		folio_add_new_anon_rmap(mm, pfn, vma, addr);
-		pfn_to_page(mm, pfn)->flags |= PG_lru;
-		mm->st.lru_pages++;
-		mm->st.mm_anonpages++;
-		entry = pfn_pte(pfn, LAF_PTE_PRESENT | LAF_PTE_YOUNG | LAF_PTE_DIRTY);
-		if (wp)
-			entry |= LAF_PTE_UFFD_WP;
-		else if (vma->vm_flags & LAF_VM_WRITE)
-			entry |= LAF_PTE_WRITE;
-		set_ptes(mm, addr, pte, entry, 1);
-		mm->st.folios_mapped[0]++;
-	}
-	return 0;
-}
-
 int laf_uffd_copy(laf_mm *mm, uint64_t addr, uint64_t len, int wp)
 {
-	GUARDED(mm, mfill(mm, addr, len, false, wp != 0));
+	GUARDED(mm, mfill_atomic(mm, addr, len, false, wp != 0));
 }
 
+/**
+ * laf_uffd_zeropage - UFFDIO_ZEROPAGE (mfill_atomic())
+ */
 int laf_uffd_zeropage(laf_mm *mm, uint64_t addr, uint64_t len)
 {
-	GUARDED(mm, mfill(mm, addr, len, true, false));
+	GUARDED(mm, mfill_atomic(mm, addr, len, true, false));
 }
 
-/* UFFDIO_WRITEPROTECT: set or clear uffd-wp on present PTEs / huge PMDs */
-static int writeprotect(struct laf_mm *mm, uint64_t start, uint64_t len, bool wp)
-{
-	uint64_t addr, end = start + len;
-
-	/* fs/userfaultfd.c validate_range(): also start >= mmap_min_addr */
-	if ((start | len) & (mm->page_size - 1) || !len || end < start || end > mm->task_size ||
-	    start < MMAP_MIN_ADDR)
-		return LAF_EINVAL;
-	bool found = false;
-
-	for (addr = start; addr < end; addr += mm->page_size) {
-		struct laf_vma *vma = find_vma(mm, addr);
-		pmd_t *pmd;
-		pte_t *pte;
-
-		/* mwriteprotect_range(): holes are skipped, a non-WP VMA is -ENOENT */
-		if (!vma || vma->vm_start >= end)
-			break;
-		if (addr < vma->vm_start)
-			addr = vma->vm_start;
-		if (!(vma->vm_flags & LAF_VM_UFFD_WP))
-			return LAF_ENOENT;
-		found = true;
-		pmd = pmd_offset(mm, addr);
-		if (!pmd || pmd_none(pmd))
-			continue;
-		if (pmd_trans_huge(pmd)) {
-			uint64_t haddr = align_down(addr, mm->pmd_size);
-
-			/* change_pmd_range(): a huge PMD the range covers only in part is split */
-			if (haddr < start || haddr + mm->pmd_size > end)
-				__split_huge_pmd(mm, vma, pmd, addr);
-		}
-		if (pmd_trans_huge(pmd)) {
-			if (wp)
-				pmd->val = (pmd->val | LAF_PTE_UFFD_WP) & ~(uint64_t)LAF_PTE_WRITE;
-			else if (!(pmd->val & LAF_PTE_SPECIAL)) {
-				pmd->val &= ~(uint64_t)LAF_PTE_UFFD_WP;
-				if (vma->vm_flags & LAF_VM_WRITE)
-					pmd->val |= LAF_PTE_WRITE;
-			} else {
-				pmd->val &= ~(uint64_t)LAF_PTE_UFFD_WP;
-			}
-			continue;
-		}
-		pte = &pmd->ptes[pte_index(mm, addr)];
-		if (!pte_present(*pte))
-			continue;
-		if (mm->cont_pte_order && (*pte & LAF_PTE_CONT)) {
-			/*
-			 * arm64: a contpte block needs one pgprot; a block the
-			 * range covers only in part is unfolded first
-			 * (contpte_try_unfold_partial()).  The range is the
-			 * part inside this VMA: mwriteprotect_range() calls
-			 * uffd_wp_range() per VMA, and may stop at the next
-			 * VMA (-ENOENT) with a straddling block half done.
-			 */
-			uint64_t csz = mm->page_size << mm->cont_pte_order;
-			uint64_t cs = align_down(addr, csz);
-			uint64_t vs = start > vma->vm_start ? start : vma->vm_start;
-			uint64_t ve = end < vma->vm_end ? end : vma->vm_end;
-
-			if (cs < vs || cs + csz > ve) {
-				pte_t *first = &pmd->ptes[pte_index(mm, cs)];
-				unsigned int k;
-
-				for (k = 0; k < (1u << mm->cont_pte_order); k++)
-					first[k] &= ~(pte_t)LAF_PTE_CONT;
-				mm->st.contpte_unfolds++;
-			}
-		}
-		if (wp) {
-			*pte = (*pte | LAF_PTE_UFFD_WP) & ~(pte_t)LAF_PTE_WRITE;
-		} else {
-			*pte &= ~(pte_t)LAF_PTE_UFFD_WP;
-			if (!pte_special(*pte) && (vma->vm_flags & LAF_VM_WRITE))
-				*pte |= LAF_PTE_WRITE;
-		}
-	}
-	return found ? 0 : LAF_ENOENT;
-}
-
+/**
+ * laf_uffd_writeprotect - UFFDIO_WRITEPROTECT (mwriteprotect_range())
+ */
 int laf_uffd_writeprotect(laf_mm *mm, uint64_t addr, uint64_t len, int wp)
 {
-	GUARDED(mm, writeprotect(mm, addr, len, wp != 0));
+	GUARDED(mm, mwriteprotect_range(mm, addr, len, wp != 0));
 }
 
-static int __fault(struct laf_mm *mm, uint64_t addr, int write, struct laf_fault_result *res)
-{
-	laf_access(mm, addr, write != 0, res);
-	if (res->access == LAF_ACCESS_HIT || res->access == LAF_ACCESS_FAULT) {
-		uint64_t pte;
-		struct laf_folio_info fi;
-
-		if (__laf_lookup(mm, addr, &pte, &fi) == 0 && !(pte & LAF_PTE_SPECIAL))
-			res->order = fi.order;
-	}
-	return 0;
-}
-
+/**
+ * laf_fault - one access with its full outcome (access_one()); any @addr is
+ * valid input (at or above TASK_SIZE it is a SIGSEGV)
+ */
 int laf_fault(laf_mm *mm, uint64_t addr, int write, struct laf_fault_result *res)
 {
 	if (!res)
 		return LAF_EINVAL;
-	GUARDED(mm, __fault(mm, addr, write, res));
+	GUARDED(mm, access_one(mm, addr, write != 0, res));
 }
 
-static inline void summarize(struct laf_touch_summary *s, int a, size_t i)
-{
-	switch (a) {
-	case LAF_ACCESS_HIT: s->hits++; return;
-	case LAF_ACCESS_FAULT: s->faulted++; return;
-	case LAF_ACCESS_SIGSEGV: s->sigsegv++; break;
-	case LAF_ACCESS_OOM: s->oom++; break;
-	case LAF_ACCESS_SIGBUS: s->sigbus++; break;
-	default: s->userfault++; break;
-	}
-	if (s->first_error < 0)
-		s->first_error = (int64_t)i;
-}
-
-/*
- * The batch loops' paging-structure cache, as an MMU keeps one: the PTE
- * table of the last PMD range an access walked.  An access whose PTE is
- * present, allows it and is already marked TOUCHED (so nothing but the hit
- * counters changes) is served from it.  Every other access goes through
- * laf_access() and then refills the cache for a new PMD range.  Inside a
- * batch no PTE table is freed or moved (only munmap/madvise/destroy free
- * tables, and a table never becomes a huge PMD), so the cached table
- * pointer stays valid; the PTE itself is always read live.
+/**
+ * laf_touch - @n accesses at @addrs (access_batch()); @addrs may be NULL only
+ * when @n is 0
  */
-struct mmu_walk_cache {
-	uint64_t tag;		/* addr >> pmd_shift, ~0 when empty */
-	pte_t *ptes;
-	uint64_t hits;		/* served here; added to the counters at the end */
-	unsigned int pmd_shift, page_shift, index_mask;	/* geometry, kept in registers */
-};
-
-static inline void walk_cache_init(struct laf_mm *mm, struct mmu_walk_cache *c)
-{
-	c->tag = ~0ULL;
-	c->ptes = NULL;
-	c->hits = 0;
-	c->pmd_shift = mm->pmd_shift;
-	c->page_shift = mm->page_shift;
-	c->index_mask = mm->ptrs_per_pte - 1;
-}
-
-/* PTE bits a cached hit needs */
-static inline pte_t walk_cache_need(bool write)
-{
-	return LAF_PTE_PRESENT | LAF_PTE_TOUCHED | (write ? LAF_PTE_WRITE : 0);
-}
-
-static inline bool walk_cache_hit(struct mmu_walk_cache *c, uint64_t addr, pte_t need)
-{
-	pte_t pte;
-
-	if ((addr >> c->pmd_shift) != c->tag)
-		return false;
-	pte = c->ptes[(addr >> c->page_shift) & c->index_mask];
-	if ((pte & need) != need)
-		return false;
-	c->hits++;
-	return true;
-}
-
-static inline void walk_cache_fill(struct laf_mm *mm, struct mmu_walk_cache *c, uint64_t addr)
-{
-	pmd_t *pmd;
-
-	if ((addr >> c->pmd_shift) == c->tag)
-		return;
-	pmd = pmd_offset(mm, addr);
-	if (pmd && !pmd->val && pmd->ptes) {
-		c->tag = addr >> c->pmd_shift;
-		c->ptes = pmd->ptes;
-	} else {
-		c->tag = ~0ULL;
-	}
-}
-
-/* The hits the cache served: mm->st.hits and the summary's, once per batch. */
-static inline void walk_cache_flush(struct laf_mm *mm, struct mmu_walk_cache *c,
-				    struct laf_touch_summary *s)
-{
-	mm->st.hits += c->hits;
-	s->hits += c->hits;
-	c->hits = 0;
-}
-
-static int __touch(struct laf_mm *mm, const uint64_t *addrs, size_t n, const uint8_t *writes,
-		   int write, int8_t *results, struct laf_touch_summary *s)
-{
-	struct mmu_walk_cache wc;
-	size_t i;
-
-	memset(s, 0, sizeof(*s));
-	s->first_error = -1;
-	s->accesses = n;
-	walk_cache_init(mm, &wc);
-	if (!writes && !results) {	/* the common batch: one access kind, summary only */
-		pte_t need = walk_cache_need(write != 0);
-
-		for (i = 0; i < n; i++) {
-			uint64_t addr = addrs[i];
-
-			if (walk_cache_hit(&wc, addr, need))
-				continue;
-			summarize(s, laf_access(mm, addr, write != 0, NULL), i);
-			walk_cache_fill(mm, &wc, addr);
-		}
-		walk_cache_flush(mm, &wc, s);
-		return 0;
-	}
-	for (i = 0; i < n; i++) {
-		bool w = writes ? writes[i] != 0 : write != 0;
-		uint64_t addr = addrs[i];
-		int a;
-
-		if (walk_cache_hit(&wc, addr, walk_cache_need(w))) {
-			if (results)
-				results[i] = LAF_ACCESS_HIT;
-			continue;
-		}
-		a = laf_access(mm, addr, w, NULL);
-		walk_cache_fill(mm, &wc, addr);
-		if (results)
-			results[i] = (int8_t)a;
-		summarize(s, a, i);
-	}
-	walk_cache_flush(mm, &wc, s);
-	return 0;
-}
-
 int laf_touch(laf_mm *mm, const uint64_t *addrs, size_t n, const uint8_t *writes,
 	      int write, int8_t *results, struct laf_touch_summary *sum)
 {
 	if (!sum || (n && !addrs))
 		return LAF_EINVAL;
-	GUARDED(mm, __touch(mm, addrs, n, writes, write, results, sum));
+	GUARDED(mm, access_batch(mm, addrs, n, writes, write != 0, results, sum));
 }
 
-static int __touch_range(struct laf_mm *mm, uint64_t start, uint64_t len, uint64_t stride,
-			 int write, struct laf_touch_summary *s)
-{
-	struct mmu_walk_cache wc;
-	uint64_t off;
-	size_t i = 0;
-
-	memset(s, 0, sizeof(*s));
-	s->first_error = -1;
-	walk_cache_init(mm, &wc);
-	for (off = 0; off < len; off += stride, i++) {
-		uint64_t addr = start + off;
-		int a;
-
-		if (walk_cache_hit(&wc, addr, walk_cache_need(write != 0)))
-			continue;
-		a = laf_access(mm, addr, write != 0, NULL);
-		walk_cache_fill(mm, &wc, addr);
-		summarize(s, a, i);
-	}
-	walk_cache_flush(mm, &wc, s);
-	s->accesses = i;
-	return 0;
-}
-
+/**
+ * laf_touch_range - accesses at @start + k * @stride below @start + @len
+ *
+ * @stride 0 or a range that wraps past 2^64 is LAF_EINVAL; the offsets
+ * themselves never wrap (access_range()).
+ */
 int laf_touch_range(laf_mm *mm, uint64_t start, uint64_t len, uint64_t stride, int write,
 		    struct laf_touch_summary *sum)
 {
 	if (!sum || !stride || start + len < start)
 		return LAF_EINVAL;
-	GUARDED(mm, __touch_range(mm, start, len, stride, write, sum));
+	GUARDED(mm, access_range(mm, start, len, stride, write != 0, sum));
 }
 
+/**
+ * __shrink - run the deferred-split shrinker once (deferred_split_scan())
+ * @nr: (optional) folios split
+ */
 static int __shrink(struct laf_mm *mm, uint64_t *nr)
 {
 	uint64_t n = deferred_split_scan(mm);
@@ -702,86 +449,37 @@ static int __shrink(struct laf_mm *mm, uint64_t *nr)
 	return 0;
 }
 
+/**
+ * laf_shrink_deferred_split - __shrink() under the busy flag
+ */
 int laf_shrink_deferred_split(laf_mm *mm, uint64_t *nr_split)
 {
 	GUARDED(mm, __shrink(mm, nr_split));
 }
 
-static int pin_frame(struct laf_mm *mm, uint32_t pfn)
-{
-	if (mm->nr_pinned == mm->cap_pinned) {
-		size_t ncap = mm->cap_pinned ? mm->cap_pinned * 2 : 256;
-		uint32_t *n = realloc(mm->pinned, ncap * sizeof(*n));
-
-		if (!n)
-			return LAF_ENOMEM;
-		mm->pinned = n;
-		mm->cap_pinned = ncap;
-	}
-	mm->pinned[mm->nr_pinned++] = pfn;
-	mm->memmap[pfn].flags = PG_pinned;
-	return 0;
-}
-
-/*
- * Fragment free memory so that no free block above @max_free_order remains:
- * every free block larger than that is cut into 2^(max_free_order+1)-frame
- * pieces and the last frame of each piece is pinned (one frame in
- * 2^(max+1)), as long-lived unmovable allocations would.
+/**
+ * laf_phys_fragment - phys_fragment() (page_alloc.c) under the busy flag
  */
-static int __fragment(struct laf_mm *mm, int max_free_order)
-{
-	unsigned int o, piece;
-
-	if (max_free_order < 0 || max_free_order >= (int)mm->max_page_order)
-		return LAF_EINVAL;
-	piece = (unsigned int)max_free_order + 1;
-	for (o = mm->max_page_order; o > (unsigned int)max_free_order; o--) {
-		while (!free_area_empty(mm, o)) {
-			uint32_t pfn = __rmqueue(mm, o);
-			uint64_t p, nr = 1ULL << o, step = 1ULL << piece;
-
-			for (p = pfn; p < pfn + nr; p += step) {
-				uint64_t last = p + step - 1, q;
-				int err = pin_frame(mm, (uint32_t)last);
-
-				if (err) {
-					for (q = p; q < pfn + nr; q++)
-						__free_pages_ok(mm, q, 0);
-					return err;
-				}
-				for (q = p; q < last; q++) {
-					mm->memmap[q].flags = 0;
-					__free_pages_ok(mm, q, 0);
-				}
-			}
-		}
-	}
-	return 0;
-}
-
 int laf_phys_fragment(laf_mm *mm, int max_free_order)
 {
-	GUARDED(mm, __fragment(mm, max_free_order));
+	GUARDED(mm, phys_fragment(mm, max_free_order));
 }
 
-static int __unfragment(struct laf_mm *mm)
-{
-	size_t i;
-
-	for (i = 0; i < mm->nr_pinned; i++) {
-		mm->memmap[mm->pinned[i]].flags = 0;
-		__free_pages_ok(mm, mm->pinned[i], 0);
-	}
-	mm->nr_pinned = 0;
-	return 0;
-}
-
+/**
+ * laf_phys_unfragment - phys_unfragment() (page_alloc.c) under the busy flag
+ */
 int laf_phys_unfragment(laf_mm *mm)
 {
-	GUARDED(mm, __unfragment(mm));
+	GUARDED(mm, phys_unfragment(mm));
 }
 
+/**
+ * __inject - arm a fault-injection hook (the emulator's fail_page_alloc)
+ *
+ * @order must be a valid folio order (0..PMD order) for the allocation and
+ * charge hooks, @addr below TASK_SIZE for the race hook.
+ * Return: 0 or LAF_EINVAL.
+ */
 static int __inject(struct laf_mm *mm, int kind, int order, uint64_t count, uint64_t addr)
 {
 	struct laf_inject_state *in = &mm->inject;
@@ -813,11 +511,17 @@ static int __inject(struct laf_mm *mm, int kind, int order, uint64_t count, uint
 	}
 }
 
+/**
+ * laf_inject - __inject() under the busy flag
+ */
 int laf_inject(laf_mm *mm, int kind, int order, uint64_t count, uint64_t addr)
 {
 	GUARDED(mm, __inject(mm, kind, order, count, addr));
 }
 
+/**
+ * __get_stats - the counters plus the gauges kept outside struct laf_stats
+ */
 static int __get_stats(struct laf_mm *mm, struct laf_stats *st)
 {
 	*st = mm->st;
@@ -837,6 +541,9 @@ int laf_get_memmap_info(laf_mm *mm, struct laf_memmap_info *info)
 	GUARDED(mm, (memmap_get_info(mm, info), 0));
 }
 
+/**
+ * laf_get_stats - __get_stats() under the busy flag (a consistent snapshot)
+ */
 int laf_get_stats(laf_mm *mm, struct laf_stats *st)
 {
 	if (!st)
@@ -844,7 +551,9 @@ int laf_get_stats(laf_mm *mm, struct laf_stats *st)
 	GUARDED(mm, __get_stats(mm, st));
 }
 
-/* Zero the event counters; gauges (nr_anon, RSS, tables...) are kept. */
+/**
+ * __reset - zero the event counters; gauges (nr_anon, RSS, tables...) are kept
+ */
 static int __reset(struct laf_mm *mm)
 {
 	struct laf_stats keep = mm->st;
@@ -864,11 +573,17 @@ static int __reset(struct laf_mm *mm)
 	return 0;
 }
 
+/**
+ * laf_reset_counters - __reset() under the busy flag
+ */
 int laf_reset_counters(laf_mm *mm)
 {
 	GUARDED(mm, __reset(mm));
 }
 
+/**
+ * __get_vmas - copy up to @cap VMAs into @out; *@nr gets the total count
+ */
 static int __get_vmas(struct laf_mm *mm, struct laf_vma_info *out, size_t cap, size_t *nr)
 {
 	size_t i;
@@ -883,6 +598,9 @@ static int __get_vmas(struct laf_mm *mm, struct laf_vma_info *out, size_t cap, s
 	return 0;
 }
 
+/**
+ * laf_get_vmas - __get_vmas() under the busy flag; @out may be NULL if @cap is 0
+ */
 int laf_get_vmas(laf_mm *mm, struct laf_vma_info *out, size_t cap, size_t *nr)
 {
 	if (!nr || (cap && !out))
@@ -890,98 +608,25 @@ int laf_get_vmas(laf_mm *mm, struct laf_vma_info *out, size_t cap, size_t *nr)
 	GUARDED(mm, __get_vmas(mm, out, cap, nr));
 }
 
-/* The entry mapping @addr as a PTE value (a huge PMD is shown per page). */
-static pte_t entry_at(struct laf_mm *mm, uint64_t addr)
-{
-	pmd_t *pmd = pmd_offset(mm, addr);
-	unsigned int idx;
-
-	if (!pmd || pmd_none(pmd))
-		return 0;
-	idx = pte_index(mm, addr);
-	if (pmd_trans_huge(pmd)) {
-		pte_t v = pmd->val, pfn = pte_pfn(v);
-
-		return pfn_pte(pfn + idx, v & ((1ULL << LAF_PTE_PFN_SHIFT) - 1)) |
-		       (pmd->ptes[idx] & LAF_PTE_TOUCHED);
-	}
-	return pmd->ptes ? pmd->ptes[idx] : 0;
-}
-
-static void fill_folio_info(struct laf_mm *mm, uint64_t head, struct laf_folio_info *fi)
-{
-	struct page *p = pfn_to_page(mm, head);
-
-	fi->head_pfn = head;
-	fi->index = folio_index(p);
-	fi->order = (int32_t)page_order(p);
-	fi->refcount = p->refcount;
-	fi->mapcount = p->mapcount;
-	fi->flags = ((p->flags & PG_anon) ? LAF_FOLIO_ANON : 0) |
-		    ((p->flags & PG_lru) ? LAF_FOLIO_LRU : 0) |
-		    ((p->flags & PG_pmd_mapped) ? LAF_FOLIO_PMD_MAPPED : 0) |
-		    ((p->flags & PG_partially_mapped) ? LAF_FOLIO_PARTIALLY_MAPPED : 0) |
-		    ((p->flags & PG_huge_zero) ? LAF_FOLIO_HUGE_ZERO : 0);
-}
-
-int __laf_lookup(struct laf_mm *mm, uint64_t addr, uint64_t *pte, struct laf_folio_info *fi)
-{
-	pte_t e;
-
-	if (addr >= mm->task_size)
-		return LAF_EINVAL;
-	e = entry_at(mm, addr);
-	if (pte)
-		*pte = e;
-	if (fi) {
-		memset(fi, 0, sizeof(*fi));
-		fi->order = -1;
-		if (pte_present(e) && !(pte_special(e) && !(e & LAF_PTE_HUGE)))
-			fill_folio_info(mm, compound_head_pfn(mm, pte_pfn(e)), fi);
-	}
-	return 0;
-}
-
+/**
+ * laf_lookup - __laf_lookup() (task_mmu.c) under the busy flag
+ */
 int laf_lookup(laf_mm *mm, uint64_t addr, uint64_t *pte, struct laf_folio_info *folio)
 {
 	GUARDED(mm, __laf_lookup(mm, addr, pte, folio));
 }
 
-/*
- * Raw entries for @npages pages from @start; @orders (optional) gets the
- * folio order per page: -1 none, -2 small zero page, -3 huge zero page.
+/**
+ * laf_read_ptes - read_ptes() (task_mmu.c) under the busy flag
  */
-static int __read_ptes(struct laf_mm *mm, uint64_t start, size_t npages, uint64_t *ptes,
-		       int8_t *orders)
-{
-	size_t i;
-
-	if ((start & (mm->page_size - 1)) || start >= mm->task_size ||
-	    npages > (mm->task_size - start) >> mm->page_shift)
-		return LAF_EINVAL;
-	for (i = 0; i < npages; i++) {
-		uint64_t addr = start + (i << mm->page_shift);
-		pte_t e = entry_at(mm, addr);
-
-		if (ptes)
-			ptes[i] = e;
-		if (orders) {
-			if (!pte_present(e))
-				orders[i] = LAF_ORDER_NONE;
-			else if (pte_special(e))
-				orders[i] = (e & LAF_PTE_HUGE) ? LAF_ORDER_HUGE_ZERO : LAF_ORDER_ZERO;
-			else
-				orders[i] = (int8_t)folio_size_order(mm, pte_pfn(e));
-		}
-	}
-	return 0;
-}
-
 int laf_read_ptes(laf_mm *mm, uint64_t start, size_t npages, uint64_t *ptes, int8_t *orders)
 {
-	GUARDED(mm, __read_ptes(mm, start, npages, ptes, orders));
+	GUARDED(mm, read_ptes(mm, start, npages, ptes, orders));
 }
 
+/**
+ * laf_check_invariants - __laf_check_invariants() (check.c) under the busy flag
+ */
 int laf_check_invariants(laf_mm *mm, char *msg, size_t msglen)
 {
 	GUARDED(mm, __laf_check_invariants(mm, msg, msglen));

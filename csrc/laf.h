@@ -367,7 +367,8 @@ struct laf_geometry {
 	uint64_t pmd_size;
 	uint32_t pmd_order;
 	uint32_t max_page_order;   /* buddy MAX_PAGE_ORDER */
-	uint64_t task_size;
+	uint64_t task_size;        /* TASK_SIZE = (1 << 47) - page_size, page-aligned:
+	                              0x7ffffffff000 (4K), 0x7fffffffc000 (16K), 0x7fffffff0000 (64K) */
 	uint64_t mmap_base;
 	int32_t arch_pte_order;    /* arch_wants_pte_order(): -1 generic */
 	uint32_t cont_pte_order;   /* arm64 CONT_PTES order, 0 if none */

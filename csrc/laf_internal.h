@@ -32,7 +32,19 @@
 typedef uint64_t pte_t;
 typedef uint32_t vm_fault_t;
 
-#define TASK_SIZE_47 0x00007ffffffff000ULL  /* x86-64 / arm64(48-bit: rounded) user VA top */
+/*
+ * The top of the user address space: TASK_SIZE = (1 << 47) - PAGE_SIZE, the
+ * x86-64 formula (arch/x86/include/asm/page_64_types.h TASK_SIZE_MAX: the
+ * last page below the non-canonical hole is left out) at every page size, so
+ * it is page-aligned like arm64's TASK_SIZE (1 << VA_BITS):
+ *   4K:  0x7ffffffff000    16K: 0x7fffffffc000    64K: 0x7fffffff0000
+ * Every range check may then assume TASK_SIZE is a multiple of PAGE_SIZE.
+ */
+#define USER_VA_BITS 47
+static inline uint64_t task_size_for(unsigned int page_shift)
+{
+	return (1ULL << USER_VA_BITS) - (1ULL << page_shift);
+}
 #define MMAP_MIN_ADDR 0x10000ULL            /* vm.mmap_min_addr default */
 #define MIN_GAP (128ULL << 20)              /* mmap_base gap below TASK_SIZE */
 #define NO_PFN 0xffffffffu
@@ -299,6 +311,8 @@ uint32_t pte_alloc_one(struct laf_mm *mm);
 void pte_free(struct laf_mm *mm, uint32_t pfn);
 void folio_put_refs(struct laf_mm *mm, uint64_t pfn, int refs);
 static inline void folio_put(struct laf_mm *mm, uint64_t pfn) { folio_put_refs(mm, pfn, 1); }
+int phys_fragment(struct laf_mm *mm, int max_free_order);
+int phys_unfragment(struct laf_mm *mm);
 
 /* ---- pgtable.c ---- */
 pmd_t *pmd_offset_alloc(struct laf_mm *mm, uint64_t addr);
@@ -334,15 +348,30 @@ void policy_auto_update(struct laf_mm *mm, struct laf_vma *vma, uint64_t addr, u
 /* ---- vma.c ---- */
 struct laf_vma *find_vma(struct laf_mm *mm, uint64_t addr);
 int vmf_anon_prepare(struct laf_mm *mm, struct laf_vma *vma);
+int vma_modify_flags_uffd(struct laf_mm *mm, uint64_t start, uint64_t end, uint64_t set);
+
+/* ---- userfaultfd.c ---- */
+int userfaultfd_register(struct laf_mm *mm, uint64_t start, uint64_t len, int mode);
+int userfaultfd_unregister(struct laf_mm *mm, uint64_t start, uint64_t len);
+int mfill_atomic(struct laf_mm *mm, uint64_t start, uint64_t len, bool zeropage, bool wp);
+int mwriteprotect_range(struct laf_mm *mm, uint64_t start, uint64_t len, bool wp);
+
+/* ---- access_batch.c ---- */
+int access_one(struct laf_mm *mm, uint64_t addr, bool write, struct laf_fault_result *res);
+int access_batch(struct laf_mm *mm, const uint64_t *addrs, size_t n, const uint8_t *writes,
+		 bool write, int8_t *results, struct laf_touch_summary *s);
+int access_range(struct laf_mm *mm, uint64_t start, uint64_t len, uint64_t stride,
+		 bool write, struct laf_touch_summary *s);
+
+/* ---- task_mmu.c ---- */
+int __laf_lookup(struct laf_mm *mm, uint64_t addr, uint64_t *pte, struct laf_folio_info *fi);
+int read_ptes(struct laf_mm *mm, uint64_t start, size_t npages, uint64_t *ptes, int8_t *orders);
 
 /* ---- bodies of the public entry points (api.c wraps them in the busy guard) ---- */
 int __laf_mmap(struct laf_mm *mm, uint64_t addr, uint64_t len, int prot, int flags, uint64_t *out);
 int __laf_munmap(struct laf_mm *mm, uint64_t start, uint64_t len);
 int __laf_madvise(struct laf_mm *mm, uint64_t start, uint64_t len, int advice);
 int __laf_prctl(struct laf_mm *mm, int option, uint64_t arg2, uint64_t arg3, int64_t *out);
-int __laf_uffd_register(struct laf_mm *mm, uint64_t start, uint64_t len, int mode);
-int __laf_uffd_unregister(struct laf_mm *mm, uint64_t start, uint64_t len);
-int __laf_lookup(struct laf_mm *mm, uint64_t addr, uint64_t *pte, struct laf_folio_info *fi);
 int __laf_check_invariants(struct laf_mm *mm, char *msg, size_t msglen);
 int laf_access(struct laf_mm *mm, uint64_t addr, bool write, struct laf_fault_result *res);
 

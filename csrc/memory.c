@@ -726,7 +726,7 @@ int laf_access(struct laf_mm *mm, uint64_t addr, bool write, struct laf_fault_re
 		res->vm_fault = v;
 		res->nr_faults = n;
 		res->reserved = 0;
-		res->order = -1;
+		res->order = LAF_ORDER_NONE;
 	}
 	return a;
 }

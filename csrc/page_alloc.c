@@ -507,3 +507,82 @@ void pte_free(struct laf_mm *mm, uint32_t pfn)
 	p->refcount = 0;
 	__free_one_page(mm, pfn, 0);
 }
+
+/*
+ * Physical fragmentation (laf_phys_fragment()): frames pinned so that large
+ * free blocks are gone, and freed again.
+ */
+
+/* Hold frame @pfn (an unmovable allocation that never goes away). */
+static int pin_frame(struct laf_mm *mm, uint32_t pfn)
+{
+	if (mm->nr_pinned == mm->cap_pinned) {
+		size_t ncap = mm->cap_pinned ? mm->cap_pinned * 2 : 256;
+		uint32_t *n = realloc(mm->pinned, ncap * sizeof(*n));
+
+		if (!n)
+			return LAF_ENOMEM;
+		mm->pinned = n;
+		mm->cap_pinned = ncap;
+	}
+	mm->pinned[mm->nr_pinned++] = pfn;
+	mm->memmap[pfn].flags = PG_pinned;
+	return 0;
+}
+
+/**
+ * phys_fragment - leave no free block above @max_free_order
+ *
+ * Every free block larger than that is cut into 2^(@max_free_order + 1)-frame
+ * pieces and the last frame of each piece is pinned (one frame in
+ * 2^(max + 1)), as long-lived unmovable allocations scattered over memory
+ * would.  The emulator's stand-in for a fragmented machine: no kernel
+ * function does this; compaction (which could undo it) is not emulated.
+ * Return: 0, LAF_EINVAL (order out of [0, MAX_PAGE_ORDER)) or LAF_ENOMEM.
+ */
+int phys_fragment(struct laf_mm *mm, int max_free_order)
+{
+	unsigned int o, piece;
+
+	if (max_free_order < 0 || max_free_order >= (int)mm->max_page_order)
+		return LAF_EINVAL;
+	piece = (unsigned int)max_free_order + 1;
+	for (o = mm->max_page_order; o > (unsigned int)max_free_order; o--) {
+		while (!free_area_empty(mm, o)) {
+			uint32_t pfn = __rmqueue(mm, o);
+			uint64_t p, nr = 1ULL << o, step = 1ULL << piece;
+
+			for (p = pfn; p < pfn + nr; p += step) {
+				uint64_t last = p + step - 1, q;
+				int err = pin_frame(mm, (uint32_t)last);
+
+				if (err) {
+					for (q = p; q < pfn + nr; q++)
+						__free_pages_ok(mm, q, 0);
+					return err;
+				}
+				for (q = p; q < last; q++) {
+					mm->memmap[q].flags = 0;
+					__free_pages_ok(mm, q, 0);
+				}
+			}
+		}
+	}
+	return 0;
+}
+
+/**
+ * phys_unfragment - free every frame phys_fragment() pinned
+ * The buddy merges them back (__free_one_page()).  Return: 0.
+ */
+int phys_unfragment(struct laf_mm *mm)
+{
+	size_t i;
+
+	for (i = 0; i < mm->nr_pinned; i++) {
+		mm->memmap[mm->pinned[i]].flags = 0;
+		__free_pages_ok(mm, mm->pinned[i], 0);
+	}
+	mm->nr_pinned = 0;
+	return 0;
+}

@@ -14,10 +14,22 @@
 
 #include "laf_internal.h"
 
+/*
+ * pmd_alloc(): the PMD entry for @addr, allocating the PMD table on first
+ * use.  An address at or above TASK_SIZE has no PGD slot: NULL, as
+ * pmd_offset() gives (callers check their ranges first; this is the bound
+ * check of the walk itself).
+ */
 static pmd_t *pmd_table_alloc(struct laf_mm *mm, uint64_t addr)
 {
-	size_t i = addr >> mm->pud_shift;
-	struct pmd_table *t = mm->pgd[i];
+	size_t i;
+	struct pmd_table *t;
+
+	if (unlikely(addr >= mm->task_size))
+		return NULL;
+	i = addr >> mm->pud_shift;
+	LAF_BUG_ON(i >= mm->pgd_entries);
+	t = mm->pgd[i];
 
 	if (!t) {
 		t = calloc(mm->ptrs_per_pte, sizeof(pmd_t));
@@ -31,7 +43,8 @@ static pmd_t *pmd_table_alloc(struct laf_mm *mm, uint64_t addr)
 
 /**
  * pmd_offset_alloc - the PMD entry for @addr, allocating the PMD table
- * Return: the entry, or NULL if host memory ran out (VM_FAULT_OOM).
+ * Return: the entry, or NULL if host memory ran out (VM_FAULT_OOM) or
+ * @addr >= TASK_SIZE.
  */
 pmd_t *pmd_offset_alloc(struct laf_mm *mm, uint64_t addr)
 {

@@ -218,7 +218,7 @@ static bool laf_enabled(struct laf_mm *mm, struct laf_vma *vma)
 /* ANON_FOLIO_MAX_ORDER_UNHINTED: ilog2(max(64K, PAGE_SIZE)) - PAGE_SHIFT */
 static inline int anon_folio_max_order_unhinted(const struct laf_mm *mm)
 {
-	return mm->page_shift >= 16 ? 0 : 16 - (int)mm->page_shift;
+	return mm->page_shift >= LAF_PAGE_SHIFT_64K ? 0 : LAF_PAGE_SHIFT_64K - (int)mm->page_shift;
 }
 
 /* anon_folio_order() of the seed patch */

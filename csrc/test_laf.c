@@ -22,6 +22,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <signal.h>
+#include <unistd.h>
 
 #include "laf.h"
 
@@ -91,7 +93,7 @@ static laf_mm *mm_new(uint32_t page_shift, uint32_t arch, uint64_t ram, uint64_t
 /* a 4K x86-64 mm with 64M of RAM */
 static laf_mm *mm_small(void)
 {
-	return mm_new(12, LAF_ARCH_GENERIC, 64 * M, LAF_MEMCG_UNLIMITED);
+	return mm_new(LAF_PAGE_SHIFT_4K, LAF_ARCH_GENERIC, 64 * M, LAF_MEMCG_UNLIMITED);
 }
 
 /* upstream policy: global @enabled, the listed orders "always" */
@@ -173,11 +175,11 @@ static const char *pte_picture(laf_mm *mm, uint64_t start, size_t n)
 	for (i = 0; i < n; i++) {
 		char c;
 
-		if (orders[i] == -1)
+		if (orders[i] == LAF_ORDER_NONE)
 			c = '.';
-		else if (orders[i] == -2)
+		else if (orders[i] == LAF_ORDER_ZERO)
 			c = 'z';
-		else if (orders[i] == -3)
+		else if (orders[i] == LAF_ORDER_HUGE_ZERO)
 			c = 'Z';
 		else if (ptes[i] & LAF_PTE_HUGE)
 			c = 'H';
@@ -205,9 +207,9 @@ static int folio_order_at(laf_mm *mm, uint64_t addr)
 static bool test_geometry(void)
 {
 	static const struct { uint32_t shift; uint64_t ram, pmd; uint32_t order, ptrs; } g[] = {
-		{ 12, 64 * M, 2 * M, 9, 512 },
-		{ 14, 256 * M, 32 * M, 11, 2048 },
-		{ 16, 1024 * M, 512 * M, 13, 8192 },
+		{ LAF_PAGE_SHIFT_4K, 64 * M, 2 * M, 9, 512 },
+		{ LAF_PAGE_SHIFT_16K, 256 * M, 32 * M, 11, 2048 },
+		{ LAF_PAGE_SHIFT_64K, 1024 * M, 512 * M, 13, 8192 },
 	};
 	size_t i;
 
@@ -228,10 +230,10 @@ static bool test_geometry(void)
 
 static bool test_arch_pte_orders(void)
 {
-	/* arch_wants_pte_order(): -1 generic; the contpte order on arm64 */
+	/* arch_wants_pte_order(): LAF_ORDER_NONE generic; the contpte order on arm64 */
 	static const struct { uint32_t shift, arch; int32_t arch_order; uint32_t cont; } g[] = {
-		{ 12, LAF_ARCH_GENERIC, -1, 0 }, { 12, LAF_ARCH_ARM64, 4, 4 },
-		{ 14, LAF_ARCH_ARM64, 7, 7 },    { 16, LAF_ARCH_ARM64, 5, 5 },
+		{ LAF_PAGE_SHIFT_4K, LAF_ARCH_GENERIC, LAF_ORDER_NONE, 0 }, { LAF_PAGE_SHIFT_4K, LAF_ARCH_ARM64, 4, 4 },
+		{ LAF_PAGE_SHIFT_16K, LAF_ARCH_ARM64, 7, 7 },    { LAF_PAGE_SHIFT_64K, LAF_ARCH_ARM64, 5, 5 },
 	};
 	size_t i;
 
@@ -286,24 +288,24 @@ static bool test_policy_default_and_validation(void)
 	for (o = 0; o < LAF_NR_ORDERS; o++)
 		ASSERT_EQ(got.per_size[o], o == 9 ? LAF_THP_INHERIT : LAF_THP_NEVER);
 
-	laf_policy_default(&pol, 12);
+	laf_policy_default(&pol, LAF_PAGE_SHIFT_4K);
 	pol.per_size[1] = LAF_THP_ALWAYS;             /* order 1: no anon enabled file */
 	ASSERT_EQ(laf_set_policy(mm, &pol), LAF_EINVAL);
-	laf_policy_default(&pol, 12);
+	laf_policy_default(&pol, LAF_PAGE_SHIFT_4K);
 	pol.per_size[10] = LAF_THP_ALWAYS;            /* above the PMD order */
 	ASSERT_EQ(laf_set_policy(mm, &pol), LAF_EINVAL);
-	laf_policy_default(&pol, 12);
+	laf_policy_default(&pol, LAF_PAGE_SHIFT_4K);
 	pol.enabled = LAF_THP_SMALL;                  /* Huang's values: huang-sysfs only */
 	ASSERT_EQ(laf_set_policy(mm, &pol), LAF_EINVAL);
 	pol.kind = LAF_POLICY_HUANG_SYSFS;
 	ASSERT_OK(laf_set_policy(mm, &pol));
-	laf_policy_default(&pol, 12);
+	laf_policy_default(&pol, LAF_PAGE_SHIFT_4K);
 	pol.kind = LAF_POLICY_FIXED;
 	pol.fixed_order = 1;
 	ASSERT_EQ(laf_set_policy(mm, &pol), LAF_EINVAL);
 	pol.fixed_order = 10;
 	ASSERT_EQ(laf_set_policy(mm, &pol), LAF_EINVAL);
-	laf_policy_default(&pol, 12);
+	laf_policy_default(&pol, LAF_PAGE_SHIFT_4K);
 	pol.anon_beside_full = 2;
 	ASSERT_EQ(laf_set_policy(mm, &pol), LAF_EINVAL);
 	/* a rejected policy leaves the old one in place */
@@ -332,7 +334,7 @@ static bool test_read_zero_page_then_cow(void)
 	r = fault(mm, a + 8 * K, 0);
 	ASSERT_EQ(r.access, LAF_ACCESS_FAULT);
 	ASSERT_EQ(r.kind, LAF_FK_ANON_READ);
-	ASSERT_EQ(r.order, -1);
+	ASSERT_EQ(r.order, LAF_ORDER_NONE);
 	ASSERT_STREQ(pte_picture(mm, a, 16), "..z.............");
 	s = stats(mm);
 	ASSERT_EQ(s.mm_anonpages, 0);
@@ -375,7 +377,7 @@ static bool test_write_maps_64k_folio(void)
 	ASSERT_EQ(fi.order, 4);
 	ASSERT_EQ(fi.refcount, 16);
 	ASSERT_EQ(fi.mapcount, 16);
-	ASSERT_EQ(fi.index << 12, a);
+	ASSERT_EQ(fi.index << LAF_PAGE_SHIFT_4K, a);
 	ASSERT_EQ(fi.head_pfn % 16, 0);
 	ASSERT_EQ(fi.head_pfn + 15, pte >> LAF_PTE_PFN_SHIFT);
 	ASSERT_TRUE(fi.flags & LAF_FOLIO_ANON);
@@ -500,7 +502,7 @@ static bool test_alloc_failure_fallback(void)
 static bool test_charge_failure_fallback(void)
 {
 	laf_mm *mm = mm_small();
-	laf_mm *lim = mm_new(12, LAF_ARCH_GENERIC, 64 * M, 40 * K);
+	laf_mm *lim = mm_new(LAF_PAGE_SHIFT_4K, LAF_ARCH_GENERIC, 64 * M, 40 * K);
 	uint64_t a, b;
 	struct laf_stats s;
 
@@ -530,7 +532,7 @@ static bool test_charge_failure_fallback(void)
  */
 static bool test_memcg_oom_state_intact(void)
 {
-	laf_mm *mm = mm_new(12, LAF_ARCH_GENERIC, 64 * M, 64 * K);
+	laf_mm *mm = mm_new(LAF_PAGE_SHIFT_4K, LAF_ARCH_GENERIC, 64 * M, 64 * K);
 	uint64_t a;
 	struct laf_stats before, s;
 	struct laf_fault_result r;
@@ -561,7 +563,7 @@ static bool test_memcg_oom_state_intact(void)
 /* LAF v3: charge after allocation in do_anonymous_page(); failure is OOM. */
 static bool test_laf_v3_charge_failure_is_oom(void)
 {
-	laf_mm *mm = mm_new(12, LAF_ARCH_GENERIC, 64 * M, 16 * K);
+	laf_mm *mm = mm_new(LAF_PAGE_SHIFT_4K, LAF_ARCH_GENERIC, 64 * M, 16 * K);
 	uint64_t a;
 	struct laf_stats s;
 
@@ -584,7 +586,7 @@ static bool test_laf_v3_charge_failure_is_oom(void)
 static bool test_laf_v3_ladder(void)
 {
 	laf_mm *gen = mm_small();
-	laf_mm *arm = mm_new(12, LAF_ARCH_ARM64, 64 * M, LAF_MEMCG_UNLIMITED);
+	laf_mm *arm = mm_new(LAF_PAGE_SHIFT_4K, LAF_ARCH_ARM64, 64 * M, LAF_MEMCG_UNLIMITED);
 	uint64_t a, b, c;
 
 	ASSERT_TRUE(gen && arm);
@@ -1051,8 +1053,8 @@ static bool test_race_and_eagain(void)
  */
 static bool test_contpte(void)
 {
-	laf_mm *mm = mm_new(12, LAF_ARCH_ARM64, 64 * M, LAF_MEMCG_UNLIMITED);
-	laf_mm *m16 = mm_new(12, LAF_ARCH_ARM64, 64 * M, LAF_MEMCG_UNLIMITED);
+	laf_mm *mm = mm_new(LAF_PAGE_SHIFT_4K, LAF_ARCH_ARM64, 64 * M, LAF_MEMCG_UNLIMITED);
+	laf_mm *m16 = mm_new(LAF_PAGE_SHIFT_4K, LAF_ARCH_ARM64, 64 * M, LAF_MEMCG_UNLIMITED);
 	uint64_t a, b;
 	struct laf_stats s;
 
@@ -1102,7 +1104,7 @@ static bool test_anon_beside_full(void)
 	return true;
 }
 
-/* Orders reported by laf_read_ptes: -1 none, -2 zero page, -3 huge zero. */
+/* Orders reported by laf_read_ptes: LAF_ORDER_NONE, LAF_ORDER_ZERO, LAF_ORDER_HUGE_ZERO. */
 static bool test_read_ptes_codes(void)
 {
 	laf_mm *mm = mm_small();
@@ -1117,12 +1119,12 @@ static bool test_read_ptes_codes(void)
 	fault(mm, b + 4 * K, 0);
 	fault(mm, b + 8 * K, 1);
 	ASSERT_OK(laf_read_ptes(mm, a, 1, NULL, o));
-	ASSERT_EQ(o[0], -3);
+	ASSERT_EQ(o[0], LAF_ORDER_HUGE_ZERO);
 	ASSERT_OK(laf_read_ptes(mm, b, 4, NULL, o));
-	ASSERT_EQ(o[0], -1);
-	ASSERT_EQ(o[1], -2);
+	ASSERT_EQ(o[0], LAF_ORDER_NONE);
+	ASSERT_EQ(o[1], LAF_ORDER_ZERO);
 	ASSERT_EQ(o[2], 0);
-	ASSERT_EQ(o[3], -1);
+	ASSERT_EQ(o[3], LAF_ORDER_NONE);
 	ASSERT_EQ(laf_read_ptes(mm, a + 1, 1, NULL, o), LAF_EINVAL);
 	return true;
 }
@@ -1159,8 +1161,8 @@ static bool test_counters_add_up(void)
 /* 16K and 64K base pages: PMD THPs of 32M and 512M, mTHP of order 2. */
 static bool test_large_base_pages(void)
 {
-	laf_mm *m16 = mm_new(14, LAF_ARCH_GENERIC, 256 * M, LAF_MEMCG_UNLIMITED);
-	laf_mm *m64 = mm_new(16, LAF_ARCH_GENERIC, 1024 * M, LAF_MEMCG_UNLIMITED);
+	laf_mm *m16 = mm_new(LAF_PAGE_SHIFT_16K, LAF_ARCH_GENERIC, 256 * M, LAF_MEMCG_UNLIMITED);
+	laf_mm *m64 = mm_new(LAF_PAGE_SHIFT_64K, LAF_ARCH_GENERIC, 1024 * M, LAF_MEMCG_UNLIMITED);
 	uint64_t a, b;
 	struct laf_stats s;
 
@@ -1198,6 +1200,232 @@ static bool test_sigsegv(void)
 	return true;
 }
 
+/* -------------------------------------------- arguments at the boundaries */
+
+static size_t nr_vmas(laf_mm *mm)
+{
+	size_t nr = 0;
+
+	if (laf_get_vmas(mm, NULL, 0, &nr))
+		return (size_t)-1;
+	return nr;
+}
+
+/*
+ * munmap(): mm/vma.c do_vmi_munmap() rejects start > TASK_SIZE and
+ * len > TASK_SIZE - start with -EINVAL before PAGE_ALIGN(len) is taken, so
+ * a length that wraps when page-aligned never reaches the VMA tree (it used
+ * to leave an unmerged split behind: "should have merged").
+ */
+static bool test_munmap_len_wraps(void)
+{
+	laf_mm *mm = mm_small();
+	struct laf_geometry g;
+	uint64_t a;
+
+	ASSERT_TRUE(mm);
+	ASSERT_OK(laf_get_geometry(mm, &g));
+	a = map_fixed(mm, BASE, 64 * K);
+	ASSERT_EQ(laf_munmap(mm, a + 4 * K, UINT64_MAX), LAF_EINVAL);
+	ASSERT_EQ(laf_munmap(mm, a + 4 * K, UINT64_MAX - 4 * K + 2), LAF_EINVAL);
+	ASSERT_EQ(laf_munmap(mm, a, g.task_size - a + 1), LAF_EINVAL);
+	ASSERT_EQ(laf_munmap(mm, g.task_size, 4 * K), LAF_EINVAL);
+	ASSERT_EQ(laf_munmap(mm, UINT64_MAX & ~(4 * K - 1), 4 * K), LAF_EINVAL);
+	ASSERT_EQ(laf_munmap(mm, a, 0), LAF_EINVAL);
+	ASSERT_EQ(nr_vmas(mm), 1);
+	ASSERT_EQ(touch(mm, a, 64 * K, 1), 16);
+	/* up to TASK_SIZE exactly is valid: everything above a + 4K goes */
+	ASSERT_OK(laf_munmap(mm, a + 4 * K, g.task_size - a - 4 * K));
+	ASSERT_EQ(nr_vmas(mm), 1);
+	ASSERT_EQ(stats(mm).mm_anonpages, 1);
+	return true;
+}
+
+/*
+ * touch_range(): the offset never wraps; the batch stops at the last
+ * offset below @len (2^63 + 2^63 used to wrap to 0 and loop forever).
+ */
+static bool test_touch_range_stride_wraps(void)
+{
+	laf_mm *mm = mm_small();
+	struct laf_touch_summary s;
+	uint64_t a;
+
+	ASSERT_TRUE(mm);
+	ASSERT_OK(laf_touch_range(mm, 0, UINT64_MAX, 1ULL << 63, 0, &s));
+	ASSERT_EQ(s.accesses, 2);		/* 0 and 2^63, both outside every VMA */
+	ASSERT_EQ(s.sigsegv, 2);
+	ASSERT_OK(laf_touch_range(mm, 0, UINT64_MAX, UINT64_MAX, 0, &s));
+	ASSERT_EQ(s.accesses, 1);
+	ASSERT_OK(laf_touch_range(mm, 1ULL << 62, (1ULL << 63) + 1, 1ULL << 62, 0, &s));
+	ASSERT_EQ(s.accesses, 3);		/* 2^62, 2^63, 3 * 2^62 */
+	a = map_fixed(mm, BASE, 64 * K);
+	ASSERT_OK(laf_touch_range(mm, a, 64 * K, 48 * K, 1, &s));
+	ASSERT_EQ(s.accesses, 2);
+	ASSERT_EQ(s.faulted, 2);
+	ASSERT_EQ(laf_touch_range(mm, 8 * K, UINT64_MAX, 4 * K, 0, &s), LAF_EINVAL);
+	ASSERT_EQ(laf_touch_range(mm, a, 4 * K, 0, 0, &s), LAF_EINVAL);
+	return true;
+}
+
+/*
+ * madvise(): mm/madvise.c is_valid_madvise(): PAGE_ALIGN(len) rounding a
+ * non-zero length to 0, or start + len wrapping, is -EINVAL; a range that
+ * runs past TASK_SIZE without wrapping is a hole (-ENOMEM, after the mapped
+ * part was advised, madvise_walk_vmas()).
+ */
+static bool test_madvise_len_wraps(void)
+{
+	laf_mm *mm = mm_small();
+	struct laf_vma_info vi;
+	size_t nr;
+	uint64_t a;
+
+	ASSERT_TRUE(mm);
+	a = map_fixed(mm, BASE, 64 * K);
+	ASSERT_EQ(laf_madvise(mm, 0, UINT64_MAX, LAF_MADV_HUGEPAGE), LAF_EINVAL);
+	ASSERT_EQ(laf_madvise(mm, 0, UINT64_MAX, LAF_MADV_DONTNEED), LAF_EINVAL);
+	ASSERT_EQ(laf_madvise(mm, a, 0 - a, LAF_MADV_HUGEPAGE), LAF_EINVAL);
+	ASSERT_EQ(laf_madvise(mm, a, 0 - a - 4 * K + 1, LAF_MADV_HUGEPAGE), LAF_EINVAL);
+	ASSERT_EQ(laf_madvise(mm, a, 0, LAF_MADV_HUGEPAGE), LAF_OK);
+	ASSERT_OK(laf_get_vmas(mm, &vi, 1, &nr));
+	ASSERT_EQ(vi.vm_flags & LAF_VM_HUGEPAGE, 0);
+	ASSERT_EQ(laf_madvise(mm, a, 0 - a - 4 * K, LAF_MADV_HUGEPAGE), LAF_ENOMEM);
+	ASSERT_OK(laf_get_vmas(mm, &vi, 1, &nr));
+	ASSERT_EQ(nr, 1);
+	ASSERT_EQ(vi.vm_flags & LAF_VM_HUGEPAGE, LAF_VM_HUGEPAGE);
+	return true;
+}
+
+/*
+ * mmap(): mm/mmap.c do_mmap(): PAGE_ALIGN(len) == 0 is -ENOMEM;
+ * __get_unmapped_area(): len > TASK_SIZE and, for MAP_FIXED,
+ * addr > TASK_SIZE - len are -ENOMEM, then a misaligned addr -EINVAL, then
+ * security_mmap_addr() (below mmap_min_addr) -EPERM.  A hint that wraps when page-aligned
+ * is no hint (generic_get_unmapped_area_topdown() checks it against
+ * mmap_min_addr and falls back to the top-down search).
+ */
+static bool test_mmap_len_wraps(void)
+{
+	laf_mm *mm = mm_small();
+	struct laf_geometry g;
+	uint64_t out = 0;
+	const int rw = LAF_PROT_READ | LAF_PROT_WRITE;
+
+	ASSERT_TRUE(mm);
+	ASSERT_OK(laf_get_geometry(mm, &g));
+	ASSERT_EQ(laf_mmap(mm, 0, UINT64_MAX, rw, 0, &out), LAF_ENOMEM);
+	ASSERT_EQ(laf_mmap(mm, 0, UINT64_MAX - 4 * K + 2, rw, 0, &out), LAF_ENOMEM);
+	ASSERT_EQ(laf_mmap(mm, 0, g.task_size + 1, rw, 0, &out), LAF_ENOMEM);
+	ASSERT_EQ(laf_mmap(mm, BASE, UINT64_MAX, rw, LAF_MAP_FIXED, &out), LAF_ENOMEM);
+	ASSERT_EQ(laf_mmap(mm, g.task_size - 4 * K, 8 * K, rw, LAF_MAP_FIXED, &out), LAF_ENOMEM);
+	ASSERT_EQ(laf_mmap(mm, g.task_size, 4 * K, rw, LAF_MAP_FIXED, &out), LAF_ENOMEM);
+	/* the range check comes before the alignment and mmap_min_addr checks */
+	ASSERT_EQ(laf_mmap(mm, g.task_size - 100, 4 * K, rw, LAF_MAP_FIXED, &out), LAF_ENOMEM);
+	ASSERT_EQ(laf_mmap(mm, 4 * K, g.task_size, rw, LAF_MAP_FIXED, &out), LAF_ENOMEM);
+	ASSERT_EQ(laf_mmap(mm, BASE + 100, 4 * K, rw, LAF_MAP_FIXED, &out), LAF_EINVAL);
+	ASSERT_EQ(laf_mmap(mm, 4 * K, 4 * K, rw, LAF_MAP_FIXED, &out), LAF_EPERM);
+	ASSERT_EQ(nr_vmas(mm), 0);
+	ASSERT_OK(laf_mmap(mm, UINT64_MAX - 100, 4 * K, rw, 0, &out));
+	ASSERT_EQ(out, g.mmap_base - 4 * K);
+	return true;
+}
+
+/*
+ * Every uffd ioctl checks its range with fs/userfaultfd.c validate_range():
+ * start and len page-aligned, len != 0, mmap_min_addr <= start < TASK_SIZE,
+ * len <= TASK_SIZE - start; -EINVAL otherwise.
+ */
+static bool test_uffd_validate_range(void)
+{
+	laf_mm *mm = mm_small();
+	struct laf_geometry g;
+	const uint64_t bad[][2] = {
+		{ BASE, 0 },			/* len == 0 */
+		{ BASE + 1, 4 * K },		/* start misaligned */
+		{ BASE, 4 * K + 1 },		/* len misaligned */
+		{ 0, 4 * K },			/* below mmap_min_addr */
+		{ BASE, UINT64_MAX & ~(4 * K - 1) },	/* start + len wraps */
+		{ BASE, 0 - BASE },		/* start + len == 2^64 */
+		{ 1ULL << 47, 4 * K },		/* start >= TASK_SIZE */
+		{ BASE, (1ULL << 47) - BASE },	/* len > TASK_SIZE - start */
+	};
+	size_t i;
+	uint64_t a;
+
+	ASSERT_TRUE(mm);
+	ASSERT_OK(laf_get_geometry(mm, &g));
+	a = map_fixed(mm, BASE, 64 * K);
+	ASSERT_OK(laf_uffd_register(mm, a, 64 * K, LAF_UFFDIO_REGISTER_MODE_MISSING |
+						   LAF_UFFDIO_REGISTER_MODE_WP));
+	for (i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		uint64_t s = bad[i][0], l = bad[i][1];
+
+		ASSERT_EQ(laf_uffd_register(mm, s, l, LAF_UFFDIO_REGISTER_MODE_MISSING), LAF_EINVAL);
+		ASSERT_EQ(laf_uffd_unregister(mm, s, l), LAF_EINVAL);
+		ASSERT_EQ(laf_uffd_copy(mm, s, l, 0), LAF_EINVAL);
+		ASSERT_EQ(laf_uffd_zeropage(mm, s, l), LAF_EINVAL);
+		ASSERT_EQ(laf_uffd_writeprotect(mm, s, l, 1), LAF_EINVAL);
+	}
+	ASSERT_EQ(stats(mm).mm_anonpages, 0);
+	ASSERT_OK(laf_uffd_unregister(mm, a, 64 * K));
+	return true;
+}
+
+/*
+ * The top of the address space at every page size: TASK_SIZE is
+ * (1 << 47) - PAGE_SIZE, page-aligned, and the last page below it can be
+ * mapped, faulted, filled by UFFDIO_COPY, read back and unmapped (an ASan
+ * probe of the last PMD table and PTE table: `make ctest-asan`).
+ */
+static bool test_top_of_address_space(void)
+{
+	static const uint32_t shifts[] = { LAF_PAGE_SHIFT_4K, LAF_PAGE_SHIFT_16K,
+					   LAF_PAGE_SHIFT_64K };
+	const int rw = LAF_PROT_READ | LAF_PROT_WRITE;
+	size_t i;
+
+	for (i = 0; i < 3; i++) {
+		laf_mm *mm = mm_new(shifts[i], LAF_ARCH_ARM64, 1024 * M, LAF_MEMCG_UNLIMITED);
+		struct laf_geometry g;
+		struct laf_touch_summary s;
+		struct laf_fault_result r;
+		uint64_t top, ps, out = 0, pte = 0;
+		int8_t order = 0;
+
+		ASSERT_TRUE(mm);
+		ASSERT_OK(laf_get_geometry(mm, &g));
+		ps = g.page_size;
+		ASSERT_EQ(g.task_size, (1ULL << 47) - ps);
+		ASSERT_EQ(g.task_size % ps, 0);
+		top = g.task_size - ps;
+		ASSERT_OK(set_upstream(mm, LAF_THP_ALWAYS, ~0UL, LAF_THP_INHERIT));
+		ASSERT_EQ(laf_mmap(mm, top, 2 * ps, rw, LAF_MAP_FIXED, &out), LAF_ENOMEM);
+		ASSERT_OK(laf_mmap(mm, top - ps, 2 * ps, rw, LAF_MAP_FIXED, &out));
+		ASSERT_EQ(out, top - ps);
+		ASSERT_OK(laf_fault(mm, top, 1, &r));
+		ASSERT_EQ(r.access, LAF_ACCESS_FAULT);
+		ASSERT_OK(laf_touch_range(mm, top - ps, 4 * ps, ps, 0, &s));
+		ASSERT_EQ(s.accesses, 4);
+		ASSERT_EQ(s.hits + s.faulted, 2);
+		ASSERT_EQ(s.sigsegv, 2);		/* TASK_SIZE and above */
+		ASSERT_OK(laf_read_ptes(mm, top, 1, &pte, &order));
+		ASSERT_EQ(order, 0);
+		ASSERT_EQ(laf_read_ptes(mm, top, 2, &pte, NULL), LAF_EINVAL);
+		ASSERT_EQ(laf_lookup(mm, g.task_size, &pte, NULL), LAF_EINVAL);
+		ASSERT_OK(laf_madvise(mm, top - ps, 2 * ps, LAF_MADV_DONTNEED));
+		ASSERT_OK(laf_uffd_register(mm, top, ps, LAF_UFFDIO_REGISTER_MODE_MISSING));
+		ASSERT_OK(laf_uffd_copy(mm, top, ps, 0));
+		ASSERT_EQ(laf_uffd_zeropage(mm, top, ps), LAF_EEXIST);
+		ASSERT_OK(laf_uffd_unregister(mm, top, ps));
+		ASSERT_EQ(laf_munmap(mm, top, 2 * ps), LAF_EINVAL);
+		ASSERT_OK(laf_munmap(mm, top - ps, 2 * ps));
+		ASSERT_EQ(nr_vmas(mm), 0);
+		ASSERT_EQ(stats(mm).mm_anonpages, 0);
+	}
+	return true;
+}
+
 /* ---------------------------------------------------------------- runner */
 
 static uint64_t head_pfn_at(laf_mm *mm, uint64_t addr)
@@ -1226,7 +1454,7 @@ static struct laf_memmap_info memmap_info(laf_mm *mm)
  */
 static bool test_deferred_memmap(void)
 {
-	laf_mm *mm = mm_new(12, LAF_ARCH_GENERIC, 1024 * M, LAF_MEMCG_UNLIMITED);
+	laf_mm *mm = mm_new(LAF_PAGE_SHIFT_4K, LAF_ARCH_GENERIC, 1024 * M, LAF_MEMCG_UNLIMITED);
 	const uint64_t frames = 1024 * M / (4 * K);
 	struct laf_memmap_info mi;
 	uint64_t a, off, faults = 0;
@@ -1275,7 +1503,7 @@ static bool test_deferred_memmap(void)
 	ASSERT_EQ(stats(mm).free_pages, frames - 1);
 
 	/* 200M: a short last section, all deferred at first */
-	mm = mm_new(12, LAF_ARCH_GENERIC, 200 * M, LAF_MEMCG_UNLIMITED);
+	mm = mm_new(LAF_PAGE_SHIFT_4K, LAF_ARCH_GENERIC, 200 * M, LAF_MEMCG_UNLIMITED);
 	ASSERT_TRUE(mm);
 	mi = memmap_info(mm);
 	ASSERT_EQ(mi.nr_sections, 2);
@@ -1287,7 +1515,7 @@ static bool test_deferred_memmap(void)
 /* laf_phys_fragment() reaches the deferred sections too (it pins in every one). */
 static bool test_deferred_memmap_fragment(void)
 {
-	laf_mm *mm = mm_new(14, LAF_ARCH_GENERIC, 1024 * M, LAF_MEMCG_UNLIMITED);
+	laf_mm *mm = mm_new(LAF_PAGE_SHIFT_16K, LAF_ARCH_GENERIC, 1024 * M, LAF_MEMCG_UNLIMITED);
 	const uint64_t frames = 1024 * M / (16 * K);
 	struct laf_memmap_info mi;
 	struct laf_stats s;
@@ -1326,7 +1554,7 @@ static bool test_ram_limit_and_lazy_create(void)
 	ASSERT_EQ(laf_geometry_from_config(&cfg, &g), LAF_ERANGE);
 	ASSERT_EQ(laf_mm_create(&cfg, &mm), LAF_ERANGE);
 	ASSERT_TRUE(mm == NULL);
-	mm = mm_new(12, LAF_ARCH_GENERIC, ram, LAF_MEMCG_UNLIMITED);
+	mm = mm_new(LAF_PAGE_SHIFT_4K, LAF_ARCH_GENERIC, ram, LAF_MEMCG_UNLIMITED);
 	ASSERT_TRUE(mm);
 	ASSERT_EQ(memmap_info(mm).sections_initialised, 1);
 	ASSERT_EQ(memmap_info(mm).max_ram_bytes, max);
@@ -1339,7 +1567,7 @@ static bool test_ram_limit_and_lazy_create(void)
 /* memory.max = 0 lets nothing be charged; LAF_MEMCG_UNLIMITED is "max". */
 static bool test_memcg_zero_limit(void)
 {
-	laf_mm *mm = mm_new(12, LAF_ARCH_GENERIC, 64 * M, 0);
+	laf_mm *mm = mm_new(LAF_PAGE_SHIFT_4K, LAF_ARCH_GENERIC, 64 * M, 0);
 	struct laf_config cfg;
 	struct laf_stats s;
 	uint64_t a;
@@ -1408,6 +1636,12 @@ static const struct { const char *name; test_fn fn; } tests[] = {
 	T(deferred_memmap_fragment),
 	T(ram_limit_and_lazy_create),
 	T(memcg_zero_limit),
+	T(munmap_len_wraps),
+	T(touch_range_stride_wraps),
+	T(madvise_len_wraps),
+	T(mmap_len_wraps),
+	T(uffd_validate_range),
+	T(top_of_address_space),
 };
 
 /* After each test: every mm it created must pass laf_check_invariants(). */
@@ -1432,6 +1666,22 @@ static bool check_and_destroy_live(const char *name)
 	return ok;
 }
 
+/* A test that hangs (a loop that never ends) fails instead of blocking the run. */
+#define TEST_TIMEOUT_S 20
+static const char *running;
+
+static void on_timeout(int sig)
+{
+	static const char msg[] = "TIMEOUT: a test ran longer than 20 s: ";
+
+	(void)sig;
+	if (write(STDERR_FILENO, msg, sizeof(msg) - 1) < 0 ||
+	    write(STDERR_FILENO, running, strlen(running)) < 0 ||
+	    write(STDERR_FILENO, "\n", 1) < 0)
+		_exit(2);
+	_exit(EXIT_FAILURE);
+}
+
 int main(int argc, char **argv)
 {
 	size_t i, n = sizeof(tests) / sizeof(tests[0]);
@@ -1442,7 +1692,11 @@ int main(int argc, char **argv)
 
 		if (argc > 1 && !strstr(tests[i].name, argv[1]))
 			continue;
+		running = tests[i].name;
+		signal(SIGALRM, on_timeout);
+		alarm(TEST_TIMEOUT_S);
 		ok = tests[i].fn();
+		alarm(0);
 		ok = check_and_destroy_live(tests[i].name) && ok;
 		if (ok) {
 			passed++;

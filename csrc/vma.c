@@ -1,7 +1,8 @@
 // SPDX-License-Identifier: GPL-2.0
 /*
  * vma.c - the VMA lifecycle: placement, split, merge, mmap/munmap/madvise,
- * userfaultfd registration, prctl, anon_vma_prepare().
+ * prctl, anon_vma_prepare(); the vm_flags change behind userfaultfd
+ * registration (userfaultfd.c).
  *
  * VMAs live in a sorted array (the maple tree's contract: find_vma() returns
  * the first VMA ending above an address).  What matters for folio-fit
@@ -252,16 +253,27 @@ int __laf_mmap(struct laf_mm *mm, uint64_t addr, uint64_t len, int prot, int fla
 	if (!len || (prot & ~(LAF_PROT_READ | LAF_PROT_WRITE)) ||
 	    (flags & ~(LAF_MAP_FIXED | LAF_MAP_NOMERGE)))
 		return LAF_EINVAL;
+	/*
+	 * mm/mmap.c do_mmap(): PAGE_ALIGN(len) == 0 (a length within a page of
+	 * 2^64 wraps) is -ENOMEM; __get_unmapped_area(): len > TASK_SIZE is
+	 * -ENOMEM.  TASK_SIZE is page-aligned, so one test covers both and
+	 * the aligned length cannot wrap.
+	 */
 	if (len > mm->task_size)
 		return LAF_ENOMEM;
 	len = align_up(len, mm->page_size);
 	if (flags & LAF_MAP_FIXED) {
+		/*
+		 * __get_unmapped_area() on the address MAP_FIXED returns as is:
+		 * addr > TASK_SIZE - len is -ENOMEM, then offset_in_page(addr)
+		 * -EINVAL, then security_mmap_addr() (below mmap_min_addr) -EPERM.
+		 */
+		if (addr > mm->task_size - len)
+			return LAF_ENOMEM;
 		if (addr & (mm->page_size - 1))
 			return LAF_EINVAL;
 		if (addr < MMAP_MIN_ADDR)
 			return LAF_EPERM;
-		if (addr > mm->task_size - len)
-			return LAF_ENOMEM;
 		if (!range_free(mm, addr, len))
 			return LAF_EEXIST;
 	} else {
@@ -319,11 +331,15 @@ int __laf_munmap(struct laf_mm *mm, uint64_t start, uint64_t len)
 	int err;
 	bool have = false;
 
-	if ((start & (mm->page_size - 1)) || !len || start >= mm->task_size)
+	/*
+	 * mm/vma.c do_vmi_munmap(): start and len are checked against
+	 * TASK_SIZE before PAGE_ALIGN(len), so the aligned length cannot wrap
+	 * (TASK_SIZE is page-aligned); an empty range is -EINVAL too.
+	 */
+	if ((start & (mm->page_size - 1)) || start > mm->task_size || len > mm->task_size - start)
 		return LAF_EINVAL;
-	len = align_up(len, mm->page_size);
-	end = start + len;
-	if (end > mm->task_size || end < start)
+	end = start + align_up(len, mm->page_size);
+	if (end == start)
 		return LAF_EINVAL;
 	first = split_range(mm, start, end, &err);
 	if (err)
@@ -403,14 +419,6 @@ static int modify_flags_range(struct laf_mm *mm, uint64_t start, uint64_t end,
 	return 0;
 }
 
-/* Does any VMA intersect [start, end)? */
-static bool range_has_vma(struct laf_mm *mm, uint64_t start, uint64_t end)
-{
-	size_t i = vma_index(mm, start);
-
-	return i < mm->nr_vmas && mm->vmas[i].vm_start < end;
-}
-
 /*
  * MADV_DONTNEED page-table reclaim (mm/pt_reclaim.c, 6.14+): a zap that
  * covers a whole PTE table and leaves it empty frees it, so a later fault
@@ -469,11 +477,15 @@ int __laf_madvise(struct laf_mm *mm, uint64_t start, uint64_t len, int advice)
 	if (advice != LAF_MADV_DONTNEED && advice != LAF_MADV_HUGEPAGE &&
 	    advice != LAF_MADV_NOHUGEPAGE)
 		return LAF_EINVAL;
+	/*
+	 * mm/madvise.c is_valid_madvise(): a non-zero len that PAGE_ALIGN()
+	 * rounds to 0, or start + len wrapping, is -EINVAL; nothing else about
+	 * the range is: past TASK_SIZE is a hole (-ENOMEM, madvise_walk_vmas()).
+	 */
 	alen = align_up(len, mm->page_size);
 	if (len && !alen)
 		return LAF_EINVAL;
 	end = start + alen;
-	/* is_valid_madvise(): only wrap-around is invalid; beyond TASK_SIZE is a hole (-ENOMEM) */
 	if (end < start)
 		return LAF_EINVAL;
 	if (end == start)
@@ -516,73 +528,16 @@ int __laf_prctl(struct laf_mm *mm, int option, uint64_t arg2, uint64_t arg3, int
 	return 0;
 }
 
-/*
- * Give every VMA in [start, end) the uffd modes @set (splitting and merging
- * as modify_flags_range() does), skipping holes and the VMAs whose
- * (vm_flags & @skip_mask) already equals @set.
+/**
+ * vma_modify_flags_uffd - set the uffd modes of the VMAs in [@start, @end)
+ * @set: the new VM_UFFD_* bits (0 clears them)
+ *
+ * mm/vma.c vma_modify_flags_uffd(): as every vm_flags change, split at the
+ * range edges where the flags change, then merge with the neighbours.  The
+ * caller (userfaultfd.c) walks the VMAs itself, so a hole here is -EINVAL.
+ * Return: 0 or a negative LAF_E*.
  */
-static int uffd_set_range(struct laf_mm *mm, uint64_t start, uint64_t end,
-			  uint64_t skip_mask, uint64_t set)
+int vma_modify_flags_uffd(struct laf_mm *mm, uint64_t start, uint64_t end, uint64_t set)
 {
-	uint64_t addr;
-
-	for (addr = start; addr < end;) {
-		size_t i = vma_index(mm, addr);
-		struct laf_vma *v;
-		uint64_t s, e;
-		int err;
-
-		if (i == mm->nr_vmas || mm->vmas[i].vm_start >= end)
-			break;
-		v = &mm->vmas[i];
-		s = v->vm_start > addr ? v->vm_start : addr;
-		e = v->vm_end < end ? v->vm_end : end;
-		if ((v->vm_flags & skip_mask) != set &&
-		    (err = modify_flags_range(mm, s, e, VM_UFFD_FLAGS, set, true)))
-			return err;
-		addr = e;
-	}
-	return 0;
-}
-
-int __laf_uffd_register(struct laf_mm *mm, uint64_t start, uint64_t len, int mode)
-{
-	uint64_t set = 0, end = start + len;
-
-	/* fs/userfaultfd.c validate_range(): also start >= mmap_min_addr */
-	if ((start | len) & (mm->page_size - 1) || !len || end < start || end > mm->task_size ||
-	    start < MMAP_MIN_ADDR)
-		return LAF_EINVAL;
-	if (!mode || (mode & ~(LAF_UFFDIO_REGISTER_MODE_MISSING | LAF_UFFDIO_REGISTER_MODE_WP |
-			       LAF_UFFDIO_REGISTER_MODE_MINOR)))
-		return LAF_EINVAL;
-	if (mode & LAF_UFFDIO_REGISTER_MODE_MINOR)	/* anon VMAs: hugetlb/shmem only */
-		return LAF_EINVAL;
-	/* fs/userfaultfd.c: -EINVAL only if no VMA at all; holes are skipped */
-	if (!range_has_vma(mm, start, end))
-		return LAF_EINVAL;
-	if (mode & LAF_UFFDIO_REGISTER_MODE_MISSING)
-		set |= LAF_VM_UFFD_MISSING;
-	if (mode & LAF_UFFDIO_REGISTER_MODE_WP)
-		set |= LAF_VM_UFFD_WP;
-	/*
-	 * userfaultfd_register_range(): a VMA already registered with (at
-	 * least) these modes is skipped, the others get exactly these modes.
-	 */
-	return uffd_set_range(mm, start, end, set, set);
-}
-
-int __laf_uffd_unregister(struct laf_mm *mm, uint64_t start, uint64_t len)
-{
-	uint64_t end = start + len;
-
-	/* fs/userfaultfd.c validate_range(): also start >= mmap_min_addr */
-	if ((start | len) & (mm->page_size - 1) || !len || end < start || end > mm->task_size ||
-	    start < MMAP_MIN_ADDR)
-		return LAF_EINVAL;
-	/* fs/userfaultfd.c: -EINVAL only if no VMA at all; holes are skipped */
-	if (!range_has_vma(mm, start, end))
-		return LAF_EINVAL;
-	/* every registered VMA in the range loses all its modes */
-	return uffd_set_range(mm, start, end, VM_UFFD_FLAGS, 0);
+	return modify_flags_range(mm, start, end, VM_UFFD_FLAGS, set, true);
 }

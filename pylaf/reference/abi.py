@@ -21,8 +21,9 @@ NR_ORDERS = 16
 PAGE_ALLOC_COSTLY_ORDER = 3
 MIN_MAX_ORDER = 10                      # MAX_PAGE_ORDER is at least 10, at least the PMD order
 
-# --- address space layout (x86-64 TASK_SIZE_MAX; the C core uses it for every arch)
-TASK_SIZE = (1 << 47) - 4096
+# --- address space layout: 47-bit user VA; TASK_SIZE = USER_VA_TOP - PAGE_SIZE, page-aligned at every
+# page size (x86-64 TASK_SIZE_MAX at 4K; arm64 keeps TASK_SIZE page-aligned the same way)
+USER_VA_TOP = 1 << 47
 MMAP_GAP = 128 << 20                    # mmap_base = TASK_SIZE - 128M (no randomisation)
 MMAP_MIN_ADDR = 65536                   # vm.mmap_min_addr
 MASK64 = (1 << 64) - 1                  # unsigned long / size_t

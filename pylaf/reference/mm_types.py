@@ -20,7 +20,7 @@ from pylaf.reference.abi import (
     PAGE_SHIFTS,
     PER_ORDER_COUNTERS,
     SCALAR_COUNTERS,
-    TASK_SIZE,
+    USER_VA_TOP,
 )
 from pylaf.reference.page_alloc import PhysMem
 
@@ -60,11 +60,12 @@ class PageGeometry:
         pud_shift = pmd_shift + pmd_order
         arm64 = arch in ARM64_ARCHES
         cont = CONT_PTE_ORDER[shift] if arm64 else 0
-        base = mmap_base if mmap_base else TASK_SIZE - MMAP_GAP
+        task_size = USER_VA_TOP - page_size
+        base = mmap_base if mmap_base else task_size - MMAP_GAP
         return cls(page_size=page_size, page_shift=shift, ptrs_per_pte=ptrs, pmd_order=pmd_order,
                    pmd_shift=pmd_shift, pmd_size=1 << pmd_shift, pud_shift=pud_shift,
                    pud_size=1 << pud_shift, max_order=max(MIN_MAX_ORDER, pmd_order),
-                   cont_pte_order=cont, arch_pte_order=cont if arm64 else -1, task_size=TASK_SIZE,
+                   cont_pte_order=cont, arch_pte_order=cont if arm64 else -1, task_size=task_size,
                    mmap_base=base & ~(page_size - 1), mmap_min_addr=MMAP_MIN_ADDR)
 
     @property
