@@ -16,10 +16,10 @@ def format_table(rows: Sequence[Sequence[str]], header: Sequence[str]) -> str:
     for r in rows:
         for i, cell in enumerate(r):
             widths[i] = max(widths[i], len(cell))
-    lines = ["  ".join(h.ljust(w) for h, w in zip(header, widths)).rstrip(),
+    lines = ["  ".join(h.ljust(w) for h, w in zip(header, widths, strict=True)).rstrip(),
              "  ".join("-" * w for w in widths)]
     for r in rows:
-        lines.append("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip())
+        lines.append("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=False)).rstrip())
     return "\n".join(lines)
 
 
@@ -100,7 +100,7 @@ def compare_table(results: Sequence[Any], title: str, caption: str = "") -> Any:
     if any(problems):
         table.add_column("errors", style="red", overflow="fold", min_width=12)
     prev = None
-    for r, row, prob in zip(results, cells, problems):
+    for r, row, prob in zip(results, cells, problems, strict=True):
         if prev is not None and r.workload != prev:
             table.add_section()
         extra = [prob] if any(problems) else []

@@ -169,7 +169,7 @@ def test_synthetic_classification():
     assert len(tr.processes) == 1
     ev = tr.events
     f = ev[ev["op"] == F.OP_FAULT]
-    cls = {int(a): F.CLASS_NAMES[c] for a, c in zip(f["addr"], f["cls"])}
+    cls = {int(a): F.CLASS_NAMES[c] for a, c in zip(f["addr"], f["cls"], strict=True)}
     assert cls[0x404008] == "heap"
     assert cls[0x402000] == "bss"
     assert cls[0x400100] == "file"
@@ -341,7 +341,7 @@ def test_missing_file(tmp_path):
 def test_cli_replay_malformed(tmp_path, capsys, good_file):
     bad = tmp_path / "bad.laftrace"
     bad.write_bytes(good_file.read_bytes()[:100])
-    rc, out, err = run_cli(capsys, "replay", str(bad))
+    rc, _out, err = run_cli(capsys, "replay", str(bad))
     assert rc == 1
     assert str(bad) in err and "byte 100" in err and "truncated" in err
 
@@ -412,14 +412,14 @@ def test_cli_replay_json(capsys):
 def test_perf_missing(tmp_path, monkeypatch):
     monkeypatch.setenv("PYLAF_PERF", str(tmp_path / "no-such-perf"))
     out = tmp_path / "t.laftrace"
-    with pytest.raises(P.PerfError, match="perf not found.*install"):
+    with pytest.raises(P.PerfError, match=r"perf not found.*install"):
         R.record(["true"], out)
     assert not out.exists()
 
 
 def _fake_perf(tmp_path: Path, stderr: str, rc: int = 255) -> Path:
     p = tmp_path / "perf"
-    p.write_text("#!/bin/sh\ncat >&2 <<'EOF'\n" + stderr + "\nEOF\nexit %d\n" % rc)
+    p.write_text("#!/bin/sh\ncat >&2 <<'EOF'\n" + stderr + f"\nEOF\nexit {rc}\n")
     p.chmod(0o755)
     return p
 
@@ -443,7 +443,7 @@ def test_perf_no_tracefs(tmp_path, monkeypatch, capsys):
     perf = _fake_perf(tmp_path, "event syntax error: 'exceptions:page_fault_user'\n"
                                 "can't access trace events: No such file or directory (tracefs)")
     monkeypatch.setenv("PYLAF_PERF", str(perf))
-    rc, out, err = run_cli(capsys, "record", "-o", str(tmp_path / "t.laftrace"), "--", "true")
+    rc, _out, err = run_cli(capsys, "record", "-o", str(tmp_path / "t.laftrace"), "--", "true")
     assert rc == 1
     assert "tracefs" in err and "mount -t tracefs" in err
     assert not (tmp_path / "t.laftrace").exists()
@@ -488,7 +488,7 @@ def test_record_live(tmp_path):
 @pytest.mark.kernel
 @pytest.mark.skipif(_can_record() is not None, reason=str(_can_record()))
 def test_record_cli_exit_status(tmp_path, capsys):
-    rc, out, err = run_cli(capsys, "record", "-o", str(tmp_path / "f.laftrace"), "--",
+    rc, _out, err = run_cli(capsys, "record", "-o", str(tmp_path / "f.laftrace"), "--",
                            "sh", "-c", "exit 3")
     assert rc == 0
     assert "status 3" in err
