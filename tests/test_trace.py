@@ -22,7 +22,7 @@ from pylaf.trace import replay as RP
 
 ROOT = Path(__file__).resolve().parents[1]
 FIXTURES = ROOT / "traces" / "fixtures"
-TRACES = ROOT / "traces"
+TRACES = B.traces_dir()         # pylaf/data/traces (package data)
 
 
 
@@ -357,7 +357,7 @@ def test_bundled_traces_present():
     names = [p.stem for p in _bundled()]
     assert {"python-numeric", "gcc-small", "sqlite-insert", "git-log"} <= set(names)
     assert sum(p.stat().st_size for p in _bundled()) < 4 << 20
-    readme = (TRACES / "README.md").read_text()
+    readme = (ROOT / "traces" / "README.md").read_text()
     for n in names:
         assert f"{n}.laftrace" in readme
 

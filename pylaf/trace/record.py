@@ -6,7 +6,7 @@
                 -e sched:sched_process_exec -e sched:sched_process_fork \\
                 -- laf_tracee [-R] -o LOG -- CMD ...
 
-``laf_tracee`` (``csrc/kprog/laf_tracee.c``, built by
+``laf_tracee`` (``pylaf/live/csrc/laf_tracee.c``, built by
 :func:`pylaf.live.kprog.build_helper`) ptraces the command and its
 descendants only at exec/fork events: it snapshots ``/proc/PID/maps`` (and
 which anonymous pages exec already populated) at every execve, sets

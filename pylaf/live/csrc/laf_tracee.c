@@ -7,7 +7,7 @@
  *
  *     perf record -e exceptions:page_fault_user ... -- laf_tracee -o LOG -- CMD...
  *
- * Build:  cc -O2 -o laf_tracee csrc/kprog/laf_tracee.c
+ * Build:  cc -O2 -o laf_tracee pylaf/live/csrc/laf_tracee.c
  * Usage:  laf_tracee [-R] [-n] [-o LOG] [-s STATS] -- CMD [ARGS...]
  *   -R    personality(ADDR_NO_RANDOMIZE) before exec, like `setarch -R`
  *         (inherited by every descendant)
