@@ -37,6 +37,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional, Union
 
+from pylaf.errors import HostUnavailable
 from pylaf.layout import Run, labelled
 from pylaf.live.sysfs import SizeKey, size_kb
 
@@ -205,7 +206,7 @@ def parse_kprog_output(data: Mapping[str, Any]) -> KprogResult:
 # building the helpers
 
 
-class HelperUnavailable(RuntimeError):
+class HelperUnavailable(HostUnavailable, RuntimeError):
     """A ``pylaf/live/csrc`` helper cannot be built here (no source, no C
     compiler, compile error, no writable cache): a missing capability of the
     host, not a finding."""
