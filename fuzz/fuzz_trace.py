@@ -111,7 +111,7 @@ def TestOneInput(data: bytes) -> None:
 
 def make_seeds(out: Path) -> None:
     """Seeds from the bundled git-log trace (its header, its first events)."""
-    tr = F.load_trace(ROOT / "traces" / "git-log.laftrace")
+    tr = F.load_trace(ROOT / "pylaf" / "data" / "traces" / "git-log.laftrace")
     out.mkdir(parents=True, exist_ok=True)
     procs = tr.processes[:1]
     keep = tr.events[tr.events["mm"] == 0][:MAX_EVENTS]

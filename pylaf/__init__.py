@@ -9,6 +9,8 @@ This package gives it a Python API:
 """
 from __future__ import annotations
 
+from importlib.metadata import PackageNotFoundError, version
+
 from pylaf._ffi import lib as _lib
 from pylaf.address_space import (
                             Access,
@@ -31,7 +33,11 @@ from pylaf.policy import Policy, parse_thp_anon
 from pylaf.sizes import format_size, order_of, parse_size
 from pylaf.stats import Stats
 
-__version__ = "0.1.0"
+try:
+    #: The installed distribution's version; the number lives only in pyproject.toml.
+    __version__: str = version("pylaf")
+except PackageNotFoundError:     # a source tree on sys.path that was never installed
+    __version__ = "0+unknown"
 
 #: Orders in per-order arrays (LAF_NR_ORDERS), read from the C core.
 NR_ORDERS: int = _lib.LAF_NR_ORDERS

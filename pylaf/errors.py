@@ -32,6 +32,13 @@ class ClosedError(LafError, RuntimeError):
     """The address space was closed."""
 
 
+class HostUnavailable(Exception):
+    """This machine lacks something a live-host command needs (root, perf, a C
+    compiler, ``/proc/kpageflags``, the THP-settings lock): a missing
+    capability, not a finding.  The ``pylaf`` command reports it in one line
+    and exits 2 (exit 1 is for real disagreements)."""
+
+
 #: the one map from C return codes to exception classes (the reference model
 #: raises through :func:`error_for` too)
 _BY_CODE: dict[int, type[LafError]] = {

@@ -5,7 +5,7 @@ orders (``read_ptes`` order codes, ``lib.LAF_ORDER_NONE/ZERO/HUGE_ZERO`` for the
 pages that map no folio of their own) and page frame numbers, and returns
 :class:`Run` values.  The emulator side of the live check and the tests build
 their layouts here; the live kernel's layout is built by ``emit_layout()`` in
-``csrc/kprog/laf_kprog.c`` (from ``/proc/self/pagemap`` and
+``pylaf/live/csrc/laf_kprog.c`` (from ``/proc/self/pagemap`` and
 ``/proc/kpageflags``) with the same rules, and :mod:`pylaf.live.kprog` parses
 its runs into the same :class:`Run` type, so both sides print and compare
 alike.

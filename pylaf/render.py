@@ -62,12 +62,22 @@ def _problems(r: Any) -> str:
     return ", ".join(parts)
 
 
+class _PipeConsole(Console):
+    """A rich Console that lets a closed pipe propagate as BrokenPipeError, so
+    that :func:`pylaf.cli.main` ends every command the same way (rich's own
+    handler exits 1)."""
+
+    def on_broken_pipe(self) -> None:
+        self.quiet = True
+        raise BrokenPipeError
+
+
 def console(file: Any = None, pipe_width: int = 250) -> Any:
     out = file or sys.stdout
     # a pipe or a file gets the table at its natural width (up to pipe_width),
     # not squeezed into rich's default of 80 columns
     width = None if getattr(out, "isatty", lambda: False)() else pipe_width
-    return Console(file=out, width=width, highlight=False)
+    return _PipeConsole(file=out, width=width, highlight=False)
 
 
 #: (header, cell formatter) of the numeric columns; headers are two lines

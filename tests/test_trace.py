@@ -22,7 +22,7 @@ from pylaf.trace import replay as RP
 
 ROOT = Path(__file__).resolve().parents[1]
 FIXTURES = ROOT / "traces" / "fixtures"
-TRACES = ROOT / "traces"
+TRACES = B.traces_dir()         # pylaf/data/traces (package data)
 
 
 
@@ -357,7 +357,7 @@ def test_bundled_traces_present():
     names = [p.stem for p in _bundled()]
     assert {"python-numeric", "gcc-small", "sqlite-insert", "git-log"} <= set(names)
     assert sum(p.stat().st_size for p in _bundled()) < 4 << 20
-    readme = (TRACES / "README.md").read_text()
+    readme = (ROOT / "traces" / "README.md").read_text()
     for n in names:
         assert f"{n}.laftrace" in readme
 
@@ -412,9 +412,36 @@ def test_cli_replay_json(capsys):
 def test_perf_missing(tmp_path, monkeypatch):
     monkeypatch.setenv("PYLAF_PERF", str(tmp_path / "no-such-perf"))
     out = tmp_path / "t.laftrace"
-    with pytest.raises(P.PerfError, match=r"perf not found.*install"):
+    with pytest.raises(R.PerfUnavailable, match=r"perf not found.*install"):
         R.record(["true"], out)
     assert not out.exists()
+
+
+def test_perf_missing_cli_exits_2_with_one_line(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("PYLAF_PERF", str(tmp_path / "no-such-perf"))
+    rc, out, err = run_cli(capsys, "record", "-o", str(tmp_path / "t.laftrace"), "--", "true")
+    assert rc == 2 and out == ""
+    assert err.count("\n") == 1 and "cannot run here: perf not found" in err
+    assert not (tmp_path / "t.laftrace").exists()
+
+
+@pytest.mark.parametrize("paranoid, thp_off, word", [
+    ("2", False, "perf_event_paranoid=-1 (it is 2"),
+    ("-1", True, "--thp-off needs root"),
+])
+def test_record_not_root_exits_2(tmp_path, monkeypatch, capsys, paranoid, thp_off, word):
+    """Without root, recording tracepoints needs perf_event_paranoid=-1, and
+    --thp-off (sysfs writes) needs root: said in one line before anything runs."""
+    monkeypatch.setattr(os, "geteuid", lambda: 1000)
+    knob = tmp_path / "perf_event_paranoid"
+    knob.write_text(paranoid + "\n")
+    monkeypatch.setattr(R, "PERF_PARANOID", knob)
+    monkeypatch.setenv("PYLAF_PERF", str(_fake_perf(tmp_path, "must not run", 99)))
+    rc, out, err = run_cli(capsys, "record", "-o", str(tmp_path / "t.laftrace"),
+                           *(["--thp-off"] if thp_off else []), "--", "true")
+    assert rc == 2 and out == ""
+    assert err.count("\n") == 1 and "pylaf record: cannot run here: " in err and word in err
+    assert not (tmp_path / "t.laftrace").exists()
 
 
 def _fake_perf(tmp_path: Path, stderr: str, rc: int = 255) -> Path:
@@ -429,8 +456,9 @@ def test_perf_refused(tmp_path, monkeypatch):
     perf = _fake_perf(tmp_path, "Error:\nNo permission to enable exceptions:page_fault_user event.\n"
                                 "Consider tweaking /proc/sys/kernel/perf_event_paranoid")
     monkeypatch.setenv("PYLAF_PERF", str(perf))
+    monkeypatch.setattr(os, "geteuid", lambda: 0)
     out = tmp_path / "t.laftrace"
-    with pytest.raises(P.PerfError) as ei:
+    with pytest.raises(R.PerfUnavailable) as ei:
         R.record(["true"], out)
     msg = str(ei.value)
     assert "perf_event_paranoid" in msg and "sysctl" in msg
@@ -443,10 +471,21 @@ def test_perf_no_tracefs(tmp_path, monkeypatch, capsys):
     perf = _fake_perf(tmp_path, "event syntax error: 'exceptions:page_fault_user'\n"
                                 "can't access trace events: No such file or directory (tracefs)")
     monkeypatch.setenv("PYLAF_PERF", str(perf))
+    monkeypatch.setattr(os, "geteuid", lambda: 0)
     rc, _out, err = run_cli(capsys, "record", "-o", str(tmp_path / "t.laftrace"), "--", "true")
-    assert rc == 1
+    assert rc == 2                       # a missing capability, not a failed recording
+    assert err.count("\n") == 1 and "cannot run here" in err
     assert "tracefs" in err and "mount -t tracefs" in err
     assert not (tmp_path / "t.laftrace").exists()
+
+
+@pytest.mark.skipif(shutil.which("cc") is None, reason="needs a C compiler (laf_tracee)")
+def test_perf_other_failure_is_exit_1(tmp_path, monkeypatch, capsys):
+    perf = _fake_perf(tmp_path, "something odd happened", 3)
+    monkeypatch.setenv("PYLAF_PERF", str(perf))
+    monkeypatch.setattr(os, "geteuid", lambda: 0)
+    rc, _out, err = run_cli(capsys, "record", "-o", str(tmp_path / "t.laftrace"), "--", "true")
+    assert rc == 1 and "perf record failed (exit 3)" in err and "something odd" in err
 
 
 def test_explain_perf_failure_keeps_perf_text():
@@ -490,6 +529,32 @@ def test_record_live(tmp_path):
 def test_record_cli_exit_status(tmp_path, capsys):
     rc, _out, err = run_cli(capsys, "record", "-o", str(tmp_path / "f.laftrace"), "--",
                            "sh", "-c", "exit 3")
-    assert rc == 0
+    assert rc == 3                       # the command's status; the trace is kept
     assert "status 3" in err
     assert F.load_trace(tmp_path / "f.laftrace").header["exit_status"] == 3
+
+
+@pytest.mark.kernel
+@pytest.mark.skipif(_can_record() is not None, reason=str(_can_record()))
+def test_record_false_exits_1_and_keeps_trace(tmp_path, capsys):
+    rc, out, _err = run_cli(capsys, "record", "-o", str(tmp_path / "f.laftrace"), "--", "false")
+    assert rc == 1 and "faults" in out
+    assert F.load_trace(tmp_path / "f.laftrace").header["exit_status"] == 1
+
+
+@pytest.mark.kernel
+@pytest.mark.skipif(_can_record() is not None, reason=str(_can_record()))
+@pytest.mark.parametrize("how", ["missing", "not-executable"])
+def test_record_command_that_cannot_start(tmp_path, capsys, how):
+    """execvp fails: no trace file, 127 (not found) or 126 (not executable)."""
+    if how == "missing":
+        cmd, status, word = str(tmp_path / "no_such_cmd"), 127, "No such file"
+    else:
+        plain = tmp_path / "plain.txt"
+        plain.write_text("not a program\n")
+        cmd, status, word = str(plain), 126, "Permission denied"
+    out_file = tmp_path / "x.laftrace"
+    rc, out, err = run_cli(capsys, "record", "-o", str(out_file), "--", cmd)
+    assert rc == status and out == ""
+    assert err.count("\n") == 1 and f"cannot run {cmd}: {word}" in err, err
+    assert not out_file.exists() and not list(tmp_path.glob("*.laftrace*"))

@@ -2,6 +2,14 @@
 
 Runs CMD under ``perf record`` (page-fault and mmap-family tracepoints, see
 :mod:`pylaf.trace.record`) with ASLR off and writes a compact trace.
+
+Exit status: CMD's own (128 + signal if it was killed), so ``pylaf record --
+false`` exits 1; the trace of a command that ran is kept whatever its status
+(its faults happened).  A command that could not be started
+(``-- no_such_cmd``) leaves no trace and exits 127 (126: found but not
+executable), as a shell does.  2: the recording cannot run here (perf
+missing or refused, not root, no C compiler) or a usage error, one line on
+stderr; 1: any other recording failure.
 """
 from __future__ import annotations
 
@@ -11,8 +19,9 @@ import argparse
 import sys
 from typing import Any
 
+from pylaf.errors import HostUnavailable
 from pylaf.trace.format import TraceError
-from pylaf.trace.record import record
+from pylaf.trace.record import CommandNotStarted, record
 
 
 def register(subparsers: Any) -> None:
@@ -22,7 +31,8 @@ def register(subparsers: Any) -> None:
                     "syscalls:sys_enter/exit_{mmap,munmap,mprotect,madvise,brk,mremap,execve}, "
                     "sched:sched_process_exec/fork) with ASLR off, and write a compact "
                     "trace. Record with mTHP off (the machine default) so every first "
-                    "touch faults.",
+                    "touch faults. Exit status: CMD's (the trace is kept); 127 and no trace "
+                    "if CMD could not be started; 2 if recording cannot run here.",
         usage="pylaf record -o TRACE [options] -- CMD [ARGS...]")
     r.add_argument("-o", "--output", required=True, metavar="TRACE", help="trace file to write")
     r.add_argument("--aslr", action="store_true",
@@ -50,6 +60,12 @@ def cmd_record(args: argparse.Namespace) -> int:
         tr = record(cmd, args.output, no_aslr=not args.aslr, thp_off=args.thp_off,
                     keep_perf_data=args.keep_perf_data, name=args.name,
                     description=args.description, buffer=args.buffer, log=sys.stderr)
+    except HostUnavailable as exc:
+        print(f"pylaf record: cannot run here: {_first_line(exc)}", file=sys.stderr)
+        return 2
+    except CommandNotStarted as exc:
+        print(f"pylaf record: error: {exc}", file=sys.stderr)
+        return exc.status
     except TraceError as exc:
         print(f"pylaf record: error: {exc}", file=sys.stderr)
         return 1
@@ -58,6 +74,14 @@ def cmd_record(args: argparse.Namespace) -> int:
         return 130
     print(tr.summary())
     st = tr.header.get("exit_status")
-    if st not in (0, None):
-        print(f"pylaf record: note: the command exited with status {st}", file=sys.stderr)
+    if isinstance(st, int) and st != 0:
+        print(f"pylaf record: note: the command exited with status {st} (trace kept; "
+              f"pylaf record exits with it)", file=sys.stderr)
+        return st if 0 < st <= 255 else 1
     return 0
+
+
+def _first_line(exc: BaseException) -> str:
+    """The first line of *exc*'s message (the missing capability; details follow it)."""
+    lines = str(exc).strip().splitlines()
+    return lines[0] if lines else type(exc).__name__

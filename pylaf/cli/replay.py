@@ -17,11 +17,13 @@ import os
 import sys
 from typing import Any
 
-from pylaf.errors import LafError
+from pylaf.errors import HostUnavailable, LafError
 from pylaf.experiments.compare import CompareResult, compare
+from pylaf.live.kprog import build_helper
 from pylaf.live.sysfs import read_thp_settings
 from pylaf.render import compare_table, console, format_table, print_table
 from pylaf.trace.format import Trace, TraceError, load_trace
+from pylaf.trace.record import record_unavailable
 from pylaf.trace.replay import ReplayReport, TraceWorkload
 from pylaf.trace.validate import LiveValidation, validate_live
 
@@ -119,13 +121,36 @@ def _print_results(tr: Trace, results: list[CompareResult], rep: ReplayReport | 
               " ".join(f"{k}={v}" for k, v in rep.errors.items()))
 
 
-def _validate(tr: Trace, args: argparse.Namespace) -> int:
+def _cannot_run(msg: object) -> int:
+    """A missing capability: one line on stderr, exit 2."""
+    print("pylaf replay: cannot run here: " + " ".join(str(msg).split()), file=sys.stderr)
+    return 2
+
+
+def _validate_unavailable() -> str | None:
+    """What --validate-live lacks here (root, perf, a C compiler for laf_tracee), or None."""
     if os.geteuid() != 0:
-        return _error("--validate-live needs root (it sets THP knobs and records)", 2)
+        return "--validate-live needs root (it sets THP knobs and records)"
+    why = record_unavailable()
+    if why:
+        return why.splitlines()[0]
+    try:
+        build_helper("laf_tracee")
+    except HostUnavailable as exc:
+        return str(exc).strip().splitlines()[0]
+    return None
+
+
+def _validate(tr: Trace, args: argparse.Namespace) -> int:
+    why = _validate_unavailable()
+    if why:
+        return _cannot_run(why)
     original = read_thp_settings().raw()
     print(tr.summary())
     try:
         rows = validate_live(tr, args.validate_live, ram=args.ram)
+    except HostUnavailable as exc:
+        return _cannot_run(str(exc).strip().splitlines()[0])
     except TraceError as exc:
         return _error(exc, 1)
     except (LafError, ValueError) as exc:

@@ -4,7 +4,7 @@ or ``/proc`` for THP state.
 * :mod:`pylaf.live.sysfs`     THP knobs (read, apply temporarily with
   :func:`thp_settings`, which restores them on every exit path), the
   machine-wide pylaf THP lock, per-size mTHP stats, vmstat, the host's policy;
-* :mod:`pylaf.live.kprog`     building and running the ``csrc/kprog`` helpers
+* :mod:`pylaf.live.kprog`     building and running the ``pylaf/live/csrc`` helpers
   (``laf_kprog`` runs an access program and reports faults, counters, layouts);
 * :mod:`pylaf.live.programs`  the access programs and setting groups of the check;
 * :mod:`pylaf.live.sides`     what the live kernel and the emulator report for a program;

@@ -1,6 +1,7 @@
-"""The live host's program runners: building and running ``csrc/kprog`` helpers.
+"""The live host's program runners: building and running the C helpers of
+``pylaf/live/csrc/`` (package data, so a wheel carries them too).
 
-``laf_kprog`` (``csrc/kprog/laf_kprog.c``) executes an *access program* (its
+``laf_kprog`` (``pylaf/live/csrc/laf_kprog.c``) executes an *access program* (its
 op language is described at the top of that file) on the running kernel and
 prints JSON: per op the minor faults and the system-wide counter deltas, and
 at every snapshot the folio layout of every mapping, read from
@@ -8,6 +9,9 @@ at every snapshot the folio layout of every mapping, read from
 follow the rules of :mod:`pylaf.layout` and are parsed into
 :class:`pylaf.layout.Run`).  The other helpers (``laf_tracee``,
 ``laf_workload``) are built by :func:`build_helper` for :mod:`pylaf.trace`.
+Every helper is compiled on first use into the user's cache directory
+(:func:`build_dir`), under a name that carries the hash of its source and of
+the compiler: editable and normal installs take the same path.
 
 Typical use::
 
@@ -33,6 +37,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional, Union
 
+from pylaf.errors import HostUnavailable
 from pylaf.layout import Run, labelled
 from pylaf.live.sysfs import SizeKey, size_kb
 
@@ -201,26 +206,31 @@ def parse_kprog_output(data: Mapping[str, Any]) -> KprogResult:
 # building the helpers
 
 
-class HelperUnavailable(RuntimeError):
-    """A ``csrc/kprog`` helper cannot be built here (no source, no C compiler,
-    compile error): a missing capability of the host, not a finding."""
+class HelperUnavailable(HostUnavailable, RuntimeError):
+    """A ``pylaf/live/csrc`` helper cannot be built here (no source, no C
+    compiler, compile error, no writable cache): a missing capability of the
+    host, not a finding."""
 
 
-def repo_root() -> Path:
-    """The checkout this package lives in (``pylaf/..``)."""
-    return Path(__file__).resolve().parents[2]
+#: the helpers' C sources, shipped inside the package
+HELPER_SOURCES = Path(__file__).resolve().parent / "csrc"
 
 
 def build_dir() -> Path:
-    """``$PYLAF_BUILD_DIR`` or ``<repo>/build``."""
+    """Where helpers are compiled (and :mod:`pylaf.experiments.costmodel`
+    caches its measurements): ``$PYLAF_BUILD_DIR``, else
+    ``$XDG_CACHE_HOME/pylaf``, else ``~/.cache/pylaf``."""
     env = os.environ.get("PYLAF_BUILD_DIR")
-    return Path(env) if env else repo_root() / "build"
+    if env:
+        return Path(env)
+    cache = os.environ.get("XDG_CACHE_HOME")
+    return (Path(cache) if cache else Path.home() / ".cache") / "pylaf"
 
 
 def helper_source(name: str) -> Path:
-    """``csrc/kprog/<name>.c`` (``$PYLAF_KPROG_SRC`` overrides laf_kprog's)."""
+    """``pylaf/live/csrc/<name>.c`` (``$PYLAF_KPROG_SRC`` overrides laf_kprog's)."""
     env = os.environ.get("PYLAF_KPROG_SRC") if name == "laf_kprog" else None
-    src = Path(env) if env else repo_root() / "csrc" / "kprog" / f"{name}.c"
+    src = Path(env) if env else HELPER_SOURCES / f"{name}.c"
     if not src.is_file():
         raise HelperUnavailable(f"{name} source not found at {src}")
     return src
@@ -228,8 +238,12 @@ def helper_source(name: str) -> Path:
 
 def _compile(name: str, cc: str, src: Path, exe: Path) -> None:
     """``cc -O2`` *src* into *exe* through a temporary file and a rename."""
-    exe.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{exe.name}-", dir=exe.parent)
+    try:
+        exe.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{exe.name}-", dir=exe.parent)
+    except OSError as e:
+        raise HelperUnavailable(f"building {name} failed: cannot write to {exe.parent} "
+                                f"({e.strerror}; set $PYLAF_BUILD_DIR)") from e
     os.close(fd)
     try:
         extra = ["-pthread"] if "pthread.h" in src.read_text() else []
@@ -248,8 +262,8 @@ def _compile(name: str, cc: str, src: Path, exe: Path) -> None:
 
 
 def build_helper(name: str, cc: Optional[str] = None, force: bool = False) -> Path:
-    """Compile ``csrc/kprog/<name>.c`` into ``<build>/kprog/<name>-<srchash>`` if
-    needed (``laf_kprog``, ``laf_tracee``, ``laf_workload``)."""
+    """Compile ``pylaf/live/csrc/<name>.c`` into ``<build>/kprog/<name>-<hash>``
+    (hash of the source and the compiler's name) if needed (``laf_kprog``, ``laf_tracee``, ``laf_workload``)."""
     src = helper_source(name)
     cc = cc or os.environ.get("CC", "cc")
     digest = hashlib.sha256(src.read_bytes() + cc.encode()).hexdigest()[:16]
@@ -299,6 +313,7 @@ def run_kprog(program: ProgramText, timeout: float = 300.0) -> KprogResult:
 
 
 __all__ = [
+    "HELPER_SOURCES",
     "CounterDelta",
     "HelperUnavailable",
     "KprogResult",
@@ -313,7 +328,6 @@ __all__ = [
     "helper_source",
     "host_page_size",
     "parse_kprog_output",
-    "repo_root",
     "run_kprog",
     "run_kprog_raw",
 ]

@@ -1,7 +1,7 @@
 """The live check's access programs and setting groups.
 
 Each :class:`CheckProgram` is an access program in laf_kprog's op language
-(see the header of ``csrc/kprog/laf_kprog.c``); :data:`PROGRAMS` is the
+(see the header of ``pylaf/live/csrc/laf_kprog.c``); :data:`PROGRAMS` is the
 deterministic suite :mod:`pylaf.live.check` runs on the live kernel and in the
 emulator.  :data:`GROUPS` are the THP settings ``pylaf kernel check
 --apply-settings`` runs them under (applied with

@@ -15,6 +15,7 @@ import fcntl
 import os
 import re
 import signal
+import sys
 import threading
 import time
 import types
@@ -23,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional, Union
 
+from pylaf.errors import HostUnavailable
 from pylaf.policy import Policy
 
 THP_DIR = Path("/sys/kernel/mm/transparent_hugepage")
@@ -194,8 +196,18 @@ def _apply_values(values: Mapping[str, str], thp_dir: Path) -> list[str]:
 
 #: Every pylaf process that changes THP knobs (or measures under them) takes
 #: this lock, so two of them never interleave: the second would otherwise save
-#: the first one's temporary values as "original" and restore those.
+#: the first one's temporary values as "original" and restore those.  The
+#: holder writes its pid and command line into the file, so that a waiter can
+#: say whom it waits for.
 THP_LOCK_PATH = Path(os.environ.get("PYLAF_THP_LOCK", "/tmp/pylaf-thp-settings.lock"))
+
+#: ``$PYLAF_LOCK_TIMEOUT`` (seconds; ``pylaf --lock-timeout``) bounds the wait
+#: of a :func:`thp_lock` called without a timeout; unset: wait for ever.
+LOCK_TIMEOUT_ENV = "PYLAF_LOCK_TIMEOUT"
+
+
+class ThpLockTimeout(HostUnavailable, TimeoutError):
+    """Waited longer than the timeout for the THP-settings lock."""
 
 
 class _LockState:
@@ -205,24 +217,91 @@ class _LockState:
     depth = 0
 
 
-def _flock_wait(fd: int, timeout: Optional[float]) -> None:
+def _own_command_line() -> str:
+    """This process's command line, on one line, at most 200 characters."""
+    try:
+        raw = Path("/proc/self/cmdline").read_bytes()
+    except OSError:
+        return ""
+    words = " ".join(a.decode(errors="replace") for a in raw.split(b"\0") if a).split()
+    line = " ".join(words)                   # one line, whatever the arguments hold
+    return line if len(line) <= 200 else line[:197] + "..."
+
+
+def lock_holder(fd: int) -> str:
+    """What the holder wrote into the lock file: ``"pid N: COMMAND LINE"``
+    (``"an unknown process"`` if it wrote nothing, e.g. an older pylaf)."""
+    try:
+        text = os.pread(fd, 4096, 0).decode(errors="replace").strip()
+    except OSError:
+        text = ""
+    return text or "an unknown process"
+
+
+def _write_holder(fd: int) -> None:
+    """Record this process as the holder (skipped if the file is read-only to us)."""
+    with contextlib.suppress(OSError):
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"pid {os.getpid()}: {_own_command_line()}\n".encode(), 0)
+
+
+def _clear_holder(fd: int) -> None:
+    with contextlib.suppress(OSError):
+        os.ftruncate(fd, 0)
+
+
+def _default_timeout() -> Optional[float]:
+    env = os.environ.get(LOCK_TIMEOUT_ENV)
+    if not env:
+        return None
+    try:
+        return float(env)
+    except ValueError:
+        raise ValueError(f"${LOCK_TIMEOUT_ENV}={env!r} is not a number of seconds") from None
+
+
+def _print_waiting(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def _flock_wait(fd: int, timeout: Optional[float], notify: Callable[[str], None]) -> None:
+    """Take the lock; on the first refusal tell *notify* who holds it, then poll."""
     t0 = time.monotonic()
+    told = False
     while True:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             return
         except BlockingIOError:
-            if timeout is not None and time.monotonic() - t0 > timeout:
-                raise TimeoutError(f"another pylaf process holds {THP_LOCK_PATH}") from None
+            holder = lock_holder(fd)
+            if timeout is not None and time.monotonic() - t0 >= timeout:
+                raise ThpLockTimeout(f"timed out after {timeout:g} s waiting for the THP-settings "
+                                     f"lock {THP_LOCK_PATH}, held by {holder}") from None
+            if not told:
+                limit = "" if timeout is None else f" (at most {timeout:g} s)"
+                notify(f"pylaf: waiting{limit} for the THP-settings lock {THP_LOCK_PATH}, "
+                       f"held by {holder}")
+                told = True
             time.sleep(0.05)
 
 
+def _open_lock_file() -> int:
+    try:
+        return os.open(str(THP_LOCK_PATH), os.O_RDWR | os.O_CREAT, 0o666)
+    except PermissionError:
+        # created by another user (root, umask 022): flock works on a read-only fd
+        return os.open(str(THP_LOCK_PATH), os.O_RDONLY)
+
+
 @contextlib.contextmanager
-def thp_lock(timeout: Optional[float] = None) -> Iterator[None]:
+def thp_lock(timeout: Optional[float] = None,
+             notify: Callable[[str], None] = _print_waiting) -> Iterator[None]:
     """Hold the machine-wide pylaf THP lock (``flock`` on :data:`THP_LOCK_PATH`).
 
-    Re-entrant within a process.  Blocks while another pylaf process holds it
-    (``timeout`` seconds at most: then ``TimeoutError``).
+    Re-entrant within a process.  While another pylaf process holds it, calls
+    *notify* once (default: a line on stderr) with the holder's pid and command
+    line, and keeps waiting: ``timeout`` seconds at most (default
+    ``$PYLAF_LOCK_TIMEOUT``, else for ever), then :class:`ThpLockTimeout`.
     """
     with _LockState.guard:
         if _LockState.depth:
@@ -232,14 +311,16 @@ def thp_lock(timeout: Optional[float] = None) -> Iterator[None]:
             finally:
                 _LockState.depth -= 1
             return
-        fd = os.open(str(THP_LOCK_PATH), os.O_RDWR | os.O_CREAT, 0o666)
+        fd = _open_lock_file()
         try:
-            _flock_wait(fd, timeout)
+            _flock_wait(fd, _default_timeout() if timeout is None else timeout, notify)
+            _write_holder(fd)
             _LockState.depth = 1
             try:
                 yield
             finally:
                 _LockState.depth = 0
+                _clear_holder(fd)
                 fcntl.flock(fd, fcntl.LOCK_UN)
         finally:
             os.close(fd)
@@ -419,13 +500,16 @@ __all__ = [
     "COLLAPSE_KHUGEPAGED",
     "COLLAPSE_VMSTAT",
     "KNOWN_GLOBAL_KNOBS",
+    "LOCK_TIMEOUT_ENV",
     "THP_DIR",
     "THP_LOCK_PATH",
     "VMSTAT",
     "SettingsRequest",
+    "ThpLockTimeout",
     "ThpSettings",
     "anon_sizes_kb",
     "host_policy",
+    "lock_holder",
     "parse_choice",
     "read_collapse_counters",
     "read_mthp_stats",

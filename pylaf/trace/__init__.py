@@ -6,7 +6,7 @@ The package, by concern (imports only go down this list's arrows)::
               (schema: the header schema checker; vmamap: the recorder's VMAs)
     perf      perf script parsing, TraceBuilder           -> format, vmamap
     replay    replay into the emulator, TraceWorkload      -> format
-    bundled   traces/*.laftrace as workloads               -> format, replay
+    bundled   pylaf/data/traces/*.laftrace as workloads    -> format, replay
     record    pylaf record: perf + laf_tracee              -> format, perf, pylaf.live
     validate  --validate-live against the live kernel      -> record, replay, pylaf.live
 

@@ -1,4 +1,6 @@
-"""The traces shipped in ``traces/`` as ``pylaf compare`` workloads.
+"""The traces shipped in ``pylaf/data/traces/`` (package data; how each was
+recorded: ``traces/README.md`` in the source tree) as ``pylaf compare``
+workloads.
 
 :mod:`pylaf.experiments.workloads` imports :func:`bundled_workloads` (the
 import goes experiments -> trace, never back: nothing in
@@ -17,13 +19,13 @@ from pylaf.trace.replay import TraceWorkload
 
 
 def traces_dir() -> Path:
-    """``$PYLAF_TRACES_DIR``, or ``traces/`` at the repository root."""
+    """``$PYLAF_TRACES_DIR``, or the package's ``data/traces/``."""
     env = os.environ.get("PYLAF_TRACES_DIR")
-    return Path(env) if env else Path(__file__).resolve().parents[2] / "traces"
+    return Path(env) if env else Path(__file__).resolve().parents[1] / "data" / "traces"
 
 
 def bundled_workloads() -> list[TraceWorkload]:
-    """Workloads for the traces shipped in ``traces/`` (``*.laftrace``); a
+    """Workloads for the bundled traces (``*.laftrace`` in :func:`traces_dir`); a
     file that does not load is skipped with a warning naming it."""
     d = traces_dir()
     if not d.is_dir():

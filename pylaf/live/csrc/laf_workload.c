@@ -8,7 +8,7 @@
  * read-then-write, qsort, and one worker thread (its stack and its malloc
  * arena: a 64M PROT_NONE reservation grown with mprotect).
  *
- * Build:  cc -O2 -pthread -o laf_workload csrc/kprog/laf_workload.c
+ * Build:  cc -O2 -pthread -o laf_workload pylaf/live/csrc/laf_workload.c
  * Run:    laf_workload [SCALE]     (default 1)
  */
 #include <pthread.h>

@@ -7,7 +7,7 @@
  *
  *     perf record -e exceptions:page_fault_user ... -- laf_tracee -o LOG -- CMD...
  *
- * Build:  cc -O2 -o laf_tracee csrc/kprog/laf_tracee.c
+ * Build:  cc -O2 -o laf_tracee pylaf/live/csrc/laf_tracee.c
  * Usage:  laf_tracee [-R] [-n] [-o LOG] [-s STATS] -- CMD [ARGS...]
  *   -R    personality(ADDR_NO_RANDOMIZE) before exec, like `setarch -R`
  *         (inherited by every descendant)
@@ -34,8 +34,8 @@
  *   {"ev":"fork","kind":"fork|vfork|clone","thread":0|1,"parent":P,"child":C,"t":NS}
  *   {"ev":"end","status":S,"t":NS}   S: exit status of CMD (128+sig if killed)
  *
- * Exit status: that of CMD; 127 if it could not be executed; 126 on tracer
- * errors.
+ * Exit status: that of CMD; 127 if CMD was not found, 126 if it could not be
+ * executed (exec_failure_status()) or on tracer errors.
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -257,6 +257,20 @@ static void write_stats(const char *path, int st)
 	fclose(f);
 }
 
+/**
+ * exec_failure_status() - exit status of a child whose execvp() failed
+ * @err: execvp()'s errno
+ *
+ * As POSIX shells report it: 127 when the command was not found (ENOENT,
+ * ENOTDIR), 126 when it was found but could not be executed (EACCES,
+ * ENOEXEC, ...).  pylaf record tells "could not start" from a command that
+ * ran by the missing exec event, and passes this status on.
+ */
+static int exec_failure_status(int err)
+{
+	return err == ENOENT || err == ENOTDIR ? 127 : 126;
+}
+
 /* -n: no tracing, just run the command */
 static int run_plain(char **cmd, const char *stats)
 {
@@ -272,7 +286,7 @@ static int run_plain(char **cmd, const char *stats)
 		signal(SIGQUIT, SIG_DFL);
 		execvp(cmd[0], cmd);
 		fprintf(stderr, "laf_tracee: %s: %s\n", cmd[0], strerror(errno));
-		_exit(127);
+		_exit(exec_failure_status(errno));
 	}
 	while (waitpid(pid, &status, 0) < 0)
 		if (errno != EINTR)
@@ -339,7 +353,7 @@ int main(int argc, char **argv)
 		raise(SIGSTOP);
 		execvp(argv[i], &argv[i]);
 		fprintf(stderr, "laf_tracee: %s: %s\n", argv[i], strerror(errno));
-		_exit(127);
+		_exit(exec_failure_status(errno));
 	}
 	if (waitpid(root, &status, 0) < 0 || !WIFSTOPPED(status)) {
 		fprintf(stderr, "laf_tracee: child did not stop\n");

@@ -3,7 +3,7 @@
  * laf_kprog: run an "access program" against the live kernel's anonymous
  * fault path and report what happened as JSON on stdout.
  *
- * Build:  cc -O2 -o laf_kprog csrc/kprog/laf_kprog.c
+ * Build:  cc -O2 -o laf_kprog pylaf/live/csrc/laf_kprog.c
  * Run:    laf_kprog < program.txt        (root needed for /proc/kpageflags)
  *
  * Program format: one op per line, '#' starts a comment. Numbers accept
