@@ -6,7 +6,7 @@ SAN = -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover
 include csrc/sources.mk
 CORE = $(addprefix csrc/,$(LAF_CORE_SOURCES))
 
-.PHONY: all ext ctest ctest-asan bench bench-quick fuzz-smoke test clean
+.PHONY: all ext ctest ctest-asan bench bench-quick fuzz-smoke lint test clean
 
 all: ext
 
@@ -42,7 +42,12 @@ fuzz-smoke:
 # self-checks, the fuzz smoke run, then pytest (benchmarks run once each as
 # correctness checks; the differential state machine with the "ci"
 # hypothesis profile).  pytest's summary is the last line.
-test: ctest ctest-asan bench-quick fuzz-smoke
+# Gates: ruff (lint + McCabe complexity <= 12) on the whole tree, mypy --strict on pylaf/.
+lint:
+	$(PYTHON) -m ruff check .
+	$(PYTHON) -m mypy
+
+test: lint ctest ctest-asan bench-quick fuzz-smoke
 	$(PYTHON) -m pytest -q --benchmark-disable
 
 clean:

@@ -5,7 +5,7 @@
  *
  * Shims are sorted as in tools/testing/vma:
  *   dup    - same logic as the named kernel function (6.18 mm/, see
- *            upstream-mthp.md), kept in sync by hand;
+ *            docs/kernel-semantics.md), kept in sync by hand;
  *   custom - the kernel function, changed for observability (counters);
  *   stub   - the kernel concept is not emulated (documented at the site).
  */

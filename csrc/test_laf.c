@@ -8,8 +8,8 @@
  * line "N passed, N failed".  `make ctest` and `make ctest-asan` (ASan +
  * UBSan, leak detection) build and run it.
  *
- * Expected values come from the kernel's semantics (upstream-mthp.md, the
- * LAF v3 seed patch) and this machine's measurements
+ * Expected values come from the kernel's semantics (docs/kernel-semantics.md,
+ * the LAF v3 patch as csrc/policy.c describes it) and this machine's measurements
  * (docs/kernel-findings.md), not from the emulator's output.
  *
  * PTE pictures (one character per base page, as pte_picture() draws them):

@@ -185,7 +185,7 @@ def pte_picture(mm: AddressSpace, start: int, npages: int) -> str:
 
 
 def load_decision_vectors() -> list[dict[str, str]]:
-    """Rows of tests/data/thp-decision-vectors.csv (upstream-mthp.md §2)."""
+    """Rows of tests/data/thp-decision-vectors.csv (docs/kernel-semantics.md §1.9)."""
     with open(DATA / "thp-decision-vectors.csv", newline="") as f:
         return list(csv.DictReader(f))
 

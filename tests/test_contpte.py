@@ -1,4 +1,4 @@
-"""arm64 contpte (upstream-mthp.md §5): set_ptes(nr > 1) gives PTE_CONT to
+"""arm64 contpte (docs/kernel-semantics.md §1.12): set_ptes(nr > 1) gives PTE_CONT to
 every CONT_PTES block it covers whole with VA start, VA end and PA aligned.
 With 4K pages CONT_PTES = 16 (64K): mTHP of order >= 4 is contpte-mapped at
 fault time, 16K/32K folios never are.  A zap that covers a block only in

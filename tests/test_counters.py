@@ -1,6 +1,6 @@
 """Counters add up, and the Stats dataclass.
 
-Identities that follow from the kernel's accounting (upstream-mthp.md §4,
+Identities that follow from the kernel's accounting (docs/kernel-semantics.md §1.4, §1.7,
 §6.3, §6.5) and hold after any sequence of operations:
 
 * every anon folio is charged to the memcg and on the LRU:

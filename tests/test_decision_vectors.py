@@ -1,9 +1,9 @@
-"""Every row of thp-decision-vectors.csv (upstream-mthp.md §2), for the 64K
+"""Every row of thp-decision-vectors.csv (docs/kernel-semantics.md §1.9), for the 64K
 order and for the PMD order.
 
 A row gives the global ``enabled`` knob, the per-size knob, the VMA hint and
 the prctl state, and whether the order is allowed at fault time.  Setup per
-the brief: a 2 MiB-aligned 2 MiB VMA, one write fault.
+the CSV's scenario: a 2 MiB-aligned 2 MiB VMA, one write fault.
 
 * 64K order: per-size 64K = the row's value, every other size (the PMD size
   included) never.  Allowed → one 64K folio (anon_fault_alloc[64K] = 1),
@@ -25,7 +25,7 @@ IDS = ["-".join(r[k] for k in ("global_enabled", "per_size_enabled", "vma_hint",
 
 
 def sysfs_ok(glob: str, per: str, hinted: bool) -> bool:
-    """upstream-mthp.md §2, transcribed from thp_vma_allowable_orders()."""
+    """docs/kernel-semantics.md §1.9, transcribed from thp_vma_allowable_orders()."""
     return (per == "always" or (per == "madvise" and hinted)
             or (per == "inherit" and (glob == "always" or (glob == "madvise" and hinted))))
 

@@ -1,4 +1,4 @@
-"""Upstream mTHP order selection and fallback (upstream-mthp.md §1.4, §1.6):
+"""Upstream mTHP order selection and fallback (docs/kernel-semantics.md §1.3):
 
     A   = allowed orders (sysfs, hint, prctl), empty if uffd armed
     A'  = drop from the top while the aligned range does not fit the VMA   (no counter)

@@ -1,4 +1,4 @@
-"""The LAF v3 order ladder (seed patch, upstream-mthp.md §3):
+"""The LAF v3 order ladder (the 2023 LAF v3 patch, as csrc/policy.c describes it):
 
     anon_folio_order() = max(arch_wants_pte_order(), PAGE_ALLOC_COSTLY_ORDER)
     capped at ANON_FOLIO_MAX_ORDER_UNHINTED = ilog2(max(64K, PAGE_SIZE)) -

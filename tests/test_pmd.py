@@ -1,4 +1,4 @@
-"""The PMD path (upstream-mthp.md §1.1, §1.3, §1.6; kernel-findings #5):
+"""The PMD path (docs/kernel-semantics.md §1.5, §1.6; kernel-findings #5):
 
 * attempted only when the PMD entry is none (no PTE table yet) and the PMD
   order is allowed;

@@ -1,5 +1,5 @@
 """Policy parsing: the kernel's ``thp_anon=`` boot-parameter syntax, the
-sysfs values, spec strings, and the kernel defaults (upstream-mthp.md §2:
+sysfs values, spec strings, and the kernel defaults (docs/kernel-semantics.md §1.9:
 PMD size ``inherit``, every other size ``never``; once ``thp_anon=`` is
 given, every size it does not mention, the PMD size included, is
 ``never``)."""

@@ -1,5 +1,5 @@
 """Every cell of the LAF-era policy tables (policy.c header comment, after
-the seed thread: Ryan Roberts' LAF v3 table and Huang Ying's two
+the 2023 LAF discussion (see csrc/policy.c): Ryan Roberts' LAF v3 table and Huang Ying's two
 alternatives and long-term sysfs values).
 
 Notation: S = order 0, LAF = the seed's anon_folio_order() ladder, THP = the

@@ -1,5 +1,5 @@
 """prctl(PR_SET_THP_DISABLE / PR_GET_THP_DISABLE) and MADV_HUGEPAGE /
-MADV_NOHUGEPAGE (upstream-mthp.md §1.2; kernel-findings #7a-7c).
+MADV_NOHUGEPAGE (docs/kernel-semantics.md §1.9, §1.11; kernel-findings #7a-7c).
 
 prctl(41, 1, 0): MMF_DISABLE_THP_COMPLETELY, GET returns 1;
 prctl(41, 1, PR_THP_DISABLE_EXCEPT_ADVISED=2): only VM_HUGEPAGE VMAs, GET 3;

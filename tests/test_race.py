@@ -1,4 +1,4 @@
-"""Races and retries (upstream-mthp.md §6.2, §1.4):
+"""Races and retries (docs/kernel-semantics.md §1.2, §1.3):
 
 After allocating, do_anonymous_page() rechecks the PTEs under the PTL
 (vmf_pte_changed for one page, pte_range_none for a large folio).  If

@@ -1,5 +1,5 @@
 """Teardown: munmap / MADV_DONTNEED, rmap counts, partial unmap and the
-deferred split (upstream-mthp.md §6.3-6.5; kernel-findings #8).
+deferred split (docs/kernel-semantics.md §1.7; kernel-findings #8).
 
 * after an mTHP fault: refcount == mapcount == nr (one per PTE);
   a PMD THP: refcount 1, mapcount 1;

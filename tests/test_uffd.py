@@ -1,4 +1,4 @@
-"""userfaultfd (upstream-mthp.md §6.8):
+"""userfaultfd (docs/kernel-semantics.md §1.11):
 
 * userfaultfd_armed(vma) (MISSING or WP registered) forces order 0 on the
   PTE path;

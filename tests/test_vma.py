@@ -1,4 +1,4 @@
-"""VMA lifecycle: placement (upstream-mthp.md §6.6, kernel-findings #6),
+"""VMA lifecycle: placement (docs/kernel-semantics.md §1.10, kernel-findings #6),
 split and merge, and folio-fit decisions against the VMA bounds after a
 split (thp_vma_suitable_orders uses vm_start/vm_end)."""
 from __future__ import annotations

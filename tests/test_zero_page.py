@@ -1,4 +1,4 @@
-"""Read faults and the zero page (upstream-mthp.md §1.4 read fault, §1.5):
+"""Read faults and the zero page (docs/kernel-semantics.md §1.2 read fault, §1.5):
 a read of a none PTE maps the shared zero page (special, read-only, no RSS,
 never a large folio); a later write COWs it into an order-0 page
 (do_wp_page → wp_page_copy → folio_prealloc(order 0)), and the zero PTE

@@ -9,8 +9,8 @@ address arrays are built with numpy once per run and handed to
 so there is never a Python loop per access (only per emulated syscall:
 mmap, munmap, madvise).
 
-The set is drawn from what mTHP users worry about (see
-``/work/shared/reference/published-results.md`` §D): sequential fills (the
+The set is drawn from what mTHP users worry about, as the 2023 LAF series and
+its reviews measured it: sequential fills (the
 best case), sparse random writers and the 64K stride (bloat, up to 16x with
 64K folios), write-after-read (zero page then order-0 COW), a malloc-like
 heap with ``MADV_DONTNEED`` churn (partial unmaps, deferred split), mappings
