@@ -35,7 +35,7 @@ slower (~9 us per order-0 fault against ~0.04 us).  It calls no C code.
 """
 from __future__ import annotations
 
-from pylaf.reference.mm import RefMachine, Reference, open_reference
+from pylaf.reference.mm import Reference, RefMachine, open_reference
 from pylaf.reference.page_alloc import BuddyAllocator
 
 __all__ = ["BuddyAllocator", "RefMachine", "Reference", "open_reference"]

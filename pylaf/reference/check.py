@@ -56,18 +56,17 @@ def _mm_problems(mm: MmStruct, seen: Recount) -> list[str]:
 
 def _slot_problems(f: RefFolio, by_mm: dict[int, int]) -> list[str]:
     """Each MM-id slot's count is that mm's mappings; the shared bit is set
-    whenever the mappings are spread over more than one mm (it may stay set
-    after that, folio_sub_return_large_mapcount())."""
+    whenever the mappings are spread over more than one mm or an mm maps it
+    without a slot (a third mm; the bit may stay set after that,
+    folio_sub_return_large_mapcount())."""
     problems: list[str] = []
     for i in (0, 1):
         if f.mm_id[i] and f.mm_id_mapcount[i] != by_mm.get(f.mm_id[i], 0):
             problems.append(f"mm_id[{i}]={f.mm_id[i]} mapcount {f.mm_id_mapcount[i]} "
                             f"!= {by_mm.get(f.mm_id[i], 0)}")
     owners = [m for m, n in by_mm.items() if n]
-    if len(owners) > 1 and not f.shared:
-        problems.append(f"mapped by mms {sorted(owners)} but not maybe-mapped-shared")
-    if len(owners) == 1 and owners[0] not in f.mm_id:
-        problems.append(f"mm {owners[0]} maps it without an MM-id slot")
+    if (len(owners) > 1 or set(owners) - set(f.mm_id)) and not f.shared:
+        problems.append(f"mapped by mms {sorted(owners)} (slots {f.mm_id}) but not maybe-mapped-shared")
     return problems
 
 

@@ -33,10 +33,10 @@ from pylaf.policy import Policy
 from pylaf.reference import check, huge_memory, memory, userfaultfd, vma
 from pylaf.reference import policy as thp_policy
 from pylaf.reference.abi import (
+    COW_COUNTERS,
     EINVAL,
     ERANGE,
     EUCLEAN,
-    COW_COUNTERS,
     GAUGES,
     MADV_DOFORK,
     MADV_DONTFORK,
@@ -157,7 +157,7 @@ class RefMachine:
         """Every scalar counter (COW counters included) over the machine: events
         summed over every mm that ever lived, gauges over the live ones."""
         m = self.model
-        out = {n: v for n, v in m.retired_cnt.items() if n not in GAUGES}
+        out = {n: 0 if n in GAUGES else v for n, v in m.retired_cnt.items()}
         for mm in m.mms:
             for n, v in mm.cnt.items():
                 out[n] = out.get(n, 0) + v
