@@ -13,10 +13,12 @@ recounted over every process) are checked after every test.
 """
 from __future__ import annotations
 
+import contextlib
+import random
 from collections.abc import Callable, Iterator
 
 import pytest
-from conftest import layout, place, upstream
+from conftest import PLACE_BASE, all_mthp, layout, place, upstream
 
 from pylaf import Config, PteFlags
 from pylaf.errors import ClosedError, LafMemoryError
@@ -396,3 +398,50 @@ def test_one_mm_machine_stats_equal_the_address_space_stats() -> None:
     assert r.stats().as_dict() == r.machine.stats().as_dict() == s.stats().as_dict() == m.stats().as_dict()
     assert (r.read_ptes(a, 768)[0] == s.read_ptes(a, 768)[0]).all()
     assert r.counters() == s.counters()
+
+
+def _random_step(rnd: random.Random, r: Reference, nlive: int, a: int, span: int) -> None:
+    ps = r.page_size
+    off = rnd.randrange(0, span, ps)
+    n = min(rnd.randrange(1, 64) * ps, span - off)
+    op = rnd.random()
+    if op < 0.4:
+        r.touch_range(a + off, n, write=rnd.random() < 0.7)
+    elif op < 0.5 and nlive < 6:
+        r.fork()
+    elif op < 0.58 and nlive > 1:
+        r.exit()
+    elif op < 0.66:
+        r.madvise(a + off, n, "MADV_DONTNEED")
+    elif op < 0.7:
+        r.shrink_deferred_split()
+    elif op < 0.76:
+        r.madvise(a + off, n, rnd.choice(["MADV_DONTFORK", "MADV_DOFORK", "MADV_WIPEONFORK",
+                                          "MADV_KEEPONFORK", "MADV_HUGEPAGE"]))
+
+
+@pytest.mark.parametrize("page_size,arch", [(4096, "x86_64"), (4096, "arm64"), (16384, "arm64")])
+@pytest.mark.parametrize("seed", range(2))
+def test_random_processes_keep_the_mapcounts(seed: int, page_size: int, arch: str) -> None:
+    """Writes, reads, fork, exit, DONTNEED, deferred split and the fork advices
+    in up to six processes (PMD THPs and every mTHP size, contpte on arm64):
+    the recount over every process holds after each step, and once all
+    have exited every page is free again but the huge zero folio."""
+    rnd = random.Random(seed)
+    sizes = all_mthp("always", page_size, pmd="inherit")
+    m = RefMachine(Config(ram="256M", page_size=page_size, arch=arch,
+                          policy=upstream(sizes, enabled="madvise", use_zero_page=True)))
+    p = m.address_space()
+    span = 4 * p.pmd_size
+    a = p.mmap(span, addr=PLACE_BASE, fixed=True)
+    p.madvise(a, 2 * p.pmd_size, "MADV_HUGEPAGE")
+    free0 = m.stats().free_pages
+    for _ in range(150):
+        live = m.mms
+        with contextlib.suppress(LafMemoryError):   # madvise over a DONTFORK hole: ENOMEM
+            _random_step(rnd, rnd.choice(live), len(live), a, span)
+        m.check_invariants()
+    for r in m.mms:
+        r.exit()
+    huge_zero = 1 << p.pmd_order if m.model.huge_zero is not None else 0
+    assert m.stats().free_pages + huge_zero == free0

@@ -55,18 +55,23 @@ def _mm_problems(mm: MmStruct, seen: Recount) -> list[str]:
 
 
 def _slot_problems(f: RefFolio, by_mm: dict[int, int]) -> list[str]:
-    """Each MM-id slot's count is that mm's mappings; the shared bit is set
-    whenever the mappings are spread over more than one mm or an mm maps it
-    without a slot (a third mm; the bit may stay set after that,
-    folio_sub_return_large_mapcount())."""
+    """Each MM-id slot counts at most its mm's mappings (fewer when some were
+    added while no slot was free: folio_sub_return_large_mapcount() lets the
+    slot underflow and frees it); the shared bit is set whenever the mappings
+    are spread over more than one mm or some mapping is not in its mm's slot."""
     problems: list[str] = []
+    in_slot = {}
     for i in (0, 1):
-        if f.mm_id[i] and f.mm_id_mapcount[i] != by_mm.get(f.mm_id[i], 0):
-            problems.append(f"mm_id[{i}]={f.mm_id[i]} mapcount {f.mm_id_mapcount[i]} "
-                            f"!= {by_mm.get(f.mm_id[i], 0)}")
+        if f.mm_id[i]:
+            in_slot[f.mm_id[i]] = f.mm_id_mapcount[i]
+            if not 0 < f.mm_id_mapcount[i] <= by_mm.get(f.mm_id[i], 0):
+                problems.append(f"mm_id[{i}]={f.mm_id[i]} mapcount {f.mm_id_mapcount[i]} "
+                                f"not in 1..{by_mm.get(f.mm_id[i], 0)}")
     owners = [m for m, n in by_mm.items() if n]
-    if (len(owners) > 1 or set(owners) - set(f.mm_id)) and not f.shared:
-        problems.append(f"mapped by mms {sorted(owners)} (slots {f.mm_id}) but not maybe-mapped-shared")
+    unaccounted = any(in_slot.get(m, 0) < by_mm[m] for m in owners)
+    if (len(owners) > 1 or unaccounted) and not f.shared:
+        problems.append(f"mapped by mms {sorted(owners)} (slots {f.mm_id} {f.mm_id_mapcount}) "
+                        f"but not maybe-mapped-shared")
     return problems
 
 
