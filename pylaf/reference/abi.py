@@ -37,9 +37,15 @@ VM_READ, VM_WRITE, VM_EXEC, VM_SHARED = 0x1, 0x2, 0x4, 0x8
 VM_UFFD_MISSING, VM_UFFD_WP, VM_UFFD_MINOR = 0x200, 0x1000, 0x20000
 VM_UFFD_FLAGS = VM_UFFD_MISSING | VM_UFFD_WP | VM_UFFD_MINOR
 VM_HUGEPAGE, VM_NOHUGEPAGE = 0x20000000, 0x40000000
+#: MADV_DONTFORK / MADV_WIPEONFORK.  VM_WIPEONFORK is Linux's value; Linux's
+#: VM_DONTCOPY (0x20000) is taken by LAF_VM_UFFD_MINOR in laf.h, so the model
+#: uses the free bit 0x40000 until laf.h names LAF_VM_DONTCOPY.
+VM_DONTCOPY, VM_WIPEONFORK = 0x00040000, 0x02000000
 
 # --- syscall arguments
 MADV_DONTNEED, MADV_HUGEPAGE, MADV_NOHUGEPAGE = 4, 14, 15
+#: the Linux values; laf.h will name them LAF_MADV_DONTFORK ... (issue 9)
+MADV_DONTFORK, MADV_DOFORK, MADV_WIPEONFORK, MADV_KEEPONFORK = 10, 11, 18, 19
 PR_SET_THP_DISABLE, PR_GET_THP_DISABLE, PR_THP_DISABLE_EXCEPT_ADVISED = 41, 42, 2
 UFFD_MODE_MISSING, UFFD_MODE_WP, UFFD_MODE_MINOR = 0x1, 0x2, 0x4
 
@@ -79,6 +85,14 @@ SCALAR_COUNTERS = (
     "zero_page_maps", "huge_zero_pmd_maps", "contpte_blocks", "contpte_unfolds", "bytes_zeroed",
     "alloc_retries", "pages_touched", "zero_pages_touched", "deferred_split_queue",
 )
+#: counters the model keeps that struct laf_stats does not have yet (issue 9):
+#: vmstat ``pgreuse`` (wp_page_reuse()) and ``faults_wp_copy`` (wp_page_copy()
+#: completions, zero page included).  Read them with ``Reference.counters()``.
+COW_COUNTERS = ("pgreuse", "faults_wp_copy")
+#: per-order gauges that belong to the machine, not to one mm
+MACHINE_PER_ORDER_GAUGES = ("nr_anon", "nr_anon_partially_mapped")
+#: scalar gauges of the machine (the others are per mm: RSS, tables, TOUCHED pages)
+MACHINE_GAUGES = frozenset({"lru_pages"})
 #: counters that describe state, not events: laf_reset_counters() keeps them
 GAUGES = frozenset({"nr_anon", "nr_anon_partially_mapped", "mm_anonpages", "nr_ptes", "nr_pmds",
                     "lru_pages", "pages_touched", "zero_pages_touched"})

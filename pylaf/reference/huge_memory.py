@@ -26,7 +26,14 @@ from pylaf.reference.abi import (
 )
 from pylaf.reference.mm_types import HugePmd, MmStruct, PteTable, RefFolio, RefVma
 from pylaf.reference.pgtable import contpte_unfold
-from pylaf.reference.rmap import anon_vma_prepare, discard_folio, folio_add_new_anon, free_folio
+from pylaf.reference.rmap import (
+    anon_vma_prepare,
+    discard_folio,
+    folio_add_anon_rmap_ptes,
+    folio_add_new_anon_rmap,
+    folio_put,
+    folio_remove_rmap_pmd,
+)
 
 
 # ------------------------------------------------------------------ PMD faults
@@ -81,9 +88,8 @@ def map_anon_folio_pmd(mm: MmStruct, vma: RefVma, idx: int, folio: RefFolio, tab
     if touched is not None:
         ent.touched = touched
     mm.pmd[idx] = ent
-    folio.pmd_mapped = True
     folio.refcount = 1
-    folio_add_new_anon(mm, folio)
+    folio_add_new_anon_rmap(mm, folio, pmd=True)
     mm.cnt["mm_anonpages"] += folio.nr
     mm.cnt["thp_fault_alloc"] += 1
     mm.per_order["anon_fault_alloc"][folio.order] += 1
@@ -139,8 +145,10 @@ def do_huge_pmd_anonymous_page(mm: MmStruct, vma: RefVma, addr: int,
 
 def do_huge_pmd_wp_page(mm: MmStruct, vma: RefVma, addr: int, idx: int) -> tuple[int, FaultKind]:
     """do_huge_pmd_wp_page(): uffd-wp hands over; the huge zero folio is
-    replaced by a new THP (or split, falling back to PTEs); an exclusive anon
-    THP that lost its write bit is reused."""
+    replaced by a new THP (or split, falling back to PTEs); an anon THP is
+    reused when its head is PageAnonExclusive or its only reference is this
+    PMD (folio_ref_count() == 1), else the PMD is split (__split_huge_pmd())
+    and the fault falls back to the PTE level (do_wp_page() in the same fault)."""
     ent = mm.pmd[idx]
     assert isinstance(ent, HugePmd)
     if ent.flags & PTE_UFFD_WP and vma.flags & VM_UFFD_WP:
@@ -156,6 +164,12 @@ def do_huge_pmd_wp_page(mm: MmStruct, vma: RefVma, addr: int, idx: int) -> tuple
             return 0, FaultKind.PMD_WP
         split_huge_pmd(mm, idx)
         return VM_FAULT_FALLBACK, FaultKind.PMD_WP
+    folio = ent.folio
+    if not folio.anon_exclusive[0]:
+        if folio.refcount != 1:                 # another mapping or reference
+            split_huge_pmd(mm, idx)
+            return VM_FAULT_FALLBACK, FaultKind.PMD_WP
+        folio.anon_exclusive[0] = 1             # folio_move_anon_rmap() + SetPageAnonExclusive()
     ent.flags |= PTE_WRITE | PTE_DIRTY | PTE_YOUNG
     return 0, FaultKind.PMD_WP
 
@@ -174,10 +188,9 @@ def zap_huge_pmd(mm: MmStruct, idx: int) -> None:
         return
     mm.cnt["pages_touched"] -= ntouched
     mm.cnt["mm_anonpages"] -= f.nr
-    f.pmd_mapped = False
-    f.refcount -= 1
-    if f.refcount == 0:
-        free_folio(mm, f)
+    if folio_remove_rmap_pmd(mm, f) and not f.partially_mapped:
+        deferred_split_folio(mm, f, True)
+    folio_put(mm, f)
 
 
 def split_huge_pmd_if_needed(mm: MmStruct, addr: int) -> None:
@@ -190,7 +203,9 @@ def split_huge_pmd_if_needed(mm: MmStruct, addr: int) -> None:
 
 def split_huge_pmd(mm: MmStruct, idx: int) -> None:
     """__split_huge_pmd_locked(): the PMD becomes the deposited PTE table,
-    filled with the same pages (contpte blocks on arm64)."""
+    filled with the same pages (contpte blocks on arm64): folio_ref_add(nr - 1),
+    folio_add_anon_rmap_ptes() (exclusive if the head was), then
+    folio_remove_rmap_pmd()."""
     ent = mm.pmd.pop(idx)
     assert isinstance(ent, HugePmd)
     g = mm.geo
@@ -205,10 +220,10 @@ def split_huge_pmd(mm: MmStruct, idx: int) -> None:
         bits = ent.flags & (PTE_PRESENT | PTE_WRITE | PTE_DIRTY | PTE_YOUNG | PTE_UFFD_WP)
         for k in range(g.ptrs_per_pte):
             table.ptes[k] = ((f.pfn + k) << PFN_SHIFT) | bits | (PTE_TOUCHED if ent.touched[k] else 0)
-            f.mapped[k] = 1
-        f.pmd_mapped = False
-        f.nr_mapped = f.nr
-        f.refcount = f.nr
+        f.refcount += f.nr - 1
+        folio_add_anon_rmap_ptes(mm, f, 0, f.nr, bool(f.anon_exclusive[0]))
+        if folio_remove_rmap_pmd(mm, f) and not f.partially_mapped:
+            deferred_split_folio(mm, f, True)
         cn = g.cont_nr
         if cn:
             for b in range(0, g.ptrs_per_pte, cn):
@@ -220,29 +235,33 @@ def split_huge_pmd(mm: MmStruct, idx: int) -> None:
 
 
 def _split_off_page(mm: MmStruct, f: RefFolio, k: int) -> None:
-    """split_folio() of page ``k``: an order-0 folio if a PTE maps it, else freed."""
+    """split_folio() of page ``k``: freed if no PTE maps it, else an order-0
+    folio with the page's mapcount (one reference per mapping) and
+    PageAnonExclusive; every mm mapping it loses the contpte bit there
+    (remap_page() after the split)."""
     g = mm.geo
     pfn = f.pfn + k
-    if not f.mapped[k]:
+    if not f.page_mapcount[k]:
         del mm.folio_of[pfn]
-        mm.cnt["lru_pages"] -= 1
+        mm.machine.lru_pages -= 1
         mm.phys.uncharge(1)
         mm.phys.free_pages(pfn, 0)
         return
     va = f.va + k * g.page_size
     sub = RefFolio(pfn, 0, va)
-    sub.mapped[0] = 1
-    sub.nr_mapped = 1
-    sub.refcount = 1
+    sub.page_mapcount[0] = sub.refcount = f.page_mapcount[k]
+    sub.anon_exclusive[0] = f.anon_exclusive[k]
     mm.folio_of[pfn] = sub
-    table = mm.pte_table(va)
-    if table is not None and table.ptes[g.pte_index(va)] & PTE_CONT:
-        contpte_unfold(mm, table, g.pte_index(va))
+    for other in mm.machine.mms:
+        table = other.pte_table(va)
+        if table is not None and table.ptes[g.pte_index(va)] & PTE_CONT:
+            contpte_unfold(other, table, g.pte_index(va))
 
 
 def split_folio(mm: MmStruct, f: RefFolio) -> None:
-    """split_folio() to order 0; pages no PTE maps are freed; the PTEs that
-    map the folio are no longer contpte."""
+    """split_folio() to order 0 (the folio is only PTE-mapped, in any number
+    of mms: it is on the queue only when partially mapped); pages no PTE
+    maps are freed; the PTEs that map the folio are no longer contpte."""
     order = f.order
     mm.per_order["split"][order] += 1
     if order == mm.geo.pmd_order:

@@ -43,7 +43,13 @@ from pylaf.reference.pgtable import (
     pte_alloc,
     set_pte,
 )
-from pylaf.reference.rmap import anon_vma_prepare, discard_folio, folio_add_new_anon, free_folio
+from pylaf.reference.rmap import (
+    anon_vma_prepare,
+    discard_folio,
+    folio_add_new_anon_rmap,
+    folio_put,
+    folio_remove_rmap_ptes,
+)
 
 #: do_user_addr_fault() retries: the emulator gives up (SIGBUS) after this many
 MAX_FAULT_RETRIES = 64
@@ -68,29 +74,23 @@ def map_folio_ptes(mm: MmStruct, folio: RefFolio, addr: int, bits: int) -> None:
             raw |= PTE_CONT
             blocks += (i0 + k) == b
         table.ptes[i0 + k] = raw
-        folio.mapped[k] = 1
     table.used += nr
     mm.cnt["contpte_blocks"] += blocks
     if nr == 1 and cn:
         contpte_try_fold(mm, table, i0)
-    folio.nr_mapped = nr
     folio.refcount = nr
-    folio_add_new_anon(mm, folio)
+    folio_add_new_anon_rmap(mm, folio)
     mm.cnt["mm_anonpages"] += nr
 
 
 def remove_rmap_ptes(mm: MmStruct, folio: RefFolio, k: int, nr: int) -> None:
     """folio_remove_rmap_ptes() of pages k..k+nr-1 + the references the PTEs
-    held.  A large anon folio left partially mapped goes to deferred_split_folio()."""
-    for j in range(k, k + nr):
-        folio.mapped[j] = 0
-    folio.nr_mapped -= nr
-    folio.refcount -= nr
+    held (tlb_flush_mmu() -> folios_put_refs()).  A large anon folio left
+    partially mapped goes to deferred_split_folio() (__folio_remove_rmap())."""
     mm.cnt["mm_anonpages"] -= nr
-    if folio.nr_mapped > 0 and folio.order >= 2:
+    if folio_remove_rmap_ptes(mm, folio, k, nr) and not folio.partially_mapped:
         huge_memory.deferred_split_folio(mm, folio, True)
-    if folio.refcount == 0:
-        free_folio(mm, folio)
+    folio_put(mm, folio, nr)
 
 
 # -------------------------------------------------------------------------- zap
@@ -455,25 +455,59 @@ def alloc_anon_folio(mm: MmStruct, vma: RefVma, addr: int) -> Optional[RefFolio]
 
 # ------------------------------------------------------------------- do_wp_page
 def do_wp_page(mm: MmStruct, vma: RefVma, addr: int, table: PteTable, k: int) -> tuple[int, FaultKind]:
-    """do_wp_page(): uffd-wp hands over; the zero page is copied; an anon page
-    is reused.  One mm and no fork: every anon page is PageAnonExclusive, and
-    "if we encounter a page that is marked exclusive, we must reuse the page
-    without further checks", whatever the folio size.  wp_page_reuse():
-    ptep_set_access_flags() changes the write bit (unfolding a contpte block)."""
+    """do_wp_page(): uffd-wp hands over; the zero page is copied; an anon
+    page is reused when PageAnonExclusive ("we must reuse the page without
+    further checks") or wp_can_reuse_anon_folio() allows it (then
+    SetPageAnonExclusive on that page), else copied (wp_page_copy())."""
     pte = table.ptes[k]
     if pte & PTE_UFFD_WP and vma.flags & VM_UFFD_WP:
         return VM_FAULT_USERFAULT, FaultKind.NONE
     if pte & PTE_SPECIAL:
         return wp_page_copy(mm, vma, addr, table, k)
-    contpte_unfold(mm, table, k)
-    table.ptes[k] |= PTE_WRITE | PTE_DIRTY | PTE_YOUNG
-    mm.cnt["faults_wp"] += 1
+    pfn = pte >> PFN_SHIFT
+    folio = mm.folio_of[pfn]
+    page = pfn - folio.pfn
+    if not (folio.anon_exclusive[page] or wp_can_reuse_anon_folio(mm, folio, vma)):
+        return wp_page_copy(mm, vma, addr, table, k)
+    folio.anon_exclusive[page] = 1
+    wp_page_reuse(mm, table, k)
     return 0, FaultKind.WP
 
 
+def wp_can_reuse_anon_folio(mm: MmStruct, folio: RefFolio, vma: RefVma) -> bool:
+    """wp_can_reuse_anon_folio(): a small folio is reused when its only
+    reference is this mapping (folio_ref_count() == 1; folio_move_anon_rmap()
+    moves it to ``vma``'s anon_vma, which the model does not track).  A large
+    one goes to __wp_can_reuse_large_anon_folio()."""
+    if folio.large:
+        return wp_can_reuse_large_anon_folio(folio)
+    return folio.refcount == 1
+
+
+def wp_can_reuse_large_anon_folio(folio: RefFolio) -> bool:
+    """__wp_can_reuse_large_anon_folio() (CONFIG_MM_ID): not when at most one
+    page is mapped ("just free up a large folio if only a single page is
+    mapped"), not when maybe mapped shared, not when some reference is not a
+    mapping (folio_large_mapcount() != folio_ref_count())."""
+    if folio.large_mapcount <= 1 or folio.shared:
+        return False
+    return folio.large_mapcount == folio.refcount
+
+
+def wp_page_reuse(mm: MmStruct, table: PteTable, k: int) -> None:
+    """wp_page_reuse(): ptep_set_access_flags() makes this one PTE young,
+    dirty and writable (unfolding a contpte block first); count_vm_event(PGREUSE)."""
+    contpte_unfold(mm, table, k)
+    table.ptes[k] |= PTE_WRITE | PTE_DIRTY | PTE_YOUNG
+    mm.cnt["pgreuse"] += 1
+    mm.cnt["faults_wp"] += 1
+
+
 def wp_page_copy(mm: MmStruct, vma: RefVma, addr: int, table: PteTable, k: int) -> tuple[int, FaultKind]:
-    """wp_page_copy(): a new order-0 folio replaces the old page
-    (ptep_clear_flush() + set_pte_at())."""
+    """wp_page_copy(): a new order-0 folio (zeroed for the zero page, else a
+    copy of the one page) replaces the old page (ptep_clear_flush() +
+    set_pte_at()); the old page loses this mapping (folio_remove_rmap_pte())
+    and the reference it held.  RSS grows only when the old page was the zero page."""
     anon_vma_prepare(mm, vma)
     new = folio_prealloc(mm, addr)
     if new is None:
@@ -496,12 +530,11 @@ def wp_page_copy(mm: MmStruct, vma: RefVma, addr: int, table: PteTable, k: int) 
         mm.cnt["pages_touched"] += 1
     table.ptes[k] = raw
     table.used += 1
-    new.mapped[0] = 1
-    new.nr_mapped = 1
     new.refcount = 1
-    folio_add_new_anon(mm, new)
+    folio_add_new_anon_rmap(mm, new)
     mm.cnt["mm_anonpages"] += 1
     mm.per_order["folios_mapped"][0] += 1
     contpte_try_fold(mm, table, k)
     mm.cnt["faults_wp"] += 1
+    mm.cnt["faults_wp_copy"] += 1
     return 0, FaultKind.WP

@@ -33,13 +33,18 @@ from pylaf.policy import Policy
 from pylaf.reference import check, huge_memory, memory, userfaultfd, vma
 from pylaf.reference import policy as thp_policy
 from pylaf.reference.abi import (
+    COW_COUNTERS,
     EINVAL,
     ERANGE,
     EUCLEAN,
     GAUGES,
+    MADV_DOFORK,
+    MADV_DONTFORK,
     MADV_DONTNEED,
     MADV_HUGEPAGE,
+    MADV_KEEPONFORK,
     MADV_NOHUGEPAGE,
+    MADV_WIPEONFORK,
     MEMCG_UNLIMITED,
     NR_ORDERS,
     ORDER_NONE,
@@ -60,7 +65,8 @@ from pylaf.reference.abi import (
     check_u64,
     error_for,
 )
-from pylaf.reference.mm_types import HugePmd, MmStruct, PageGeometry, PteTable
+from pylaf.reference.fork import dup_mmap, exit_mmap
+from pylaf.reference.mm_types import HugePmd, Machine, MmStruct, PageGeometry, PteTable
 from pylaf.reference.page_alloc import PhysMem
 from pylaf.reference.pgtable import lookup
 from pylaf.sizes import format_size, parse_size
@@ -68,7 +74,11 @@ from pylaf.stats import Stats  # the result type only: its field lists are not u
 
 ADVICE = {"MADV_DONTNEED": MADV_DONTNEED, "dontneed": MADV_DONTNEED,
           "MADV_HUGEPAGE": MADV_HUGEPAGE, "hugepage": MADV_HUGEPAGE,
-          "MADV_NOHUGEPAGE": MADV_NOHUGEPAGE, "nohugepage": MADV_NOHUGEPAGE}
+          "MADV_NOHUGEPAGE": MADV_NOHUGEPAGE, "nohugepage": MADV_NOHUGEPAGE,
+          "MADV_DONTFORK": MADV_DONTFORK, "dontfork": MADV_DONTFORK,
+          "MADV_DOFORK": MADV_DOFORK, "dofork": MADV_DOFORK,
+          "MADV_WIPEONFORK": MADV_WIPEONFORK, "wipeonfork": MADV_WIPEONFORK,
+          "MADV_KEEPONFORK": MADV_KEEPONFORK, "keeponfork": MADV_KEEPONFORK}
 UFFD_MODES = {"missing": UFFD_MODE_MISSING, "wp": UFFD_MODE_WP, "minor": UFFD_MODE_MINOR}
 
 
@@ -105,8 +115,12 @@ def as_address_array(name: str, arr: Any) -> np.ndarray:
     return arr
 
 
-class Reference:
-    """Pure-Python peer of :class:`pylaf.AddressSpace` (same API, same results)."""
+class RefMachine:
+    """One emulated machine (RAM, buddy, memcg, THP knobs, zero pages,
+    machine-wide counters, deferred-split queue) holding any number of
+    address spaces: :meth:`address_space` makes an empty one,
+    :meth:`Reference.fork` a copy.  The pure-Python peer of the coming
+    ``pylaf.Machine``."""
 
     def __init__(self, config: Optional[Config] = None, **kwargs: Any) -> None:
         if config is None:
@@ -116,6 +130,105 @@ class Reference:
         self.config = config
         geo = PageGeometry.derive(parse_size(config.page_size), str(config.arch), config.mmap_base)
         self.geo = geo
+        self.ram_pages = parse_size(config.ram) // geo.page_size
+        phys = PhysMem(self.ram_pages, geo.max_order, memcg_pages(config.memcg_limit, geo.page_size), {})
+        self.model = Machine(geo, phys, thp_policy.resolve_policy(config.policy, geo))
+        phys.shrinkers.append(self._shrink_deferred_split)
+        self.policy = config.policy
+        self._spaces: list[Reference] = []
+
+    def _shrink_deferred_split(self) -> int:
+        assert self.model.current is not None, "reclaim outside any address space"
+        return huge_memory.deferred_split_scan(self.model.current)
+
+    def address_space(self) -> Reference:
+        """A new, empty address space on this machine (an exec'd process)."""
+        return Reference.on_machine(self, MmStruct(self.model))
+
+    def adopt(self, ref: Reference) -> None:
+        self._spaces.append(ref)
+
+    @property
+    def mms(self) -> list[Reference]:
+        """The live address spaces, oldest first."""
+        return [r for r in self._spaces if not r.closed]
+
+    def counters(self) -> dict[str, int]:
+        """Every scalar counter (COW counters included) over the machine: events
+        summed over every mm that ever lived, gauges over the live ones."""
+        m = self.model
+        out = {n: 0 if n in GAUGES else v for n, v in m.retired_cnt.items()}
+        for mm in m.mms:
+            for n, v in mm.cnt.items():
+                out[n] = out.get(n, 0) + v
+        out.update(machine_state(m))
+        out["nr_vmas"] = sum(len(mm.vma_list) for mm in m.mms)
+        return out
+
+    def stats(self) -> Any:
+        """Machine-wide :class:`pylaf.Stats` (see :meth:`counters`)."""
+        m = self.model
+        per_order = {n: list(a) for n, a in m.retired_per_order.items()}
+        for mm in m.mms:
+            for n, arr in mm.per_order.items():
+                if n not in m.gauges:
+                    per_order[n] = [a + b for a, b in zip(per_order[n], arr, strict=True)]
+        per_order.update(m.gauges)
+        return build_stats(self.counters(), per_order, self.geo)
+
+    def check_invariants(self) -> None:
+        """Recount refcounts and mapcounts over every address space (raises InvariantError)."""
+        problems = check.find_problems(self.model)
+        if problems:
+            raise InvariantError("; ".join(problems), EUCLEAN)
+
+
+def machine_state(m: Machine) -> dict[str, int]:
+    """The counters read from the machine's state (STATE_COUNTERS but nr_vmas, and lru_pages)."""
+    lim = m.phys.memcg_limit
+    return {"ram_pages": m.phys.buddy.nr_frames, "free_pages": m.phys.buddy.nr_free,
+            "pinned_pages": len(m.phys.pinned), "memcg_charged": m.phys.memcg_charged,
+            # memory.max = "max" reads as the all-ones sentinel (the model's own
+            # constant; tests/test_reference_drift.py checks it against laf.h)
+            "memcg_limit": MEMCG_UNLIMITED if lim is None else lim,
+            "deferred_split_queue": len(m.deferred), "lru_pages": m.lru_pages}
+
+
+def build_stats(scalars: dict[str, int], per_order_lists: dict[str, list[int]], geo: PageGeometry) -> Any:
+    """A :class:`pylaf.Stats` from the model's own counter names."""
+    kw: dict[str, Any] = {"page_size": geo.page_size, "pmd_order": geo.pmd_order}
+    per_order: dict[str, np.ndarray] = {}
+    for name in PER_ORDER_COUNTERS:
+        arr = np.array(per_order_lists[name], dtype=np.int64)
+        per_order[name] = arr
+        lo = 0 if name == "folios_mapped" else 2
+        kw[name] = {format_size(geo.page_size << o): int(arr[o]) for o in range(lo, geo.pmd_order + 1)}
+    for name in SCALAR_COUNTERS:
+        kw[name] = int(scalars[name])
+    kw["per_order"] = per_order
+    return Stats(**kw)
+
+
+class Reference:
+    """Pure-Python peer of :class:`pylaf.AddressSpace` (same API, same results):
+    one address space.  ``Reference(config)`` is a private machine with one
+    address space; :meth:`fork` and :meth:`RefMachine.address_space` make more."""
+
+    def __init__(self, config: Optional[Config] = None, **kwargs: Any) -> None:
+        machine = RefMachine(config, **kwargs)
+        self._setup(machine, MmStruct(machine.model))
+
+    @classmethod
+    def on_machine(cls, machine: RefMachine, mm: MmStruct) -> Reference:
+        """The address space ``mm`` of ``machine`` (fork(), address_space())."""
+        ref = cls.__new__(cls)
+        ref._setup(machine, mm)
+        return ref
+
+    def _setup(self, machine: RefMachine, mm: MmStruct) -> None:
+        self.config = machine.config
+        geo = machine.geo
+        self.geo = geo
         self.page_size = geo.page_size
         self.pmd_size = geo.pmd_size
         self.pmd_order = geo.pmd_order
@@ -124,26 +237,43 @@ class Reference:
         self.arch_pte_order = geo.arch_pte_order
         self.mmap_base = geo.mmap_base
         self.task_size = geo.task_size
-        ram_pages = parse_size(config.ram) // geo.page_size
-        cnt, per_order = MmStruct.new_counters()
-        phys = PhysMem(ram_pages, geo.max_order, memcg_pages(config.memcg_limit, geo.page_size), cnt)
-        self.mm = MmStruct(geo, phys, thp_policy.resolve_policy(config.policy, geo), cnt, per_order)
-        phys.shrinkers.append(lambda: huge_memory.deferred_split_scan(self.mm))
-        self.ram_pages = ram_pages
-        self._policy = config.policy
+        self.mm = mm
+        self.ram_pages = machine.ram_pages
+        self._machine = machine
         self._closed = False
+        machine.adopt(self)
 
     # ------------------------------------------------------------ lifetime
+    @property
+    def machine(self) -> RefMachine:
+        return self._machine
+
     @property
     def closed(self) -> bool:
         return self._closed
 
-    def close(self) -> None:
+    def fork(self) -> Reference:
+        """fork(): a child address space on the same machine (dup_mmap(),
+        rules in :mod:`pylaf.reference.fork`)."""
+        child = dup_mmap(self._live())
+        if isinstance(child, int):
+            raise error_for(child, "fork()")
+        return Reference.on_machine(self._machine, child)
+
+    def exit(self) -> None:
+        """exit_mmap(): tear the address space down; it is closed afterwards."""
+        exit_mmap(self._live())
         self._closed = True
+
+    def close(self) -> None:
+        """Same as :meth:`exit`; closing twice is allowed."""
+        if not self._closed:
+            self.exit()
 
     def _live(self) -> MmStruct:
         if self._closed:
             raise ClosedError("address space is closed")
+        self.mm.machine.enter(self.mm)
         return self.mm
 
     def __enter__(self) -> Reference:
@@ -155,19 +285,20 @@ class Reference:
     def __repr__(self) -> str:
         state = "closed" if self._closed else f"{len(self.mm.vma_list)} VMAs"
         return (f"<Reference {format_size(self.page_size)} pages, {self.config.arch}, "
-                f"policy {self._policy.label}, {state}>")
+                f"policy {self.policy.label}, {state}>")
 
     # -------------------------------------------------------------- policy
     @property
     def policy(self) -> Policy:
-        return self._policy
+        """The machine's THP policy (sysfs knobs are machine-wide)."""
+        return self._machine.policy
 
     def set_policy(self, policy: Policy | str) -> None:
         mm = self._live()
         if isinstance(policy, str):
             policy = Policy.parse(policy)
         mm.pol = thp_policy.resolve_policy(policy, self.geo)
-        self._policy = policy
+        self._machine.policy = policy
 
     def set_memcg_limit(self, limit: Optional[int | str]) -> None:
         """memory.max (None: unlimited; 0: nothing can be charged).  Below the
@@ -206,7 +337,8 @@ class Reference:
         if isinstance(advice, str):
             if advice not in ADVICE:
                 raise ValueError(f"unknown madvise advice {advice!r} "
-                                 f"(expected MADV_DONTNEED, MADV_HUGEPAGE or MADV_NOHUGEPAGE)")
+                                 f"(expected MADV_DONTNEED, MADV_HUGEPAGE or MADV_NOHUGEPAGE, "
+                                 f"or MADV_DONTFORK/DOFORK/WIPEONFORK/KEEPONFORK)")
             adv = ADVICE[advice]
         else:
             adv = int(advice)
@@ -365,38 +497,23 @@ class Reference:
         mm.race_addrs = []
 
     # ----------------------------------------------------------- inspection
-    def _state_counters(self, mm: MmStruct) -> dict[str, int]:
-        lim = mm.phys.memcg_limit
-        return {"nr_vmas": len(mm.vma_list), "ram_pages": self.ram_pages,
-                "free_pages": mm.phys.buddy.nr_free, "pinned_pages": len(mm.phys.pinned),
-                "memcg_charged": mm.phys.memcg_charged,
-                # memory.max = "max" reads as the all-ones sentinel (the model's own
-                # constant; tests/test_reference_drift.py checks it against laf.h)
-                "memcg_limit": MEMCG_UNLIMITED if lim is None else lim,
-                "deferred_split_queue": len(mm.deferred)}
+    def counters(self) -> dict[str, int]:
+        """Every scalar counter of this address space, the COW counters
+        (``pgreuse``, ``faults_wp_copy``) included: the events it caused, its
+        gauges, and the machine's gauges."""
+        mm = self._live()
+        return {**mm.cnt, **machine_state(mm.machine), "nr_vmas": len(mm.vma_list)}
 
     def stats(self) -> Any:
         """All counters, as a :class:`pylaf.Stats` built from the model's own names."""
-        mm = self._live()
-        scalars = {**mm.cnt, **self._state_counters(mm)}
-        kw: dict[str, Any] = {"page_size": self.page_size, "pmd_order": self.pmd_order}
-        per_order: dict[str, np.ndarray] = {}
-        for name in PER_ORDER_COUNTERS:
-            arr = np.array(mm.per_order[name], dtype=np.int64)
-            per_order[name] = arr
-            lo = 0 if name == "folios_mapped" else 2
-            kw[name] = {format_size(self.page_size << o): int(arr[o]) for o in range(lo, self.pmd_order + 1)}
-        for name in SCALAR_COUNTERS:
-            kw[name] = int(scalars[name])
-        kw["per_order"] = per_order
-        return Stats(**kw)
+        return build_stats(self.counters(), self.mm.per_order, self.geo)
 
     def reset_counters(self) -> None:
         mm = self._live()
         for name in PER_ORDER_COUNTERS:
             if name not in GAUGES:
                 mm.per_order[name] = [0] * NR_ORDERS
-        for name in SCALAR_COUNTERS:
+        for name in SCALAR_COUNTERS + COW_COUNTERS:
             if name not in GAUGES and name not in STATE_COUNTERS:
                 mm.cnt[name] = 0
 
@@ -454,10 +571,10 @@ class Reference:
         return ptes, orders
 
     def check_invariants(self) -> None:
-        """Cross-check the model's own bookkeeping (raises InvariantError)."""
-        problems = check.find_problems(self._live())
-        if problems:
-            raise InvariantError("; ".join(problems), EUCLEAN)
+        """Cross-check the model's own bookkeeping over the whole machine
+        (raises InvariantError)."""
+        self._live()
+        self._machine.check_invariants()
 
 
 def open_reference(policy: Policy | str | None = None, **kw: Any) -> Reference:
@@ -467,4 +584,4 @@ def open_reference(policy: Policy | str | None = None, **kw: Any) -> Reference:
     return Reference(Config(**kw))
 
 
-__all__ = ["Reference", "open_reference"]
+__all__ = ["RefMachine", "Reference", "open_reference"]

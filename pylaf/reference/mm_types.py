@@ -1,5 +1,6 @@
 """The model's objects (include/linux/mm_types.h): folios, page tables, VMAs,
-the resolved policy, the page geometry, and ``MmStruct`` holding one process.
+the resolved policy, the page geometry, the ``Machine`` every process shares
+and ``MmStruct`` holding one process.
 
 The geometry is derived here from the base page size and arch, as the
 kernel's headers derive it (PAGE_SHIFT, PTRS_PER_PTE, PMD_SHIFT ...), not read
@@ -7,12 +8,14 @@ from the C core.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Optional, Union
 
 from pylaf.reference.abi import (
     ARM64_ARCHES,
     CONT_PTE_ORDER,
+    COW_COUNTERS,
+    MACHINE_PER_ORDER_GAUGES,
     MIN_MAX_ORDER,
     MMAP_GAP,
     MMAP_MIN_ADDR,
@@ -82,18 +85,36 @@ class PageGeometry:
 
 
 class RefFolio:
-    """An anonymous folio (struct folio), or the huge zero folio."""
+    """An anonymous folio (struct folio), or the huge zero folio, with the
+    mapcounts 6.18 keeps (include/linux/mm_types.h; CONFIG_PAGE_MAPCOUNT=y,
+    CONFIG_MM_ID=y), stored as counts (the kernel stores them minus one):
 
-    __slots__ = ("huge_zero", "mapped", "nr_mapped", "order", "partially_mapped", "pfn",
-                 "pmd_mapped", "queued", "refcount", "va")
+    * ``page_mapcount[k]``: PTE mappings of page ``k`` over every mm (``_mapcount``);
+    * ``large_mapcount``: every mapping, PTE and PMD, over every mm (large folios);
+    * ``entire_mapcount``: PMD mappings (``_entire_mapcount``);
+    * ``nr_pages_mapped``: pages with a PTE mapping (``_nr_pages_mapped`` without
+      ENTIRELY_MAPPED, which is ``entire_mapcount > 0``);
+    * ``mm_id`` / ``mm_id_mapcount``: the two MM-id slots (0 = MM_ID_DUMMY, free)
+      and their mappings; ``shared``: FOLIO_MM_IDS_SHARED_BIT ("maybe mapped shared");
+    * ``anon_exclusive[k]``: PageAnonExclusive of page ``k`` (the head for a PMD).
+    """
+
+    __slots__ = ("anon_exclusive", "entire_mapcount", "huge_zero", "large_mapcount", "mm_id",
+                 "mm_id_mapcount", "nr_pages_mapped", "order", "page_mapcount", "partially_mapped",
+                 "pfn", "queued", "refcount", "shared", "va")
 
     def __init__(self, pfn: int, order: int, va: int) -> None:
         self.pfn = pfn
         self.order = order
         self.va = va                          # virtual address of the head page
-        self.mapped = bytearray(1 << order)   # which pages a PTE maps
-        self.nr_mapped = 0                    # PTE mappings
-        self.pmd_mapped = False               # mapped by one PMD
+        self.page_mapcount = [0] * (1 << order)
+        self.large_mapcount = 0
+        self.entire_mapcount = 0
+        self.nr_pages_mapped = 0
+        self.mm_id = [0, 0]
+        self.mm_id_mapcount = [0, 0]
+        self.shared = False
+        self.anon_exclusive = bytearray(1 << order)
         self.refcount = 0
         self.partially_mapped = False
         self.queued = False                   # on the deferred split queue
@@ -104,8 +125,17 @@ class RefFolio:
         return 1 << self.order
 
     @property
+    def large(self) -> bool:
+        return self.order > 0
+
+    @property
+    def pmd_mapped(self) -> bool:
+        return self.entire_mapcount > 0
+
+    @property
     def mapcount(self) -> int:
-        return self.nr_mapped + (1 if self.pmd_mapped else 0)
+        """folio_mapcount(): folio_large_mapcount() for a large folio, else _mapcount + 1."""
+        return self.large_mapcount if self.large else self.page_mapcount[0]
 
 
 class PteTable:
@@ -173,30 +203,105 @@ class PolicyState:
     per_size: dict[int, str]
 
 
-@dataclass
+class Machine:
+    """The emulated machine (what every mm shares): RAM and the buddy
+    allocator with the memcg (``phys``), the THP knobs (``pol``), the page
+    geometry, the folios by PFN, the zero and huge zero folios, the
+    deferred-split queue, the machine-wide gauges (LRU pages, per-size
+    ``nr_anon`` / ``nr_anon_partially_mapped``), the live mms and the event
+    counters of the mms that exited.  ``current`` is the mm the running
+    operation belongs to (the kernel's ``current->mm``): events counted
+    below an mm-less call (reclaim, memcg) go to it.
+    """
+
+    def __init__(self, geo: PageGeometry, phys: PhysMem, pol: PolicyState) -> None:
+        self.geo = geo
+        self.phys = phys
+        self.pol = pol
+        self.folio_of: dict[int, RefFolio] = {}          # pfn -> folio, every page
+        self.deferred: dict[RefFolio, None] = {}         # deferred split queue (FIFO)
+        self.huge_zero: Optional[RefFolio] = None
+        self.next_anon_vma = 1
+        self.next_mm_id = 1                              # MM_ID_MIN
+        self.mms: list[MmStruct] = []
+        self.lru_pages = 0
+        self.gauges: dict[str, list[int]] = {n: [0] * NR_ORDERS for n in MACHINE_PER_ORDER_GAUGES}
+        self.retired_cnt, self.retired_per_order = new_counters()
+        self.current: Optional[MmStruct] = None
+
+    def enter(self, mm: MmStruct) -> None:
+        """``mm`` becomes current: the memcg's events are counted on it."""
+        self.current = mm
+        self.phys.cnt = mm.cnt
+
+
+def new_counters() -> tuple[dict[str, int], dict[str, list[int]]]:
+    """Zeroed scalar (with the COW counters) and per-order counters."""
+    return ({n: 0 for n in SCALAR_COUNTERS + COW_COUNTERS},
+            {n: [0] * NR_ORDERS for n in PER_ORDER_COUNTERS})
+
+
 class MmStruct:
-    """One process on one machine: everything the model keeps."""
+    """One address space (struct mm_struct) on a machine: VMAs, page tables,
+    its event counters and RSS, prctl state, its MM id.  The machine's
+    parts are reached through it (``mm.phys``, ``mm.pol``, ``mm.folio_of`` ...),
+    and its ``per_order`` dict holds the machine's per-size gauge lists."""
 
-    geo: PageGeometry
-    phys: PhysMem
-    pol: PolicyState
-    cnt: dict[str, int]
-    per_order: dict[str, list[int]]
-    vma_list: list[RefVma] = field(default_factory=list)
-    pmd: dict[int, PmdEntry] = field(default_factory=dict)    # PMD index -> entry
-    pmd_tables: set[int] = field(default_factory=set)          # PUD index with a PMD table
-    folio_of: dict[int, RefFolio] = field(default_factory=dict)  # pfn -> folio, every page
-    deferred: dict[RefFolio, None] = field(default_factory=dict)  # deferred split queue (FIFO)
-    huge_zero: Optional[RefFolio] = None
-    thp_disable: int = 0                     # PR_GET_THP_DISABLE value: 0, 1 or 3
-    next_anon_vma: int = 1
-    inject_pte_map: int = 0
-    race_addrs: list[int] = field(default_factory=list)
-    in_race: bool = False
+    def __init__(self, machine: Machine) -> None:
+        self.machine = machine
+        self.mm_id = machine.next_mm_id
+        machine.next_mm_id += 1
+        self.cnt, self.per_order = new_counters()
+        self.per_order.update(machine.gauges)            # nr_anon ... are machine-wide
+        self.vma_list: list[RefVma] = []
+        self.pmd: dict[int, PmdEntry] = {}               # PMD index -> entry
+        self.pmd_tables: set[int] = set()                # PUD index with a PMD table
+        self.thp_disable = 0                             # PR_GET_THP_DISABLE value: 0, 1 or 3
+        self.inject_pte_map = 0
+        self.race_addrs: list[int] = []
+        self.in_race = False
+        machine.mms.append(self)
 
-    @staticmethod
-    def new_counters() -> tuple[dict[str, int], dict[str, list[int]]]:
-        return ({n: 0 for n in SCALAR_COUNTERS}, {n: [0] * NR_ORDERS for n in PER_ORDER_COUNTERS})
+    # --- the machine's parts, reached through the mm as the kernel code does
+    @property
+    def geo(self) -> PageGeometry:
+        return self.machine.geo
+
+    @property
+    def phys(self) -> PhysMem:
+        return self.machine.phys
+
+    @property
+    def pol(self) -> PolicyState:
+        return self.machine.pol
+
+    @pol.setter
+    def pol(self, pol: PolicyState) -> None:
+        self.machine.pol = pol
+
+    @property
+    def folio_of(self) -> dict[int, RefFolio]:
+        return self.machine.folio_of
+
+    @property
+    def deferred(self) -> dict[RefFolio, None]:
+        return self.machine.deferred
+
+    @property
+    def huge_zero(self) -> Optional[RefFolio]:
+        return self.machine.huge_zero
+
+    @huge_zero.setter
+    def huge_zero(self, folio: Optional[RefFolio]) -> None:
+        self.machine.huge_zero = folio
+
+    @property
+    def next_anon_vma(self) -> int:
+        return self.machine.next_anon_vma
+
+    @next_anon_vma.setter
+    def next_anon_vma(self, value: int) -> None:
+        self.machine.next_anon_vma = value
 
     def find_vma(self, addr: int) -> Optional[RefVma]:
         """The VMA containing ``addr`` (not the kernel's "first ending above")."""

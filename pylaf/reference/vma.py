@@ -30,12 +30,18 @@ from pylaf.reference.abi import (
     EINVAL,
     ENOMEM,
     EPERM,
+    MADV_DOFORK,
+    MADV_DONTFORK,
     MADV_DONTNEED,
     MADV_HUGEPAGE,
+    MADV_KEEPONFORK,
     MADV_NOHUGEPAGE,
+    MADV_WIPEONFORK,
     MASK64,
+    VM_DONTCOPY,
     VM_HUGEPAGE,
     VM_NOHUGEPAGE,
+    VM_WIPEONFORK,
     page_align,
 )
 from pylaf.reference.huge_memory import split_huge_pmd_if_needed
@@ -255,10 +261,23 @@ def _set_nohugepage(v: RefVma) -> int:
     return (v.flags & ~VM_HUGEPAGE) | VM_NOHUGEPAGE
 
 
+#: madvise_vma_behavior(): the vm_flags change of each flag-setting advice.
+#: MADV_DOFORK's VM_IO and MADV_WIPEONFORK's file/shared checks cannot fail on
+#: the model's private anonymous VMAs.
+FLAG_ADVICE: dict[int, FlagsOf] = {
+    MADV_HUGEPAGE: _set_hugepage,
+    MADV_NOHUGEPAGE: _set_nohugepage,
+    MADV_DONTFORK: lambda v: v.flags | VM_DONTCOPY,
+    MADV_DOFORK: lambda v: v.flags & ~VM_DONTCOPY,
+    MADV_WIPEONFORK: lambda v: v.flags | VM_WIPEONFORK,
+    MADV_KEEPONFORK: lambda v: v.flags & ~VM_WIPEONFORK,
+}
+
+
 def do_madvise(mm: MmStruct, start: int, length: int, advice: int) -> int:
-    """do_madvise() for MADV_DONTNEED/HUGEPAGE/NOHUGEPAGE (rules in the module
-    docstring)."""
-    if advice not in (MADV_DONTNEED, MADV_HUGEPAGE, MADV_NOHUGEPAGE):
+    """do_madvise() for MADV_DONTNEED and the flag advices of FLAG_ADVICE
+    (rules in the module docstring)."""
+    if advice != MADV_DONTNEED and advice not in FLAG_ADVICE:
         return EINVAL
     if start & (mm.geo.page_size - 1):
         return EINVAL
@@ -270,7 +289,7 @@ def do_madvise(mm: MmStruct, start: int, length: int, advice: int) -> int:
         return 0
     if advice == MADV_DONTNEED:
         return madvise_dontneed(mm, start, end)
-    return modify_flags(mm, start, end, _set_hugepage if advice == MADV_HUGEPAGE else _set_nohugepage)
+    return modify_flags(mm, start, end, FLAG_ADVICE[advice])
 
 
 def _reclaim_empty_tables(mm: MmStruct, start: int, end: int) -> None:
