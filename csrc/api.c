@@ -395,6 +395,7 @@ static int mfill(struct laf_mm *mm, uint64_t start, uint64_t len, bool zeropage,
 		pfn_to_page(mm, pfn)->flags |= PG_lru;
 		mm->st.lru_pages++;
 		mm->st.mm_anonpages++;
+		update_hiwater_rss(mm);
 		entry = pfn_pte(pfn, LAF_PTE_PRESENT | LAF_PTE_YOUNG | LAF_PTE_DIRTY);
 		if (wp)
 			entry |= LAF_PTE_UFFD_WP;
@@ -827,6 +828,8 @@ static int __get_stats(struct laf_mm *mm, struct laf_stats *st)
 	st->memcg_charged = mm->memcg_charged;
 	st->memcg_limit = mm->memcg_limit; /* LAF_MEMCG_UNLIMITED when "max" */
 	st->nr_vmas = (int64_t)mm->nr_vmas;
+	/* mm_pgtables_bytes(): every PTE table and PMD table is one page */
+	st->pgtables_bytes = (uint64_t)(st->nr_ptes + st->nr_pmds) << mm->page_shift;
 	return 0;
 }
 
@@ -857,6 +860,7 @@ static int __reset(struct laf_mm *mm)
 	s->mm_anonpages = keep.mm_anonpages;
 	s->nr_ptes = keep.nr_ptes;
 	s->nr_pmds = keep.nr_pmds;
+	s->hiwater_rss = keep.hiwater_rss;
 	s->lru_pages = keep.lru_pages;
 	s->pages_touched = keep.pages_touched;
 	s->zero_pages_touched = keep.zero_pages_touched;

@@ -373,7 +373,9 @@ class Reference:
                 # memory.max = "max" reads as the all-ones sentinel (the model's own
                 # constant; tests/test_reference_drift.py checks it against laf.h)
                 "memcg_limit": MEMCG_UNLIMITED if lim is None else lim,
-                "deferred_split_queue": len(mm.deferred)}
+                "deferred_split_queue": len(mm.deferred),
+                # mm_pgtables_bytes(): every PTE table and PMD table is one page
+                "pgtables_bytes": (mm.cnt["nr_ptes"] + mm.cnt["nr_pmds"]) * self.page_size}
 
     def stats(self) -> Any:
         """All counters, as a :class:`pylaf.Stats` built from the model's own names."""
