@@ -9,7 +9,8 @@ A compare/replay row (``kind`` = ``"compare"`` or ``"replay"``) holds:
 - ``schema_version``, ``kind``, the run's identity (``workload``, ``policy``,
   ``page_size``, ``arch``, ``ram``, ``memcg_limit``, ``scale``,
   ``is_baseline``, ``error``);
-- every scalar counter of :class:`pylaf.Stats` under its own name, and every
+- every scalar counter of :class:`pylaf.Stats` under its own name (but
+  ``memcg_limit``, an identity column in bytes), and every
   per-size counter as one column per size, zeros kept:
   ``anon_fault_alloc_64K``, ``nr_anon_2M``, ``folios_mapped_4K`` ...;
 - the derived numbers: ``faults_saved``, ``faults_saved_pct``, ``rss_bytes``,
@@ -58,6 +59,8 @@ def result_row(r: Any, kind: str = "compare") -> Row:
     for name in ID_COLUMNS[2:]:
         row[name] = getattr(r, name)
     for name, value in r.counters.items():
+        if name in row:          # memcg_limit: the identity column (bytes, None = unlimited)
+            continue
         if isinstance(value, dict):
             for size, v in value.items():
                 row[f"{name}_{size}"] = int(v)

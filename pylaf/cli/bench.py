@@ -26,10 +26,10 @@ from rich.table import Table
 
 from pylaf import render
 from pylaf.cli.plots import PlotUnavailable, require_pyplot
-from pylaf.results import FORMATS, OUTPUT_SUFFIXES, bench_row, format_rows, write_rows
 from pylaf.experiments import costmodel
 from pylaf.experiments.orders import PATTERNS, OrderResult, parse_orders, scale_run, sweep
 from pylaf.geometry import DEFAULT_PAGE_SIZE, Geometry
+from pylaf.results import FORMATS, OUTPUT_SUFFIXES, bench_row, format_rows, write_rows
 from pylaf.sizes import format_size, parse_size
 
 EPILOG = """\

@@ -17,10 +17,10 @@ from pylaf.errors import LafError
 from pylaf.experiments.compare import compare, config_dict
 from pylaf.experiments.parallel import executor_for
 from pylaf.experiments.run import TRACE_SUFFIX
-from pylaf.results import rows_of, series_rows
 from pylaf.experiments.workloads import available_workloads, workload_info
 from pylaf.geometry import ARCHES, DEFAULT_PAGE_SIZE, PAGE_SIZES
 from pylaf.policy import DEFAULT_COMPARE
+from pylaf.results import rows_of, series_rows
 from pylaf.sizes import format_size, parse_size
 
 DESCRIPTION = """\

@@ -43,6 +43,17 @@ def _run_on(executor: Executor, cells: Sequence[Cell], advance: Advance) -> list
     return [r for r in out if r is not None]
 
 
+@contextmanager
+def local_pool(jobs: int) -> Iterator[Optional[Executor]]:
+    """A pool of ``jobs`` forked worker processes (workloads registered in
+    this process are known there), or None for ``jobs`` <= 1 (run here)."""
+    if jobs <= 1:
+        yield None
+        return
+    with ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context("fork")) as pool:
+        yield pool
+
+
 def run_cells(cells: Sequence[Cell], *, jobs: int = 1, executor: Optional[Executor] = None,
               progress: bool = False, label: str = "runs") -> list[CompareResult]:
     """Run ``cells``; one result per cell, in order.
@@ -56,15 +67,14 @@ def run_cells(cells: Sequence[Cell], *, jobs: int = 1, executor: Optional[Execut
     with _progress(len(cells), progress, label) as advance:
         if executor is not None:
             return _run_on(executor, cells, advance)
-        if jobs == 1 or len(cells) <= 1:
-            out = []
-            for c in cells:
-                out.append(run_cell(c))
-                advance()
-            return out
-        ctx = multiprocessing.get_context("fork")
-        with ProcessPoolExecutor(max_workers=jobs, mp_context=ctx) as pool:
-            return _run_on(pool, cells, advance)
+        with local_pool(jobs if len(cells) > 1 else 1) as pool:
+            if pool is not None:
+                return _run_on(pool, cells, advance)
+        out = []
+        for c in cells:
+            out.append(run_cell(c))
+            advance()
+        return out
 
 
 
@@ -85,11 +95,11 @@ def executor_for(kind: str, scheduler: Optional[str] = None) -> Iterator[Optiona
         from dask.distributed import Client
     except ImportError:
         raise ImportError("--executor dask needs dask.distributed: pip install 'pylaf[dask]'") from None
-    client = Client(scheduler)
+    client = Client(scheduler)  # type: ignore[no-untyped-call]
     try:
-        yield client.get_executor()
+        yield client.get_executor()  # type: ignore[no-untyped-call]
     finally:
-        client.close()
+        client.close()  # type: ignore[no-untyped-call]
 
 
-__all__ = ["executor_for", "run_cells"]
+__all__ = ["executor_for", "local_pool", "run_cells"]

@@ -56,9 +56,9 @@ def _merge(parts: list[TouchResult], results: bool) -> TouchResult:
     if results:
         codes = np.concatenate([p.results for p in parts if p.results is not None]) if parts \
             else np.empty(0, dtype=np.int8)
-    return TouchResult(*(sum(getattr(p, f) for p in parts) for f in
-                         ("accesses", "hits", "faulted", "sigsegv", "oom", "sigbus", "userfault")),
-                       first_error=first, results=codes)
+    total = {f: sum(getattr(p, f) for p in parts)
+             for f in ("accesses", "hits", "faulted", "sigsegv", "oom", "sigbus", "userfault")}
+    return TouchResult(**total, first_error=first, results=codes)
 
 
 class SampledAddressSpace(AddressSpace):
