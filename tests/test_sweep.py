@@ -167,3 +167,16 @@ def test_sweep_rejects_unknown_keys_and_runs_from_a_dict():
     assert [(r.memcg_limit, r.policy) for r in res.results] == [
         (None, "order-0"), (None, "order-4"), (8 << 20, "order-0"), (8 << 20, "order-4")]
     assert res.results[3].faults_oom > 0 and res.results[3].faults_saved is None
+
+
+def test_cli_executor_dask(capsys, serial):
+    distributed = pytest.importorskip("dask.distributed")
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
+                                  dashboard_address=None) as cluster:
+        rc, out, err = run_cli(capsys, "compare", "--workload", "seq-fill", "--policy", "order-0",
+                               "--policy", "order-4", "--scale", "0.02", "--executor", "dask",
+                               "--scheduler", cluster.scheduler_address, "--format", "csv")
+    assert rc == 0, err
+    assert out.count("\n") == 3 and ",order-4," in out
+    rc, _, err = run_cli(capsys, "compare", "--executor", "dask")
+    assert rc == 2 and "needs --scheduler" in err
