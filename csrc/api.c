@@ -531,6 +531,8 @@ static int __get_stats(struct laf_mm *mm, struct laf_stats *st)
 	st->memcg_charged = mm->memcg_charged;
 	st->memcg_limit = mm->memcg_limit; /* LAF_MEMCG_UNLIMITED when "max" */
 	st->nr_vmas = (int64_t)mm->nr_vmas;
+	/* mm_pgtables_bytes(): every PTE table and PMD table is one page */
+	st->pgtables_bytes = (uint64_t)(st->nr_ptes + st->nr_pmds) << mm->page_shift;
 	return 0;
 }
 
@@ -566,6 +568,7 @@ static int __reset(struct laf_mm *mm)
 	s->mm_anonpages = keep.mm_anonpages;
 	s->nr_ptes = keep.nr_ptes;
 	s->nr_pmds = keep.nr_pmds;
+	s->hiwater_rss = keep.hiwater_rss;
 	s->lru_pages = keep.lru_pages;
 	s->pages_touched = keep.pages_touched;
 	s->zero_pages_touched = keep.zero_pages_touched;

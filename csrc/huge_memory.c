@@ -105,6 +105,7 @@ static void map_anon_folio_pmd(struct laf_mm *mm, uint32_t pfn, pmd_t *pmd,
 	pmd->val = pfn_pte(pfn, LAF_PTE_PRESENT | LAF_PTE_HUGE | LAF_PTE_YOUNG | LAF_PTE_DIRTY |
 			   ((vma->vm_flags & LAF_VM_WRITE) ? LAF_PTE_WRITE : 0));
 	mm->st.mm_anonpages += nr;
+	update_hiwater_rss(mm);
 	mm->st.thp_fault_alloc++;
 	mm->st.anon_fault_alloc[mm->pmd_order]++;
 	mm->st.folios_mapped[mm->pmd_order]++;

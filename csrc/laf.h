@@ -313,6 +313,10 @@ struct laf_stats {
 	int64_t pages_touched;       /* resident anon pages the workload accessed */
 	int64_t zero_pages_touched;  /* zero-page (small or huge) pages the workload read */
 	uint64_t deferred_split_queue;
+
+	/* memory over time */
+	int64_t hiwater_rss;         /* VmHWM (get_mm_hiwater_rss()): exact maximum of MM_ANONPAGES, in base pages */
+	uint64_t pgtables_bytes;     /* VmPTE (mm_pgtables_bytes()): (nr_ptes + nr_pmds) tables of one page each */
 };
 
 /* Per-access outcome of laf_fault(). */

@@ -314,6 +314,20 @@ static inline void folio_put(struct laf_mm *mm, uint64_t pfn) { folio_put_refs(m
 int phys_fragment(struct laf_mm *mm, int max_free_order);
 int phys_unfragment(struct laf_mm *mm);
 
+/**
+ * update_hiwater_rss() - include/linux/mm.h: raise the RSS high-water mark.
+ * @mm: the address space, after MM_ANONPAGES grew.
+ *
+ * Simplified: the kernel updates hiwater_rss lazily (before a zap, at exit),
+ * so VmHWM can miss a peak between two updates; the emulator calls this after
+ * every MM_ANONPAGES increase and keeps the exact maximum.
+ */
+static inline void update_hiwater_rss(struct laf_mm *mm)
+{
+	if (mm->st.mm_anonpages > mm->st.hiwater_rss)
+		mm->st.hiwater_rss = mm->st.mm_anonpages;
+}
+
 /* ---- pgtable.c ---- */
 pmd_t *pmd_offset_alloc(struct laf_mm *mm, uint64_t addr);
 pmd_t *pmd_offset(struct laf_mm *mm, uint64_t addr);

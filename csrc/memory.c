@@ -446,6 +446,7 @@ static vm_fault_t do_anonymous_page(struct vm_fault *vmf)
 	pfn_to_page(mm, pfn)->refcount += (int32_t)nr - 1;	/* folio_ref_add() */
 	mm->st.per_folio_ops++;
 	mm->st.mm_anonpages += nr;				/* add_mm_counter() */
+	update_hiwater_rss(mm);
 	mm->st.per_folio_ops++;
 	if (order > 0)
 		mm->st.anon_fault_alloc[order]++;		/* count_mthp_stat() */
@@ -517,6 +518,7 @@ static vm_fault_t do_wp_page(struct vm_fault *vmf)
 	*vmf->pte = 0;
 	mm->st.ptes_cleared++;
 	mm->st.mm_anonpages++;				/* inc_mm_counter() */
+	update_hiwater_rss(mm);
 	folio_add_new_anon_rmap(mm, pfn, vma, addr);
 	folio_add_lru_vma(mm, pfn);
 	set_ptes(mm, addr, vmf->pte, entry, 1);

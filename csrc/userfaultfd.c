@@ -213,6 +213,7 @@ int mfill_atomic(struct laf_mm *mm, uint64_t start, uint64_t len, bool zeropage,
 		pfn_to_page(mm, pfn)->flags |= PG_lru;
 		mm->st.lru_pages++;
 		mm->st.mm_anonpages++;
+		update_hiwater_rss(mm);
 		entry = pfn_pte(pfn, LAF_PTE_PRESENT | LAF_PTE_YOUNG | LAF_PTE_DIRTY);
 		if (wp)
 			entry |= LAF_PTE_UFFD_WP;

@@ -30,6 +30,7 @@ from pylaf.config import Config
 from pylaf.errors import ClosedError, InvariantError, LafBusyError, LafError, LafMemoryError, LafValueError
 from pylaf.geometry import Geometry
 from pylaf.policy import Policy, parse_thp_anon
+from pylaf.results import results_to_frame
 from pylaf.sizes import format_size, order_of, parse_size
 from pylaf.stats import Stats
 
@@ -72,4 +73,5 @@ __all__ = [
                             "order_of",
                             "parse_size",
                             "parse_thp_anon",
+                            "results_to_frame",
 ]

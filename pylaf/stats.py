@@ -103,6 +103,10 @@ class Stats:
     #: zero-page (small or huge) pages the workload read
     zero_pages_touched: int
     deferred_split_queue: int
+    #: VmHWM: the exact maximum MM_ANONPAGES reached, in base pages
+    hiwater_rss: int
+    #: VmPTE (mm_pgtables_bytes()): PTE tables + PMD tables, one page each
+    pgtables_bytes: int
 
     #: raw per-order arrays of the per-size counters (index = folio order)
     per_order: dict[str, np.ndarray]
@@ -114,6 +118,11 @@ class Stats:
     @property
     def rss_bytes(self) -> int:
         return self.mm_anonpages * self.page_size
+
+    @property
+    def peak_rss_bytes(self) -> int:
+        """VmHWM in bytes: the largest RSS the address space reached."""
+        return self.hiwater_rss * self.page_size
 
     @property
     def bloat_pages(self) -> int:

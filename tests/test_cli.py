@@ -18,11 +18,13 @@ QUICK = ["compare", "--workload", "seq-fill", "--policy", "order-0", "--policy",
          "--scale", "0.05"]
 
 RESULT_KEYS = {
-    "workload", "policy", "page_size", "arch", "faults", "pgfault", "faults_saved",
-    "faults_saved_pct", "rss_pages", "rss_bytes", "pages_touched", "bloat_pages", "bloat_bytes",
-    "bloat_ratio", "per_page_ops", "per_folio_ops", "ptes_written", "set_ptes_calls",
-    "folio_histogram", "anon_fault_alloc", "anon_fault_fallback", "anon_fault_fallback_charge",
-    "faults_oom", "faults_sigsegv", "elapsed_ns", "ns_per_fault", "error",
+    "schema_version", "kind", "workload", "policy", "page_size", "arch", "faults", "pgfault",
+    "faults_saved", "faults_saved_pct", "mm_anonpages", "rss_bytes", "peak_rss_bytes",
+    "pgtables_bytes", "pages_touched", "bloat_bytes", "bloat_ratio", "per_page_ops",
+    "per_folio_ops", "ptes_written", "set_ptes_calls", "folios_mapped_4K", "folios_mapped_64K",
+    "anon_fault_alloc_64K", "anon_fault_alloc_2M", "anon_fault_fallback_64K",
+    "anon_fault_fallback_charge_64K", "faults_oom", "faults_sigsegv", "elapsed_ns",
+    "emulator_ns_per_fault", "error", "param_size", "param_scale",
 }
 
 
@@ -32,10 +34,10 @@ def test_json_output(capsys):
     rc, out, err = run_cli(capsys, *QUICK, "--json")
     assert rc == 0, err
     doc = json.loads(out)
-    assert set(doc) >= {"config", "results"}
+    assert set(doc) >= {"schema_version", "config", "rows"}
     assert doc["config"] == {"page_size": 4096, "arch": "x86_64", "ram": 4 << 30,
                              "memcg_limit": None, "scale": 0.05, "baseline": "order-0"}
-    o0, o4 = doc["results"]
+    o0, o4 = doc["rows"]
     for r in (o0, o4):
         assert set(r) >= RESULT_KEYS
         assert r["workload"] == "seq-fill"
@@ -45,7 +47,8 @@ def test_json_output(capsys):
     assert o4["faults"] * 16 == o0["faults"]
     assert o4["faults_saved"] == o0["faults"] - o4["faults"]
     assert o4["faults_saved_pct"] == pytest.approx(93.75)
-    assert o4["folio_histogram"] == {"64K": o4["faults"]}
+    assert o4["folios_mapped_64K"] == o4["faults"]
+    assert o4["folios_mapped_16K"] == 0 and o4["anon_fault_alloc_16K"] == 0   # zeros kept
     assert o4["rss_bytes"] == o0["rss_bytes"] == o0["pages_touched"] * 4096
     assert "\x1b[" not in out and "[bold" not in out         # no rich markup in JSON
 
@@ -56,7 +59,7 @@ def test_table_output(capsys):
     header = " ".join(line.strip("┃ ") for line in out.splitlines()[1:4])
     header = " ".join(header.replace("┃", " ").split())
     for col in ("workload", "policy", "faults", "saved vs", "order-0", "RSS", "bloat",
-                "(RSS/touched)", "per-page", "per-folio", "ops", "PTEs", "written", "ns/fault"):
+                "(RSS/touched)", "per-page", "per-folio", "ops", "PTEs", "written", "emulator", "ns/fault"):
         assert col in header
     assert "baseline" in out and "(93.8%)" in out
     assert "order-4" in out and "seq-fill" in out
@@ -100,7 +103,7 @@ def test_default_policies_that_do_not_fit_64k_pages_are_skipped(capsys):
     assert "skipped policy" in err
     doc = json.loads(out)
     assert doc["skipped_policies"]
-    policies = [r["policy"] for r in doc["results"]]
+    policies = [r["policy"] for r in doc["rows"]]
     assert "order-0" in policies and "order-4" in policies
 
 

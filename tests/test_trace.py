@@ -403,7 +403,9 @@ def test_cli_replay_json(capsys):
                            "--policy", "order-0")
     assert rc == 0, err
     d = json.loads(out)
-    assert d["results"][0]["anon_faults"] == d["recorded_faults"]["anon"]
+    assert d["schema_version"] == 1 and d["rows"][0]["kind"] == "replay"
+    assert d["rows"][0]["faults"] == d["traces"][0]["recorded_faults"]["anon"]
+    assert d["rows"][0]["recorded_anon_faults"] == d["traces"][0]["recorded_faults"]["anon"]
 
 
 # ------------------------------------------------------------- perf problems

@@ -194,8 +194,9 @@ def test_compare_results_and_baseline():
     stride, seq = rows
     assert stride.faults_saved == 0 and stride.bloat_ratio == pytest.approx(16.0)
     assert seq.faults_saved_pct == pytest.approx(100 * 15 / 16)
-    assert seq.folio_histogram == {"64K": seq.faults}
-    assert seq.anon_fault_alloc == {"64K": seq.faults}
+    assert {k: v for k, v in seq.folio_histogram.items() if v} == {"64K": seq.faults}
+    assert seq.anon_fault_alloc["64K"] == seq.faults
+    assert seq.anon_fault_alloc["16K"] == 0                 # zero per-size counts are kept
     assert seq.rss_bytes == seq.rss_pages * 4096
     assert seq.ns_per_fault and seq.ns_per_fault > 0
     doc = json.loads(json.dumps([r.to_dict() for r in rows]))
@@ -204,7 +205,8 @@ def test_compare_results_and_baseline():
 
 def test_compare_upstream_per_size_counters():
     (r,) = compare(["seq-fill"], ["upstream/enabled=never/64K=always"], scale=SCALE)
-    assert r.anon_fault_alloc == {"64K": r.faults}
+    assert r.anon_fault_alloc == {"16K": 0, "32K": 0, "64K": r.faults, "128K": 0, "256K": 0,
+                                  "512K": 0, "1M": 0, "2M": 0}
     assert r.faults_saved_pct == pytest.approx(100 * 15 / 16)
 
 
@@ -223,4 +225,5 @@ def test_compare_memcg_limit_counts_ooms():
     (r,) = compare(["seq-fill"], ["order-4"], memcg_limit="4M", scale=SCALE * 5)
     assert r.faults_oom > 0
     assert r.rss_bytes <= 4 << 20
+    assert r.faults_saved is None and r.faults_saved_pct is None     # OOM rows save nothing
     assert r.anon_fault_fallback_charge.get("64K", 0) > 0

@@ -38,6 +38,7 @@ SUBCOMMAND_MODULES: tuple[str, ...] = (
     "pylaf.cli.kernel",    # pylaf kernel show|check
     "pylaf.cli.record",    # pylaf record
     "pylaf.cli.replay",    # pylaf replay
+    "pylaf.cli.sweep",     # pylaf sweep
 )
 
 

@@ -4,9 +4,11 @@ For every order (policy ``fixed``, ``fixed_order`` = order; the PMD order
 takes the PMD path) a fresh AddressSpace write-faults ``--size`` of memory
 through the batch API (``touch`` over a numpy address array, one address per
 folio, or ``touch_range``), then unmaps it.  The best of ``--runs`` runs is
-reported: ns per fault, ns per base page, faults per GiB, the emulator's
-per-page / per-folio operation counts per fault, and the speed-up of every
-order against order 0 (time per GiB).  ``--kernel-model`` adds what the live
+reported: emulator ns per fault and per base page, faults per GiB, the
+emulator's per-page / per-folio operation counts per fault, and the speed-up
+of every order against order 0 (time per GiB).  The table needs nothing
+optional; a plot is drawn only when asked (``--plot FILE`` or ``--output
+FILE.png``) and needs matplotlib.  ``--kernel-model`` adds what the live
 kernel would take for the same faults (:mod:`pylaf.experiments.costmodel`).
 The sweep itself is :mod:`pylaf.experiments.orders`; this module parses and
 prints.
@@ -17,23 +19,26 @@ import argparse
 import json
 import sys
 from collections.abc import Sequence
-from dataclasses import asdict
+from pathlib import Path
 from typing import Any, Optional
 
 from rich.table import Table
 
 from pylaf import render
+from pylaf.cli.plots import PlotUnavailable, require_pyplot
 from pylaf.experiments import costmodel
 from pylaf.experiments.orders import PATTERNS, OrderResult, parse_orders, scale_run, sweep
 from pylaf.geometry import DEFAULT_PAGE_SIZE, Geometry
+from pylaf.results import FORMATS, OUTPUT_SUFFIXES, bench_row, format_rows, write_rows
 from pylaf.sizes import format_size, parse_size
 
 EPILOG = """\
 examples:
-  pylaf bench                              orders 0,2..PMD on 1G, table + bench.png
-  pylaf bench --size 4G --orders 0,4,9 --runs 5
+  pylaf bench                              orders 0,2..PMD on 1G, table
+  pylaf bench --size 4G --orders 0,4,9 --runs 5 --plot bench.png
   pylaf bench --pattern random --output random.png
-  pylaf bench --json > bench.jsonl         one JSON object per order
+  pylaf bench --format csv > bench.csv     one row per order (schema: pylaf.results)
+  pylaf bench --output bench.parquet
   pylaf bench --kernel-model               + live-kernel prediction (cached in build/)
   pylaf bench --scale 64G --orders 0       64 GiB at order 0: time and peak RSS
   PYLAF_KERNEL_SETTINGS=1 pylaf bench --kernel-model --recalibrate
@@ -56,8 +61,8 @@ def orders_arg(text: str) -> list[int]:
 def print_table(res: Sequence[OrderResult], title: str, kernel: bool = False) -> None:
     t = Table(title=title, title_justify="left")
     ref = res[0]
-    cols = ["order", "folio", "faults", "ns/fault", f"ns/{format_size(GEOMETRY.page_size)}",
-            "+munmap ns/fault", "faults/GiB", "page-ops/fault", "folio-ops/fault",
+    cols = ["order", "folio", "faults", "emulator\nns/fault",
+            f"emulator\nns/{format_size(GEOMETRY.page_size)}", "+munmap ns/fault", "faults/GiB", "page-ops/fault", "folio-ops/fault",
             f"speed-up vs {ref.folio}"]
     if kernel:
         cols += ["kernel us/fault", "emulator vs kernel"]
@@ -75,38 +80,30 @@ def print_table(res: Sequence[OrderResult], title: str, kernel: bool = False) ->
     render.print_table(render.console(pipe_width=200), t)
 
 
+#: suffixes of --output that mean a plot (the others are data: pylaf.results)
+PLOT_SUFFIXES = (".png", ".svg", ".pdf")
+
+
 def plot(res: Sequence[OrderResult], path: str, title: str) -> None:
-    """Two panels: ns per base page, and faults per GiB, by folio order."""
-    try:  # matplotlib is an optional dependency (pylaf[plot]), imported when a plot is asked for
-        import matplotlib
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        raise SystemExit("pylaf bench: writing a plot needs matplotlib "
-                         "(pip install 'pylaf[plot]' or pip install matplotlib), "
-                         "or pass --no-plot") from None
+    """Emulator time per base page by folio order (faults, faults + munmap,
+    and the live kernel model when there is one); PlotUnavailable without
+    matplotlib."""
+    plt = require_pyplot()
     orders = [r.order for r in res]
-    labels = [f"{r.order}\n{r.folio}" for r in res]
-    fig, (a1, a2) = plt.subplots(1, 2, figsize=(11, 4.2))
-    a1.plot(orders, [r.ns_per_page for r in res], "o-", label="faults")
-    a1.plot(orders, [r.ns_per_fault_teardown * r.faults / r.pages for r in res], "s--",
+    fig, ax = plt.subplots(figsize=(7, 4.2))
+    ax.plot(orders, [r.ns_per_page for r in res], "o-", label="faults")
+    ax.plot(orders, [r.ns_per_fault_teardown * r.faults / r.pages for r in res], "s--",
             label="faults + munmap")
     if res[0].kernel_ns_per_fault is not None:
-        a1.plot(orders, [(r.kernel_ns_per_fault or 0) * r.faults / r.pages for r in res], "^:",
+        ax.plot(orders, [(r.kernel_ns_per_fault or 0) * r.faults / r.pages for r in res], "^:",
                 label="live kernel (model, + munmap)")
-    a1.set_yscale("log")
-    a1.set_ylabel("ns per base page")
-    a1.set_title("time per base page")
-    a2.bar(orders, [r.faults_per_gib for r in res], color="tab:orange")
-    a2.set_yscale("log")
-    a2.set_ylabel("faults per GiB")
-    a2.set_title("faults per GiB")
-    for a in (a1, a2):
-        a.set_xticks(orders)
-        a.set_xticklabels(labels)
-        a.set_xlabel("folio order / size")
-        a.grid(True, which="both", alpha=0.3)
-    a1.legend()
+    ax.set_yscale("log")
+    ax.set_ylabel("emulator ns per base page")
+    ax.set_xticks(orders)
+    ax.set_xticklabels([f"{r.order}\n{r.folio}" for r in res])
+    ax.set_xlabel("folio order / size")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend()
     fig.suptitle(title)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
@@ -116,7 +113,7 @@ def plot(res: Sequence[OrderResult], path: str, title: str) -> None:
 # ------------------------------------------------------------ command
 def _scale_cmd(args: argparse.Namespace) -> int:
     res = scale_run(args.scale, args.orders[0])
-    if args.json:
+    if args.format != "table":
         print(json.dumps(res))
         return 0 if res["ok"] else 1
     page = format_size(res["page_size"])
@@ -136,6 +133,17 @@ def _usage_error(args: argparse.Namespace) -> Optional[str]:
                 f"{format_size(2 * GEOMETRY.pmd_size)}, got {args.size!r}")
     if args.runs < 1:
         return "--runs must be >= 1"
+    if args.output and Path(args.output).suffix not in PLOT_SUFFIXES + OUTPUT_SUFFIXES:
+        return (f"--output {args.output!r}: expected a plot ({', '.join(PLOT_SUFFIXES)}) or data "
+                f"({', '.join(OUTPUT_SUFFIXES)}) file")
+    return None
+
+
+def _plot_path(args: argparse.Namespace) -> Optional[str]:
+    if args.plot:
+        return str(args.plot)
+    if args.output and Path(args.output).suffix in PLOT_SUFFIXES:
+        return str(args.output)
     return None
 
 
@@ -147,14 +155,27 @@ def _load_model(args: argparse.Namespace) -> costmodel.CostModel:
 
 def _print_results(args: argparse.Namespace, res: Sequence[OrderResult], title: str,
                    model: Optional[costmodel.CostModel]) -> None:
-    if args.json:
-        for r in res:
-            print(json.dumps({"bench": "pylaf-bench", "pattern": args.pattern, **asdict(r)}))
+    if args.format != "table":
+        rows = [bench_row(r, pattern=args.pattern, page_size=GEOMETRY.page_size) for r in res]
+        text = format_rows(rows, args.format)
+        sys.stdout.write(text if text.endswith("\n") else text + "\n")
         return
     print_table(res, title, kernel=model is not None)
     if model is not None:
         print(f"kernel model: {model.describe()}  ({len(model.samples)} calibrated orders; "
               f"times include the munmap teardown)")
+
+
+def _write_outputs(args: argparse.Namespace, res: Sequence[OrderResult], title: str) -> None:
+    """--output FILE.csv|.json|.parquet and the plot; ImportError /
+    PlotUnavailable when an optional writer is missing."""
+    if args.output and Path(args.output).suffix in OUTPUT_SUFFIXES:
+        write_rows([bench_row(r, pattern=args.pattern, page_size=GEOMETRY.page_size) for r in res],
+                   args.output)
+    path = _plot_path(args)
+    if path:
+        plot(res, path, title)
+        print(f"wrote {path}", file=sys.stderr)
 
 
 def cmd(args: argparse.Namespace) -> int:
@@ -164,6 +185,12 @@ def cmd(args: argparse.Namespace) -> int:
     if problem:
         print(f"pylaf bench: error: {problem}", file=sys.stderr)
         return 2
+    if _plot_path(args):
+        try:  # before the sweep: a missing matplotlib costs nothing
+            require_pyplot()
+        except PlotUnavailable as exc:
+            print(f"pylaf bench: error: {exc}", file=sys.stderr)
+            return 2
     size = parse_size(args.size)
     model = None
     if args.kernel_model:
@@ -172,15 +199,16 @@ def cmd(args: argparse.Namespace) -> int:
         except (OSError, RuntimeError) as exc:
             print(f"pylaf bench: error: kernel cost model: {exc}", file=sys.stderr)
             return 1
-    progress = None if args.json else (lambda s: print(f"  {s}...", file=sys.stderr))
+    progress = None if args.format != "table" else (lambda s: print(f"  {s}...", file=sys.stderr))
     res = sweep(args.orders, size, args.runs, args.pattern, model, progress, GEOMETRY.page_size)
     title = (f"pylaf bench: {format_size(size)} write-faulted per order, pattern {args.pattern}, "
              f"best of {args.runs}")
     _print_results(args, res, title, model)
-    if args.output and not args.no_plot:
-        plot(res, args.output, title)
-        if not args.json:
-            print(f"wrote {args.output}")
+    try:
+        _write_outputs(args, res, title)
+    except (ImportError, PlotUnavailable) as exc:
+        print(f"pylaf bench: error: {exc}", file=sys.stderr)
+        return 2
     return 0
 
 
@@ -195,10 +223,17 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--runs", type=int, default=3, help="runs per order; the best is kept (default 3)")
     p.add_argument("--pattern", choices=PATTERNS, default="seq",
                    help="seq/random: touch() with one address per folio; range: touch_range()")
-    p.add_argument("--output", "-o", default="bench.png", metavar="FILE.png",
-                   help="plot of ns per base page and faults per GiB (default bench.png)")
-    p.add_argument("--no-plot", action="store_true", help="do not write the plot")
-    p.add_argument("--json", action="store_true", help="JSON lines instead of the table")
+    p.add_argument("--output", "-o", metavar="FILE",
+                   help="FILE.png|.svg|.pdf: the plot (needs matplotlib); FILE.csv|.json|.parquet: "
+                        "the rows (schema: pylaf.results; .parquet needs pyarrow)")
+    p.add_argument("--plot", metavar="FILE.png",
+                   help="plot emulator ns per base page by order (needs matplotlib)")
+    p.add_argument("--no-plot", action="store_true",
+                   help="(kept for old scripts: no plot is drawn unless asked)")
+    p.add_argument("--format", choices=FORMATS, default="table",
+                   help="stdout: the table (default), or the rows as JSON or CSV")
+    p.add_argument("--json", dest="format", action="store_const", const="json",
+                   help="same as --format json")
     p.add_argument("--kernel-model", action="store_true",
                    help="add the live kernel's predicted time (pylaf.experiments.costmodel; cached in build/)")
     p.add_argument("--kernel-settings", action="store_true",

@@ -12,11 +12,15 @@ from typing import Any, NoReturn
 from rich.table import Table
 
 from pylaf import render
+from pylaf.cli.output import add_output_args, emit_rows
 from pylaf.errors import LafError
 from pylaf.experiments.compare import compare, config_dict
+from pylaf.experiments.parallel import executor_for
+from pylaf.experiments.run import TRACE_SUFFIX
 from pylaf.experiments.workloads import available_workloads, workload_info
 from pylaf.geometry import ARCHES, DEFAULT_PAGE_SIZE, PAGE_SIZES
 from pylaf.policy import DEFAULT_COMPARE
+from pylaf.results import rows_of, series_rows
 from pylaf.sizes import format_size, parse_size
 
 DESCRIPTION = """\
@@ -28,7 +32,11 @@ Columns: faults = exception entries (perf page-faults); saved = faults saved
 against the order-0 run (absolute and %); RSS = MM_ANONPAGES at the end;
 bloat = RSS minus the pages the workload touched, and RSS/touched; per-page
 and per-folio ops = fault-path work done once per base page / once per folio;
-PTEs written; ns/fault = emulator wall time of the run divided by faults.
+PTEs written; emulator ns/fault = the emulator's wall time of the run divided
+by its faults (not the kernel's time).  RSS peak = VmHWM (exact); bloat at
+peak needs --sample-every.  Long policy specs are shown as P1, P2... with a
+legend under the table; columns that do not fit the terminal ($COLUMNS) are
+left out of the table (--format json|csv and --output have them all).
 """
 
 EPILOG = """\
@@ -56,6 +64,9 @@ examples:
   pylaf compare --workload heap-churn --memcg-limit 64M --scale 0.5
   pylaf compare --page-size 16K --arch arm64 --policy order-0 --policy order-2
   pylaf compare --workload seq-fill --json | python3 -m json.tool
+  pylaf compare --workload traces/git-log.laftrace --format csv
+  pylaf compare --jobs 2 --output results.parquet
+  pylaf compare --executor dask --scheduler tcp://127.0.0.1:8786
 """
 
 
@@ -113,6 +124,23 @@ def _scale_arg(text: str) -> float:
     return v
 
 
+def _positive_int(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid number {text!r}") from None
+    if v < 1:
+        raise argparse.ArgumentTypeError(f"invalid number {text!r}: must be >= 1")
+    return v
+
+
+def _tag_arg(text: str) -> tuple[str, str]:
+    key, sep, value = text.partition("=")
+    if not sep or not key.isidentifier():
+        raise argparse.ArgumentTypeError(f"invalid tag {text!r}: expected KEY=VALUE")
+    return key, value
+
+
 def register(subparsers: Any) -> argparse.ArgumentParser:
     p: argparse.ArgumentParser = subparsers.add_parser(
         "compare", help="run workloads under THP policies and compare faults, RSS and bloat",
@@ -138,8 +166,17 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--scale", type=_scale_arg, default=1.0, metavar="F",
                    help="multiply every workload's sizes and counts by F (default: 1.0; "
                         "0.05 for a quick run)")
-    p.add_argument("--json", action="store_true",
-                   help="print the results as JSON on stdout instead of a table")
+    add_output_args(p)
+    p.add_argument("--sample-every", type=_positive_int, metavar="N",
+                   help="sample RSS and folios every N faults (series in --format json and "
+                        "--output FILE.series.*; bloat at the peak in the table)")
+    p.add_argument("--jobs", "-j", type=_positive_int, default=1, metavar="N",
+                   help="run the cells in a local pool of N processes (default 1: serial)")
+    p.add_argument("--executor", choices=("process", "dask"), default="process",
+                   help="process (local, --jobs) or dask (a Dask cluster at --scheduler)")
+    p.add_argument("--scheduler", metavar="ADDRESS", help="Dask scheduler address for --executor dask")
+    p.add_argument("--tag", action="append", type=_tag_arg, default=[], metavar="KEY=VALUE",
+                   help="a tag copied into every result row as tag_KEY (repeatable)")
     p.add_argument("--list", action="store_true",
                    help="list the workloads (with their parameters) and the default "
                         "policies, then exit")
@@ -150,7 +187,7 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
 
 def _list(args: argparse.Namespace, console: Any) -> int:
     infos = [workload_info(n) for n in available_workloads()]
-    if args.json:
+    if args.format != "table":
         print(json.dumps({"workloads": infos, "default_policies": list(DEFAULT_COMPARE)},
                          indent=2))
         return 0
@@ -183,39 +220,62 @@ def run(args: argparse.Namespace) -> int:
         return 0
 
 
+def _check_workloads(names: list[str]) -> None:
+    known = available_workloads()
+    for w in names:
+        if w.endswith(TRACE_SUFFIX):
+            if not os.path.isfile(w):
+                raise UsageError(f"trace file {w!r} not found")
+        elif w not in known:
+            raise UsageError(f"unknown workload {w!r} (available: {', '.join(known)}, "
+                             f"or a {TRACE_SUFFIX} file)")
+
+
 def _run(args: argparse.Namespace) -> int:
     if args.list:
         return _list(args, render.console(pipe_width=140))
-    console = render.console()
+    skipped: list[tuple[str, str]] = []
+    skipped_wl: list[tuple[str, str]] = []
     try:
-        known = available_workloads()
-        for w in args.workload or ():
-            if w not in known:
-                raise UsageError(f"unknown workload {w!r} (available: {', '.join(known)})")
-        skipped: list[tuple[str, str]] = []
+        _check_workloads(args.workload or [])
         t0 = time.perf_counter()
-        results = compare(args.workload, args.policy, page_size=args.page_size, arch=args.arch,
-                          ram=args.ram, memcg_limit=args.memcg_limit, scale=args.scale,
-                          skip_invalid=args.policy is None, skipped=skipped)
+        with executor_for(args.executor, args.scheduler) as executor:
+            results = compare(args.workload, args.policy, page_size=args.page_size, arch=args.arch,
+                              ram=args.ram, memcg_limit=args.memcg_limit, scale=args.scale,
+                              skip_invalid=args.policy is None, skipped=skipped,
+                              skipped_workloads=skipped_wl, sample_every=args.sample_every,
+                              jobs=args.jobs, executor=executor,
+                              progress=sys.stderr.isatty(), tags=dict(args.tag))
         wall = time.perf_counter() - t0
-    except (UsageError, ValueError) as exc:      # bad input (LafValueError included)
+    except (UsageError, ValueError, ImportError) as exc:   # bad input (LafValueError included)
         print(f"pylaf compare: error: {' '.join(str(exc).split())}", file=sys.stderr)
         return 2
-    except (LafError, MemoryError) as exc:       # the emulator (or the host) gave up
+    except (LafError, MemoryError, OSError) as exc:        # the emulator (or the host) gave up
         print(f"pylaf compare: failed: {' '.join(str(exc).split())}", file=sys.stderr)
         return 1
     for label, why in skipped:
         print(f"pylaf compare: skipped policy {label!r}: {why}", file=sys.stderr)
+    for name, why in skipped_wl:
+        print(f"pylaf compare: skipped workload {name!r}: {why}", file=sys.stderr)
     cfg = config_dict(page_size=args.page_size, arch=args.arch, ram=args.ram,
                       memcg_limit=args.memcg_limit, scale=args.scale)
-    if args.json:
-        doc = {"config": cfg, "wall_seconds": round(wall, 3),
-               "skipped_policies": [{"policy": p, "reason": r} for p, r in skipped],
-               "results": [r.to_dict() for r in results]}
-        print(json.dumps(doc, indent=2))
-        return 0
+    status = emit_rows(args, "pylaf compare", rows_of(results), series_rows(results), config=cfg,
+                       wall_seconds=round(wall, 3),
+                       skipped_policies=[{"policy": p, "reason": r} for p, r in skipped],
+                       skipped_workloads=[{"workload": w, "reason": r} for w, r in skipped_wl])
+    if args.format != "table" or status:
+        return status
     caption = (f"{format_size(args.page_size)} pages, {args.arch}, RAM {format_size(args.ram)}, "
                f"memcg limit {format_size(args.memcg_limit) if args.memcg_limit is not None else 'none'}, "
                f"scale {args.scale:g}; {len(results)} runs in {wall:.1f}s")
-    render.print_table(console, render.compare_table(results, "pylaf compare", caption))
+    _print_table(results, caption)
     return 0
+
+
+def _print_table(results: list[Any], caption: str) -> None:
+    console = render.console()
+    names = render.policy_names([r.policy for r in results])
+    render.print_table(console, render.compare_table(results, "pylaf compare", caption,
+                                                     width=console.width, names=names))
+    if render.legend(names):
+        console.print("policies:\n" + render.legend(names), highlight=False, soft_wrap=True)

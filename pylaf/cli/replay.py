@@ -1,4 +1,5 @@
-"""``pylaf replay TRACE [--policy SPEC ...] [--json] [--info] [--validate-live SIZES ...]``
+"""``pylaf replay TRACE... [--policy SPEC ...] [--format F] [--output FILE] [--plot FILE] [--info]
+[--validate-live SIZES ...]``
 
 Replays a trace's anonymous faults through the emulator under each policy
 and prints the ``pylaf compare`` table plus the faults that were not
@@ -15,13 +16,16 @@ import argparse
 import json
 import os
 import sys
-from typing import Any
+from typing import Any, Optional
 
+from pylaf.cli.output import add_output_args, emit_rows
+from pylaf.cli.plots import PlotUnavailable, plot_series, require_pyplot
 from pylaf.errors import HostUnavailable, LafError
 from pylaf.experiments.compare import CompareResult, compare
 from pylaf.live.kprog import build_helper
 from pylaf.live.sysfs import read_thp_settings
-from pylaf.render import compare_table, console, format_table, print_table
+from pylaf.render import compare_table, console, format_table, legend, policy_names, print_table
+from pylaf.results import Row, rows_of, series_rows
 from pylaf.trace.format import Trace, TraceError, load_trace
 from pylaf.trace.record import record_unavailable
 from pylaf.trace.replay import ReplayReport, TraceWorkload
@@ -42,11 +46,15 @@ def register(subparsers: Any) -> None:
         description="Replay the anonymous private memory faults of a trace through the "
                     "emulator under one or more policies (default: order-0, this machine's "
                     "live settings, 16K and 64K always).")
-    p.add_argument("trace", help="trace file (from pylaf record)")
+    p.add_argument("trace", nargs="+", help="trace file(s) (from pylaf record)")
     p.add_argument("--policy", "-p", action="append", metavar="SPEC",
                    help="policy spec, repeatable (see pylaf compare --help)")
     p.add_argument("--ram", default="8G", help="emulated RAM (default 8G)")
-    p.add_argument("--json", action="store_true", help="JSON output")
+    add_output_args(p)
+    p.add_argument("--sample-every", type=int, metavar="N",
+                   help="sample RSS and folios every N faults (default with --plot: 256)")
+    p.add_argument("--plot", metavar="FILE.png",
+                   help="draw RSS and partially mapped folios over the faults (needs matplotlib)")
     p.add_argument("--info", action="store_true", help="only describe the trace")
     p.add_argument("--validate-live", action="append", metavar="SIZES", default=[],
                    help="re-run the trace's command on the live kernel with these mTHP sizes "
@@ -70,50 +78,91 @@ def _print_info(tr: Trace) -> None:
               f" faults={p.get('faults', 0)} anon={p.get('anon_faults', 0)} {p.get('exe', '')}")
 
 
+def _load_all(paths: list[str]) -> list[Trace]:
+    return [load_trace(p) for p in paths]
+
+
 def cmd_replay(args: argparse.Namespace) -> int:
     try:
-        tr = load_trace(args.trace)
+        traces = _load_all(args.trace)
     except TraceError as exc:
         return _error(exc, 1)
     if args.info:
-        _print_info(tr)
+        for tr in traces:
+            _print_info(tr)
         return 0
     if args.validate_live:
-        return _validate(tr, args)
+        if len(traces) != 1:
+            return _error("--validate-live takes one trace", 2)
+        return _validate(traces[0], args)
+    every = args.sample_every or (256 if args.plot else None)
+    if every is not None and every < 1:
+        return _error(f"invalid --sample-every {every}: must be >= 1", 2)
+    if args.plot:
+        try:
+            require_pyplot()
+        except PlotUnavailable as exc:
+            return _error(exc, 2)
     policies = args.policy or list(DEFAULT_REPLAY_POLICIES)
-    wl = TraceWorkload(tr)
+    wls = [TraceWorkload(tr) for tr in traces]
     try:
-        results = compare([wl], policies, ram=args.ram)
+        results = compare(wls, policies, ram=args.ram, sample_every=every)
     except TraceError as exc:
         return _error(exc, 1)
     except (LafError, ValueError) as exc:
         return _error(exc, 2)
-    _print_results(tr, results, wl.report, args.json)
+    status = _emit(args, traces, wls, results)
+    if status == 0 and args.plot:
+        plot_series(results, args.plot, "replay of " + ", ".join(tr.name for tr in traces))
+        print(f"wrote {args.plot}", file=sys.stderr)
+    return status
+
+
+def _replay_rows(traces: list[Trace], results: list[CompareResult]) -> list[Row]:
+    """Schema rows, plus the trace's recorded faults and the predicted total."""
+    other = {}
+    for tr in traces:
+        counts = tr.fault_counts()
+        other[tr.name] = (counts, counts["total"] - counts["anon"])
+    rows = rows_of(results, "replay")
+    for row in rows:
+        counts, n_other = other[row["workload"]]
+        row["recorded_faults"] = counts["total"]
+        row["recorded_anon_faults"] = counts["anon"]
+        row["predicted_total_faults"] = row["faults"] + n_other
+    return rows
+
+
+def _emit(args: argparse.Namespace, traces: list[Trace], wls: list[TraceWorkload],
+          results: list[CompareResult]) -> int:
+    meta = {"traces": [{"path": tr.path, "header": dict(tr.header),
+                        "recorded_faults": tr.fault_counts()} for tr in traces],
+            "replay": [wl.report.__dict__ if wl.report else None for wl in wls]}
+    status = emit_rows(args, "pylaf replay", _replay_rows(traces, results), series_rows(results),
+                       **json.loads(json.dumps(meta, default=str)))
+    if status or args.format != "table":
+        return status
+    for tr, wl in zip(traces, wls, strict=True):
+        _print_results(tr, [r for r in results if r.workload == wl.name], wl.report)
     return 0
 
 
-def _print_results(tr: Trace, results: list[CompareResult], rep: ReplayReport | None,
-                   as_json: bool) -> None:
+def _print_results(tr: Trace, results: list[CompareResult], rep: Optional[ReplayReport]) -> None:
     counts = tr.fault_counts()
     other = counts["total"] - counts["anon"]
-    rows = [{"policy": r.policy, "anon_faults": r.faults, "predicted_total_faults": r.faults + other,
-             "rss_bytes": r.rss_bytes, "bloat_ratio": r.bloat_ratio,
-             "anon_fault_alloc": r.anon_fault_alloc, "anon_fault_fallback": r.anon_fault_fallback,
-             "folio_histogram": r.folio_histogram, "error": r.error} for r in results]
-    if as_json:
-        json.dump({"trace": tr.path, "header": dict(tr.header), "recorded_faults": counts,
-                   "results": rows, "replay": rep.__dict__ if rep else None},
-                  sys.stdout, indent=1, default=str)
-        print()
-        return
     print(tr.summary())
-    print_table(console(), compare_table(results, title=f"replay of {tr.name}"))
+    con = console()
+    names = policy_names([r.policy for r in results])
+    print_table(con, compare_table(results, title=f"replay of {tr.name}", width=con.width,
+                                   names=names))
+    if legend(names):
+        print("policies:\n" + legend(names))
     print()
     print(f"recorded: {counts['total']} faults = {counts['anon']} anonymous (replayed) + "
           f"{other} other (file {counts['file']}, shared {counts['shared']}, special "
           f"{counts['special']}, no VMA {counts['no-vma']}: not replayed, assumed unchanged)")
-    print(format_table([[r.policy, str(r.faults), str(r.faults + other),
-                         " ".join(f"{k}:{v}" for k, v in r.folio_histogram.items())]
+    print(format_table([[names[r.policy], str(r.faults), str(r.faults + other),
+                         " ".join(f"{k}:{v}" for k, v in r.folio_histogram.items() if v)]
                         for r in results],
                        ["policy", "anon faults", "predicted total", "folios mapped"]))
     if rep is not None and (rep.errors or rep.sigsegv):
@@ -159,7 +208,7 @@ def _validate(tr: Trace, args: argparse.Namespace) -> int:
         ok = read_thp_settings().raw() == original
         print("THP settings restored and verified" if ok else
               "WARNING: THP settings differ from before the validation", file=sys.stderr)
-    if args.json:
+    if args.format == "json":
         json.dump([r.__dict__ for r in rows], sys.stdout, indent=1)
         print()
         return 0

@@ -12,24 +12,33 @@ it is run anyway, and left out of the results.
 >>> [(r.policy, r.faults, r.faults_saved_pct) for r in rows]
 [('order-0', 3072, 0.0), ('order-4', 192, 93.75)]
 
-Timing: ``elapsed_ns`` is ``time.perf_counter_ns()`` around ``workload.run(mm)``
-(mmap, touches, madvise: the C core plus the Python that drives it; not the
-AddressSpace creation), and ``ns_per_fault`` is that divided by ``faults``.
+The runs (cells) are independent: ``jobs=N`` runs them in a local process
+pool, ``executor=`` on any :class:`concurrent.futures.Executor` (a Dask
+``Client.get_executor()``); the rows are the same as a serial run's, timing
+aside.  One run is :func:`pylaf.experiments.run.run_one` (timing is
+described there).
 """
 from __future__ import annotations
 
 import dataclasses
-import time
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Mapping, Sequence
+from concurrent.futures import Executor
 from typing import Any, Optional, Union
 
 import numpy as np
 
 from pylaf.address_space import AddressSpace
 from pylaf.config import Config
-from pylaf.errors import LafError
-from pylaf.experiments.workloads import WorkloadLike, default_workload_names, get_workload
+from pylaf.experiments.parallel import run_cells
+from pylaf.experiments.run import (
+    Cell,
+    CompareResult,
+    WorkloadArg,
+    resolve_workload,
+    run_one,
+    unsupported_reason,
+)
+from pylaf.experiments.workloads import default_workload_names
 from pylaf.geometry import DEFAULT_PAGE_SIZE
 from pylaf.live.sysfs import host_policy
 from pylaf.policy import DEFAULT_COMPARE, KERNEL_SPEC, Policy
@@ -39,81 +48,6 @@ from pylaf.sizes import format_size, parse_size
 BASELINE = "order-0"
 
 PolicyLike = Union[str, Policy]
-WorkloadArg = Union[str, WorkloadLike]
-
-
-@dataclass
-class CompareResult:
-    """Numbers of one workload run under one policy.
-
-    Counters keep the kernel's names (see README, "Counters").  Per-size
-    dicts are keyed by folio size (``"64K"``) and list non-zero sizes only.
-    """
-
-    workload: str
-    policy: str
-    page_size: int
-    arch: str
-    #: exception entries (perf page-faults): ``Stats.faults``
-    faults: int = 0
-    #: /proc/vmstat pgfault (ru_minflt-like accounting)
-    pgfault: int = 0
-    #: faults of the baseline run minus faults of this one (negative: more faults)
-    faults_saved: Optional[int] = None
-    #: ``faults_saved`` as a percentage of the baseline's faults
-    faults_saved_pct: Optional[float] = None
-    #: MM_ANONPAGES at the end of the run, in base pages
-    rss_pages: int = 0
-    rss_bytes: int = 0
-    #: resident anon pages the workload actually accessed
-    pages_touched: int = 0
-    #: zero-page (small or huge) pages the workload read
-    zero_pages_touched: int = 0
-    #: RSS - touched, in pages and bytes; ratio = RSS / touched (1.0: no bloat)
-    bloat_pages: int = 0
-    bloat_bytes: int = 0
-    bloat_ratio: float = 0.0
-    per_page_ops: int = 0
-    per_folio_ops: int = 0
-    ptes_written: int = 0
-    set_ptes_calls: int = 0
-    hits: int = 0
-    faults_read: int = 0
-    faults_write: int = 0
-    faults_wp: int = 0
-    faults_pmd: int = 0
-    faults_oom: int = 0
-    faults_sigsegv: int = 0
-    faults_sigbus: int = 0
-    zero_page_maps: int = 0
-    huge_zero_pmd_maps: int = 0
-    contpte_blocks: int = 0
-    thp_fault_alloc: int = 0
-    thp_fault_fallback: int = 0
-    memcg_max_events: int = 0
-    split_deferred_total: int = 0
-    #: folios mapped by faults, by size (order 0 included)
-    folio_histogram: dict[str, int] = field(default_factory=dict)
-    anon_fault_alloc: dict[str, int] = field(default_factory=dict)
-    anon_fault_fallback: dict[str, int] = field(default_factory=dict)
-    anon_fault_fallback_charge: dict[str, int] = field(default_factory=dict)
-    anon_fault_declined: dict[str, int] = field(default_factory=dict)
-    split_deferred: dict[str, int] = field(default_factory=dict)
-    elapsed_ns: int = 0
-    ns_per_fault: Optional[float] = None
-    #: set when the run raised (the other fields then hold what was counted)
-    error: Optional[str] = None
-
-    #: this row is the baseline run itself
-    is_baseline: bool = False
-
-    def to_dict(self) -> dict[str, Any]:
-        """A JSON-serialisable dict (plain ints, floats, strings, dicts)."""
-        return dataclasses.asdict(self)
-
-
-def _nonzero(d: dict[str, int]) -> dict[str, int]:
-    return {k: int(v) for k, v in d.items() if v}
 
 
 def parse_policy(spec: PolicyLike) -> Policy:
@@ -129,21 +63,6 @@ def _resolve_policies(policies: Optional[Iterable[PolicyLike]]) -> list[Policy]:
     if not specs:
         raise ValueError("no policies to compare")
     return [parse_policy(p) for p in specs]
-
-
-def _resolve_workloads(workloads: Optional[Iterable[WorkloadArg]],
-                       scale: float) -> list[WorkloadLike]:
-    names = list(default_workload_names() if workloads is None else workloads)
-    if not names:
-        raise ValueError("no workloads to run")
-    out: list[WorkloadLike] = []
-    for w in names:
-        if isinstance(w, str):
-            out.append(get_workload(w, scale))
-        else:
-            scaled = getattr(w, "scaled", None)
-            out.append(scaled(scale) if scaled is not None and scale != 1.0 else w)
-    return out
 
 
 def _same_policy(a: Policy, b: Policy) -> bool:
@@ -175,69 +94,12 @@ def _warm_up() -> None:
         mm.stats()
 
 
-def run_one(workload: WorkloadLike, policy: Policy, config: Config) -> CompareResult:
-    """Run ``workload`` on a fresh AddressSpace with ``policy``; collect the numbers."""
-    label = policy.label
-    res = CompareResult(workload=str(workload.name), policy=label,
-                        page_size=int(config.page_size), arch=config.arch)
-    with AddressSpace(dataclasses.replace(config, policy=policy)) as mm:
-        t0 = time.perf_counter_ns()
-        try:
-            workload.run(mm)
-        except (LafError, ValueError, MemoryError) as exc:
-            res.error = f"{type(exc).__name__}: {exc}"
-        res.elapsed_ns = time.perf_counter_ns() - t0
-        st = mm.stats()
-    res.faults = st.faults
-    res.pgfault = st.pgfault
-    res.rss_pages = st.mm_anonpages
-    res.rss_bytes = st.rss_bytes
-    res.pages_touched = st.pages_touched
-    res.zero_pages_touched = st.zero_pages_touched
-    res.bloat_pages = st.bloat_pages
-    res.bloat_bytes = st.bloat_pages * st.page_size
-    res.bloat_ratio = float(st.bloat_ratio)
-    for name in ("per_page_ops", "per_folio_ops", "ptes_written", "set_ptes_calls", "hits",
-                 "faults_read", "faults_write", "faults_wp", "faults_pmd", "faults_oom",
-                 "faults_sigsegv", "faults_sigbus", "zero_page_maps", "huge_zero_pmd_maps",
-                 "contpte_blocks", "thp_fault_alloc", "thp_fault_fallback", "memcg_max_events"):
-        setattr(res, name, int(getattr(st, name)))
-    res.folio_histogram = st.folio_histogram()
-    for name in ("anon_fault_alloc", "anon_fault_fallback", "anon_fault_fallback_charge",
-                 "anon_fault_declined", "split_deferred"):
-        setattr(res, name, _nonzero(getattr(st, name)))
-    res.split_deferred_total = sum(res.split_deferred.values())
-    res.ns_per_fault = (res.elapsed_ns / res.faults) if res.faults else None
-    return res
-
-
-def compare(workloads: Optional[Iterable[WorkloadArg]] = None,
-            policies: Optional[Iterable[PolicyLike]] = None, *,
-            page_size: int | str = DEFAULT_PAGE_SIZE, arch: str = "x86_64", ram: int | str = "4G",
-            memcg_limit: Optional[int | str] = None, scale: float = 1.0,
-            baseline: PolicyLike = BASELINE, skip_invalid: bool = False,
-            skipped: Optional[list[tuple[str, str]]] = None) -> list[CompareResult]:
-    """Run each workload under each policy; one result per pair, workload-major.
-
-    ``workloads``: names (see :func:`pylaf.workloads.available_workloads`) or
-    workload objects; default: the default set.  ``policies``: spec strings
-    or :class:`Policy` objects; default :data:`pylaf.policy.DEFAULT_COMPARE`.
-    ``skip_invalid``: drop policies that cannot run with this page size
-    (recording ``(label, reason)`` in ``skipped``) instead of raising
-    ValueError.
-    """
-    if not (0 < scale < float("inf")):
-        raise ValueError(f"invalid scale {scale!r}: must be a positive number")
-    pols = _resolve_policies(policies)
-    wls = _resolve_workloads(workloads, scale)
-    base_pol = parse_policy(baseline)
-    config = make_config(base_pol, page_size=page_size, arch=arch, ram=ram,
-                         memcg_limit=memcg_limit)
+def _usable_policies(pols: list[Policy], config: Config, skip_invalid: bool,
+                     skipped: Optional[list[tuple[str, str]]]) -> list[Policy]:
     usable: list[Policy] = []
-    geometry = config.geometry
     for p in pols:
         try:
-            p.resolve(geometry)
+            p.resolve(config.geometry)
         except ValueError as exc:
             if not skip_invalid:
                 raise ValueError(f"policy {p.label!r} cannot run with "
@@ -249,19 +111,85 @@ def compare(workloads: Optional[Iterable[WorkloadArg]] = None,
     if not usable:
         raise ValueError("none of the policies can run with "
                          f"{format_size(int(config.page_size))} pages")
+    return usable
+
+
+def _usable_workloads(specs: list[WorkloadArg], scale: float, page_size: int,
+                      skipped: Optional[list[tuple[str, str]]]) -> list[WorkloadArg]:
+    """The workloads that can run with ``page_size`` pages; the others are
+    recorded in ``skipped`` as ``(name, reason)``."""
+    out: list[WorkloadArg] = []
+    for spec in specs:
+        w = resolve_workload(spec, scale)
+        why = unsupported_reason(w, page_size)
+        if why is None:
+            out.append(spec)
+        elif skipped is not None:
+            skipped.append((str(w.name), why))
+    return out
+
+
+def _fill_saved(rows: list[CompareResult], base: CompareResult) -> None:
+    for r in rows:
+        if base.error is None and r.error is None and not r.faults_oom and not base.faults_oom:
+            r.faults_saved = base.faults - r.faults
+            r.faults_saved_pct = (100.0 * r.faults_saved / base.faults) if base.faults else 0.0
+
+
+def compare(workloads: Optional[Iterable[WorkloadArg]] = None,
+            policies: Optional[Iterable[PolicyLike]] = None, *,
+            page_size: int | str = DEFAULT_PAGE_SIZE, arch: str = "x86_64", ram: int | str = "4G",
+            memcg_limit: Optional[int | str] = None, scale: float = 1.0,
+            baseline: PolicyLike = BASELINE, skip_invalid: bool = False,
+            skipped: Optional[list[tuple[str, str]]] = None,
+            skipped_workloads: Optional[list[tuple[str, str]]] = None,
+            sample_every: Optional[int] = None, jobs: int = 1,
+            executor: Optional[Executor] = None, progress: bool = False,
+            tags: Optional[Mapping[str, Any]] = None) -> list[CompareResult]:
+    """Run each workload under each policy; one result per pair, workload-major.
+
+    ``workloads``: names (see :func:`pylaf.workloads.available_workloads`),
+    ``.laftrace`` paths or workload objects; default: the default set.
+    ``policies``: spec strings or :class:`Policy` objects; default
+    :data:`pylaf.policy.DEFAULT_COMPARE`.  ``skip_invalid``: drop policies
+    that cannot run with this page size (recording ``(label, reason)`` in
+    ``skipped``) instead of raising ValueError.  A workload that cannot run
+    with this page size (a 4K trace on 16K pages) is always left out, and
+    recorded in ``skipped_workloads``.  ``sample_every``: record a series
+    every N faults in each result (``series``, ``peak_bloat_*``).  ``jobs``,
+    ``executor``, ``progress``: see :func:`pylaf.experiments.parallel.run_cells`.
+    ``tags``: copied into every result.  A row with OOM faults (or whose
+    baseline had some) has no ``faults_saved``.
+    """
+    if not (0 < scale < float("inf")):
+        raise ValueError(f"invalid scale {scale!r}: must be a positive number")
+    if sample_every is not None and sample_every <= 0:
+        raise ValueError(f"invalid sample_every {sample_every!r}: must be > 0 faults")
+    pols = _resolve_policies(policies)
+    specs = list(default_workload_names() if workloads is None else workloads)
+    if not specs:
+        raise ValueError("no workloads to run")
+    base_pol = parse_policy(baseline)
+    config = make_config(base_pol, page_size=page_size, arch=arch, ram=ram,
+                         memcg_limit=memcg_limit)
+    usable = _usable_policies(pols, config, skip_invalid, skipped)
+    wls = _usable_workloads(specs, scale, int(config.page_size), skipped_workloads)
     base_idx = next((i for i, p in enumerate(usable) if _same_policy(p, base_pol)), None)
+    run_pols = usable if base_idx is not None else [*usable, base_pol]
+    tag_items = tuple(sorted((tags or {}).items()))
+    cells = [Cell(w, p, config, scale, sample_every, tag_items) for w in wls for p in run_pols]
 
     _warm_up()
+    done = run_cells(cells, jobs=jobs, executor=executor, progress=progress)
     results: list[CompareResult] = []
-    for w in wls:
-        rows = [run_one(w, p, config) for p in usable]
-        base = rows[base_idx] if base_idx is not None else run_one(w, base_pol, config)
+    n = len(run_pols)
+    for i in range(len(wls)):
+        rows = done[i * n:(i + 1) * n]
+        base = rows[base_idx if base_idx is not None else n - 1]
+        rows = rows if base_idx is not None else rows[:-1]
         if base_idx is not None:
             rows[base_idx].is_baseline = True
-        for r in rows:
-            if base.error is None and r.error is None:
-                r.faults_saved = base.faults - r.faults
-                r.faults_saved_pct = (100.0 * r.faults_saved / base.faults) if base.faults else 0.0
+        _fill_saved(rows, base)
         results.extend(rows)
     return results
 

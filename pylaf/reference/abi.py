@@ -84,6 +84,7 @@ SCALAR_COUNTERS = (
     "set_ptes_calls", "ptes_written", "ptes_cleared", "per_page_ops", "per_folio_ops",
     "zero_page_maps", "huge_zero_pmd_maps", "contpte_blocks", "contpte_unfolds", "bytes_zeroed",
     "alloc_retries", "pages_touched", "zero_pages_touched", "deferred_split_queue",
+    "hiwater_rss", "pgtables_bytes",
 )
 #: counters the model keeps that struct laf_stats does not have yet (issue 9):
 #: vmstat ``pgreuse`` (wp_page_reuse()) and ``faults_wp_copy`` (wp_page_copy()
@@ -95,10 +96,10 @@ MACHINE_PER_ORDER_GAUGES = ("nr_anon", "nr_anon_partially_mapped")
 MACHINE_GAUGES = frozenset({"lru_pages"})
 #: counters that describe state, not events: laf_reset_counters() keeps them
 GAUGES = frozenset({"nr_anon", "nr_anon_partially_mapped", "mm_anonpages", "nr_ptes", "nr_pmds",
-                    "lru_pages", "pages_touched", "zero_pages_touched"})
+                    "lru_pages", "pages_touched", "zero_pages_touched", "hiwater_rss"})
 #: counters the model reads from its state when asked (stats()), never counts
 STATE_COUNTERS = frozenset({"nr_vmas", "ram_pages", "free_pages", "pinned_pages", "memcg_charged",
-                            "memcg_limit", "deferred_split_queue"})
+                            "memcg_limit", "deferred_split_queue", "pgtables_bytes"})
 
 _ERRNO_TEXT = {EINVAL: "invalid argument", ENOMEM: "out of memory", EEXIST: "already exists",
                ENOENT: "no such entry", EPERM: "operation not permitted", EBUSY: "busy",

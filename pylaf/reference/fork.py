@@ -151,7 +151,7 @@ def copy_present_ptes(dst_mm: MmStruct, src_mm: MmStruct, dst: PteTable, src: Pt
     nr = folio_pte_batch(src.ptes, i, i1, folio) if folio.large else 1
     folio.refcount += nr
     folio_try_dup_anon_rmap_ptes(dst_mm, folio, pfn - folio.pfn, nr)
-    dst_mm.cnt["mm_anonpages"] += nr
+    dst_mm.add_anon_rss(nr)
     __copy_present_ptes(dst_mm, src_mm, dst, src, i, nr)
     return nr
 
@@ -208,7 +208,7 @@ def copy_huge_pmd(dst_mm: MmStruct, src_mm: MmStruct, idx: int) -> int:
     if not f.huge_zero:
         f.refcount += 1
         folio_try_dup_anon_rmap_pmd(dst_mm, f)
-        dst_mm.cnt["mm_anonpages"] += f.nr
+        dst_mm.add_anon_rss(f.nr)
     dst_mm.cnt["nr_ptes"] += 1                  # mm_inc_nr_ptes() for the deposit
     src.flags &= ~PTE_WRITE                      # pmdp_set_wrprotect()
     flags = src.flags & ~(PTE_WRITE | PTE_YOUNG | PTE_UFFD_WP)

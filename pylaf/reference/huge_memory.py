@@ -90,7 +90,7 @@ def map_anon_folio_pmd(mm: MmStruct, vma: RefVma, idx: int, folio: RefFolio, tab
     mm.pmd[idx] = ent
     folio.refcount = 1
     folio_add_new_anon_rmap(mm, folio, pmd=True)
-    mm.cnt["mm_anonpages"] += folio.nr
+    mm.add_anon_rss(folio.nr)
     mm.cnt["thp_fault_alloc"] += 1
     mm.per_order["anon_fault_alloc"][folio.order] += 1
     mm.per_order["folios_mapped"][folio.order] += 1

@@ -80,7 +80,7 @@ def map_folio_ptes(mm: MmStruct, folio: RefFolio, addr: int, bits: int) -> None:
         contpte_try_fold(mm, table, i0)
     folio.refcount = nr
     folio_add_new_anon_rmap(mm, folio)
-    mm.cnt["mm_anonpages"] += nr
+    mm.add_anon_rss(nr)
 
 
 def remove_rmap_ptes(mm: MmStruct, folio: RefFolio, k: int, nr: int) -> None:
@@ -532,7 +532,7 @@ def wp_page_copy(mm: MmStruct, vma: RefVma, addr: int, table: PteTable, k: int) 
     table.used += 1
     new.refcount = 1
     folio_add_new_anon_rmap(mm, new)
-    mm.cnt["mm_anonpages"] += 1
+    mm.add_anon_rss(1)
     mm.per_order["folios_mapped"][0] += 1
     contpte_try_fold(mm, table, k)
     mm.cnt["faults_wp"] += 1

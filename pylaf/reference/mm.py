@@ -163,6 +163,7 @@ class RefMachine:
                 out[n] = out.get(n, 0) + v
         out.update(machine_state(m))
         out["nr_vmas"] = sum(len(mm.vma_list) for mm in m.mms)
+        out["pgtables_bytes"] = (out.get("nr_ptes", 0) + out.get("nr_pmds", 0)) * self.geo.page_size
         return out
 
     def stats(self) -> Any:
@@ -502,7 +503,9 @@ class Reference:
         (``pgreuse``, ``faults_wp_copy``) included: the events it caused, its
         gauges, and the machine's gauges."""
         mm = self._live()
-        return {**mm.cnt, **machine_state(mm.machine), "nr_vmas": len(mm.vma_list)}
+        # mm_pgtables_bytes(): every PTE table and PMD table is one page
+        return {**mm.cnt, **machine_state(mm.machine), "nr_vmas": len(mm.vma_list),
+                "pgtables_bytes": (mm.cnt["nr_ptes"] + mm.cnt["nr_pmds"]) * self.page_size}
 
     def stats(self) -> Any:
         """All counters, as a :class:`pylaf.Stats` built from the model's own names."""

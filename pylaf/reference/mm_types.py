@@ -303,6 +303,13 @@ class MmStruct:
     def next_anon_vma(self, value: int) -> None:
         self.machine.next_anon_vma = value
 
+    def add_anon_rss(self, nr: int) -> None:
+        """add_mm_counter(MM_ANONPAGES, nr) then update_hiwater_rss() (include/linux/mm.h),
+        kept exact: the high-water mark follows every increase."""
+        self.cnt["mm_anonpages"] += nr
+        if self.cnt["mm_anonpages"] > self.cnt["hiwater_rss"]:
+            self.cnt["hiwater_rss"] = self.cnt["mm_anonpages"]
+
     def find_vma(self, addr: int) -> Optional[RefVma]:
         """The VMA containing ``addr`` (not the kernel's "first ending above")."""
         for v in self.vma_list:

@@ -95,6 +95,9 @@ class TraceWorkload:
     """A recorded trace as a ``pylaf compare`` workload (``name``,
     ``description``, ``run(mm)``)."""
 
+    #: traces are recorded with 4K pages: ``pylaf compare`` skips them on others
+    page_sizes: tuple[int, ...] = (PAGE,)
+
     def __init__(self, trace: Union[Trace, str, Path], name: Optional[str] = None,
                  description: Optional[str] = None) -> None:
         self._trace = trace if isinstance(trace, Trace) else None
