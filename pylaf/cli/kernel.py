@@ -18,6 +18,7 @@ the live kernel of this machine (:mod:`pylaf.live`).
 from __future__ import annotations
 
 import argparse
+import fnmatch
 import json
 import platform
 import sys
@@ -69,6 +70,8 @@ def register(subparsers: Any) -> None:
                         "other than 'current'); see --list")
     c.add_argument("--program", action="append", default=[], metavar="NAME",
                    help="run only these programs; see --list")
+    c.add_argument("--only", action="append", default=[], metavar="GLOB",
+                   help="run only the programs whose name matches (fnmatch), e.g. 'fork_*'")
     c.add_argument("--retries", type=int, default=10,
                    help="extra kernel runs when system-wide counters disagree (default 10)")
     c.add_argument("--json", metavar="FILE", help="also write every result as JSON")
@@ -146,6 +149,9 @@ def _argument_error(args: argparse.Namespace) -> Optional[str]:
     for n in args.program:
         if n not in PROGRAMS_BY_NAME:
             return f"unknown program {n!r} (see --list)"
+    for g in args.only:
+        if not any(fnmatch.fnmatchcase(p.name, g) for p in PROGRAMS):
+            return f"no program matches {g!r} (see --list)"
     for n in args.group:
         if n != "current" and n not in GROUPS_BY_NAME:
             return f"unknown setting group {n!r} (see --list)"
@@ -181,6 +187,10 @@ def _report_restored(original: ThpSettings, any_results: bool) -> None:
 
 def _run_groups(args: argparse.Namespace, groups: Sequence[SettingGroup]) -> list[GroupResult]:
     programs: Optional[list[str]] = args.program or None
+    if args.only:
+        programs = [p.name for p in PROGRAMS
+                    if (p.name in (args.program or [p.name])
+                        and any(fnmatch.fnmatchcase(p.name, g) for g in args.only))]
     original = read_thp_settings()
     results: list[GroupResult] = []
     try:

@@ -34,12 +34,16 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Optional
 
+from pylaf.address_space import AddressSpace
 from pylaf.layout import format_labelled
 from pylaf.live.kprog import HelperUnavailable, KprogResult, build_kprog, run_kprog
 from pylaf.live.programs import PROGRAMS, PROGRAMS_BY_NAME, CheckProgram, SettingGroup
 from pylaf.live.sides import (
+    FORK_VMSTAT_NAMES,
     STAT_NAMES,
     VMSTAT_NAMES,
+    EmulatorLacks,
+    MmFactory,
     SideResult,
     Unsupported,
     combine_attempts,
@@ -75,10 +79,19 @@ class ProgramCheck:
     notes: list[str]
     attempts: int = 1
     error: Optional[str] = None
+    #: why the emulator side did not run (e.g. "emulator has no fork yet"):
+    #: neither agreement nor disagreement; the live side is still reported
+    skipped: Optional[str] = None
 
     @property
     def ok(self) -> bool:
-        return self.error is None and not self.mismatches
+        """Both sides ran and agree."""
+        return self.error is None and not self.mismatches and self.skipped is None
+
+    @property
+    def failed(self) -> bool:
+        """An error or a disagreement (a skip is neither)."""
+        return self.error is not None or bool(self.mismatches)
 
     @property
     def gauge_noise_only(self) -> bool:
@@ -110,14 +123,14 @@ def _compare_ops(ops: Sequence[str], k: SideResult, e: SideResult) -> list[str]:
     return out
 
 
-def _compare_counters(k: SideResult, e: SideResult) -> list[str]:
+def _compare_counters(k: SideResult, e: SideResult, forks: bool = False) -> list[str]:
     out: list[str] = []
     for n in STAT_NAMES:
         kd, ed = k.counters.get(n, {}), e.counters.get(n, {})
         for kb in sorted(set(kd) | set(ed)):
             if kd.get(kb, 0) != ed.get(kb, 0):
                 out.append(f"{kb}kB {n}: kernel={kd.get(kb, 0)} emulator={ed.get(kb, 0)}")
-    for n in VMSTAT_NAMES:
+    for n in VMSTAT_NAMES + (FORK_VMSTAT_NAMES if forks else ()):
         if k.vmstat.get(n, 0) != e.vmstat.get(n, 0):
             out.append(f"vmstat {n}: kernel={k.vmstat.get(n, 0)} emulator={e.vmstat.get(n, 0)}")
     return out
@@ -145,7 +158,8 @@ def _compare_snapshot(sname: str, k: SideResult, e: SideResult) -> list[str]:
 
 def compare_sides(program: CheckProgram, live: SideResult, emulator: SideResult) -> list[str]:
     """Every disagreement, as human-readable lines (``kernel=`` is the live kernel)."""
-    out = _compare_ops(program.ops(), live, emulator) + _compare_counters(live, emulator)
+    out = _compare_ops(program.ops(), live, emulator) + _compare_counters(live, emulator,
+                                                                          program.forks)
     for sname in live.snapshots:
         out += _compare_snapshot(sname, live, emulator)
     return out
@@ -174,6 +188,7 @@ class _Attempts:
     program: CheckProgram
     group: str
     policy: Policy
+    mm_factory: MmFactory = AddressSpace
     emulator: Optional[SideResult] = None
     runs: list[SideResult] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
@@ -181,9 +196,9 @@ class _Attempts:
     first_noise: str = ""
 
     def done(self, live: Optional[SideResult], attempt: int, mismatches: Sequence[str] = (),
-             error: Optional[str] = None) -> ProgramCheck:
+             error: Optional[str] = None, skipped: Optional[str] = None) -> ProgramCheck:
         return ProgramCheck(self.group, self.program.name, live, self.emulator, list(mismatches),
-                            self.notes, attempt, error)
+                            self.notes, attempt, error, skipped)
 
     def discard_collapsed(self, attempt: int, increase: Mapping[str, int]) -> None:
         """Live run *attempt* saw a collapse (*increase*): it is not compared."""
@@ -197,9 +212,12 @@ class _Attempts:
         first = not self.runs
         if self.emulator is None:
             try:
-                self.emulator = emulator_side(self.program, kres, self.policy)
+                self.emulator = emulator_side(self.program, kres, self.policy,
+                                              mm_factory=self.mm_factory)
             except Unsupported as exc:
                 return self.done(ls, attempt, error=f"emulator does not model: {exc}")
+            except EmulatorLacks as exc:
+                return self.done(ls, attempt, skipped=str(exc))
         if not first and [m for m in compare_sides(self.program, ls, self.emulator)
                           if _is_exact_part(m) and "VMAs" not in m]:
             self.notes.append(f"run {attempt} discarded: its faults or layout differ from the "
@@ -234,12 +252,13 @@ def check_program(program: CheckProgram, group: str = "current", retries: int = 
                   policy: Optional[Policy] = None,
                   runner: Callable[[str], KprogResult] = run_kprog,
                   collapse_counters: Callable[[], Mapping[str, int]] = read_collapse_counters,
-                  ) -> ProgramCheck:
+                  mm_factory: MmFactory = AddressSpace) -> ProgramCheck:
     """Run *program* on the live kernel and in the emulator; compare.
 
     A live run during which *collapse_counters* moved (khugepaged collapsed a
     PMD range, maybe this program's) is discarded before any comparison and
-    the program is run again.  Faults, layouts, RSS and VMAs are per-process
+    the program is run again.  *mm_factory* makes the emulated address space
+    (tests pass a fake).  Faults, layouts, RSS and VMAs are per-process
     and must agree on the first compared run.  Kernel THP counters are
     system-wide: when they disagree the program is run again (up to *retries*
     more runs in all) and the per-op estimate of
@@ -247,7 +266,7 @@ def check_program(program: CheckProgram, group: str = "current", retries: int = 
     say so.
     """
     program = program.chunked()
-    state = _Attempts(program, group, policy or host_policy())
+    state = _Attempts(program, group, policy or host_policy(), mm_factory)
     text = "\n".join(program.lines())
     for attempt in range(1, retries + 2):
         before = collapse_counters()
@@ -281,7 +300,8 @@ class GroupResult:
 
     @property
     def ok(self) -> bool:
-        return all(c.ok for c in self.checks)
+        """No program disagrees or failed (skips allowed)."""
+        return not any(c.failed for c in self.checks)
 
 
 def run_group(group: SettingGroup, programs: Optional[Iterable[str]] = None,

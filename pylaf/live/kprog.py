@@ -60,6 +60,10 @@ class MappingLayout:
     pages_by_order: dict[int, int]
     folios_by_order: dict[int, int]      # whole folios mapped inside the range
     partial_by_order: dict[int, int]     # partially mapped folio pieces
+    #: fork programs only: PTEs with pagemap PM_MMAP_EXCLUSIVE (bit 56), and
+    #: the histogram of /proc/kpagecount over the mapped pages of anon folios
+    excl: Optional[int] = None
+    kpc: dict[int, int] = field(default_factory=dict)
 
     def layout(self, page_size: int) -> list[tuple[int, int, str]]:
         """``(offset, length_bytes, label)`` per run (see :meth:`pylaf.layout.Run.label`)."""
@@ -103,6 +107,7 @@ class OpResult:
     signal: Optional[int] = None
     fault_off: Optional[int] = None
     get_thp_disable: Optional[int] = None
+    proc: str = "main"                   # the process that ran the op (fork programs)
 
 
 @dataclass(frozen=True)
@@ -115,6 +120,7 @@ class Snapshot:
     rss: dict[str, int]
     mappings: list[MappingLayout]
     vmas: list[Vma]
+    proc: str = "main"                   # whose address space (fork programs)
 
     def mapping(self, id: str) -> MappingLayout:
         for m in reversed(self.mappings):
@@ -132,9 +138,9 @@ class KprogResult:
     snapshots: list[Snapshot]
     raw: dict[str, Any] = field(repr=False, default_factory=dict)
 
-    def snapshot(self, name: str) -> Snapshot:
+    def snapshot(self, name: str, proc: str = "main") -> Snapshot:
         for s in self.snapshots:
-            if s.name == name:
+            if s.name == name and s.proc == proc:
                 return s
         raise KeyError(name)
 
@@ -169,6 +175,7 @@ def _mapping(m: Mapping[str, Any], page_size: int) -> MappingLayout:
         pages_by_order=_intkeys(m["pages_by_order"]),
         folios_by_order=_intkeys(m["folios_by_order"]),
         partial_by_order=_intkeys(m["partial_by_order"]),
+        excl=m.get("excl"), kpc=_intkeys(m.get("kpc", {})),
     )
 
 
@@ -183,14 +190,15 @@ def _op(o: Mapping[str, Any]) -> OpResult:
     return OpResult(i=o["i"], line=o["line"], op=o["op"], text=o["text"], rc=o["rc"],
                     errno=o["errno"], delta=_delta(o), minflt=o.get("minflt"),
                     majflt=o.get("majflt"), addr=o.get("addr"), signal=o.get("signal"),
-                    fault_off=o.get("fault_off"), get_thp_disable=o.get("get_thp_disable"))
+                    fault_off=o.get("fault_off"), get_thp_disable=o.get("get_thp_disable"),
+                    proc=o.get("proc", "main"))
 
 
 def _snapshot(s: Mapping[str, Any], page_size: int) -> Snapshot:
     return Snapshot(name=s["name"], after_op=s["after_op"], minflt=s["minflt"],
                     majflt=s["majflt"], delta=_delta(s), rss=dict(s["rss"]),
                     mappings=[_mapping(m, page_size) for m in s["mappings"]],
-                    vmas=[_vma(v) for v in s["vmas"]])
+                    vmas=[_vma(v) for v in s["vmas"]], proc=s.get("proc", "main"))
 
 
 def parse_kprog_output(data: Mapping[str, Any]) -> KprogResult:

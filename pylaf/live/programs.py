@@ -7,9 +7,11 @@ emulator.  :data:`GROUPS` are the THP settings ``pylaf kernel check
 --apply-settings`` runs them under (applied with
 :func:`pylaf.live.sysfs.thp_settings`, which restores every knob).
 
-The table is long on purpose: one program per behaviour of mm/memory.c
-do_anonymous_page() / alloc_anon_folio() and mm/huge_memory.c
-do_huge_pmd_anonymous_page() that the live host can show.
+The table is long on purpose (the module is over 600 lines for it): one
+program per behaviour of mm/memory.c do_anonymous_page() / alloc_anon_folio()
+and mm/huge_memory.c do_huge_pmd_anonymous_page() that the live host can show,
+and :data:`FORK_PROGRAMS`, one per fork/COW behaviour (mm/memory.c
+do_wp_page(), kernel/fork.c dup_mmap(), mm/huge_memory.c copy_huge_pmd()).
 """
 from __future__ import annotations
 
@@ -48,6 +50,18 @@ def parse_options(tokens: Sequence[str]) -> dict[str, str]:
     return out
 
 
+def split_proc(line: str) -> tuple[str, list[str]]:
+    """The process an op line runs in and its tokens (fork programs).
+
+    >>> split_proc("@c write a 0 1M"), split_proc("fork c")
+    (('c', ['write', 'a', '0', '1M']), ('main', ['fork', 'c']))
+    """
+    tok = line.split()
+    if tok and tok[0].startswith("@"):
+        return tok[0][1:], tok[1:]
+    return "main", tok
+
+
 @dataclass(frozen=True)
 class CheckProgram:
     name: str
@@ -65,7 +79,12 @@ class CheckProgram:
 
     def ops(self) -> list[str]:
         """The ops that laf_kprog reports on (every line but ``snapshot``)."""
-        return [ln for ln in self.lines() if ln.split()[0] != "snapshot"]
+        return [ln for ln in self.lines() if split_proc(ln)[1][0] != "snapshot"]
+
+    @property
+    def forks(self) -> bool:
+        """The program has processes (a ``fork`` op)."""
+        return any(split_proc(ln)[1][0] == "fork" for ln in self.lines())
 
     def chunked(self, max_accesses: int = 64) -> CheckProgram:
         """The same program with long touch ops split (see :func:`chunk_program`)."""
@@ -73,17 +92,18 @@ class CheckProgram:
                             "\n".join(chunk_program(self.lines(), max_accesses)))
 
 
-def _chunk_touch(tok: Sequence[str], max_accesses: int, page_size: int) -> list[str]:
+def _chunk_touch(prefix: str, tok: Sequence[str], max_accesses: int, page_size: int) -> list[str]:
     off, length = parse_num(tok[2]), parse_num(tok[3])
     stride = parse_num(tok[4]) if len(tok) > 4 else page_size
     st = abs(stride)
     n = (length + st - 1) // st
     if n <= max_accesses:
-        return [" ".join(tok)]
+        return [prefix + " ".join(tok)]
     chunks = [(lo, min(n, lo + max_accesses)) for lo in range(0, n, max_accesses)]
     if stride < 0:
         chunks.reverse()
-    return [f"{tok[0]} {tok[1]} {off + lo * st} {(hi - lo) * st} {stride}" for lo, hi in chunks]
+    return [f"{prefix}{tok[0]} {tok[1]} {off + lo * st} {(hi - lo) * st} {stride}"
+            for lo, hi in chunks]
 
 
 def chunk_program(lines: Sequence[str], max_accesses: int = 64,
@@ -100,9 +120,10 @@ def chunk_program(lines: Sequence[str], max_accesses: int = 64,
     ps = page_size or host_page_size()
     out: list[str] = []
     for ln in lines:
-        tok = ln.split()
+        proc, tok = split_proc(ln)
         if tok[0] in ("read", "write") and len(tok) >= 4:
-            out.extend(_chunk_touch(tok, max_accesses, ps))
+            prefix = "" if proc == "main" else f"@{proc} "
+            out.extend(_chunk_touch(prefix, tok, max_accesses, ps))
         else:
             out.append(ln)
     return out
@@ -370,6 +391,215 @@ PROGRAMS: tuple[CheckProgram, ...] = (
     """),
 )
 
+
+
+def _dontneed_all_but(keep: int, length: int = 1 << 20, block: int = 64 << 10) -> str:
+    """``madvise dontneed`` of every 64K block of mapping ``a`` but its first
+    *keep* 4K pages, one op per block."""
+    return "\n".join(f"madvise a {b + keep * 4096} {block - keep * 4096} dontneed"
+                      for b in range(0, length, block))
+
+
+#: Processes: fork, copy-on-write, exit (docs/kernel-findings.md §5 and §7).
+#: ``fork c`` makes process ``c``; ``@c OP`` runs OP in it; ``exit c``
+#: returns once c's exit_mmap() has run.  Each process measures its own faults.
+#: Regions are 1M (256 pages: 64K-folio scenarios) or 2M with MADV_HUGEPAGE
+#: (PMD scenarios); they run under every setting group, where the folio sizes
+#: differ but both sides must still agree.
+FORK_PROGRAMS: tuple[CheckProgram, ...] = (
+    _p("fork_child_write", "fill, fork; the child writes all and exits; the parent writes all", """
+        mmap a 1M align=2M
+        write a 0 1M 4K
+        fork c
+        snapshot forked
+        @c snapshot forked
+        @c write a 0 1M 4K
+        @c snapshot written
+        exit c
+        write a 0 1M 4K
+        snapshot s
+    """),
+    _p("fork_child_read", "fill, fork; the child reads all and exits; the parent writes all", """
+        mmap a 1M align=2M
+        write a 0 1M 4K
+        fork c
+        @c read a 0 1M 4K
+        @c snapshot read
+        exit c
+        write a 0 1M 4K
+        snapshot s
+    """),
+    _p("fork_child_none", "fill, fork; the child exits at once; the parent writes all", """
+        mmap a 1M align=2M
+        write a 0 1M 4K
+        fork c
+        exit c
+        write a 0 1M 4K
+        snapshot s
+    """),
+    _p("fork_child_alive", "fill, fork; the parent writes all while the child lives, twice", """
+        mmap a 1M align=2M
+        write a 0 1M 4K
+        fork c
+        write a 0 1M 4K
+        snapshot alive
+        @c snapshot alive
+        write a 0 1M 4K
+        exit c
+        write a 0 1M 4K
+        snapshot s
+    """),
+    _p("fork_child_after_parent", "fill, fork; the parent writes all, then the child writes all", """
+        mmap a 1M align=2M
+        write a 0 1M 4K
+        fork c
+        write a 0 1M 4K
+        @c write a 0 1M 4K
+        @c snapshot written
+        exit c
+        snapshot s
+    """),
+    _p("fork_both_write", "fill, fork; child and parent write interleaved halves, then all", """
+        mmap a 1M align=2M
+        write a 0 1M 4K
+        fork c
+        @c write a 0 512K 4K
+        write a 256K 512K 4K
+        @c write a 512K 512K 4K
+        write a 0 1M 4K
+        @c snapshot both
+        snapshot both
+        exit c
+        write a 0 1M 4K
+        snapshot s
+    """),
+    _p("fork_two_children", "fill, fork two children; one writes, one reads; exits in turn", """
+        mmap a 1M align=2M
+        write a 0 1M 4K
+        fork c
+        fork d
+        @c write a 0 512K 4K
+        @d read a 0 1M 4K
+        exit c
+        write a 0 1M 4K
+        @d write a 0 1M 4K
+        exit d
+        write a 0 1M 4K
+        snapshot s
+    """),
+    _p("fork_pmd_alive", "MADV_HUGEPAGE 2M, one write, fork; the parent writes all while the child lives", """
+        mmap a 2M align=2M
+        madvise a 0 2M hugepage
+        write a 0
+        fork c
+        write a 0 2M 4K
+        snapshot alive
+        @c snapshot alive
+        exit c
+        snapshot s
+    """),
+    _p("fork_pmd_exit", "MADV_HUGEPAGE 2M, one write, fork, child exits; the parent writes all", """
+        mmap a 2M align=2M
+        madvise a 0 2M hugepage
+        write a 0
+        fork c
+        exit c
+        write a 0 2M 4K
+        snapshot s
+    """),
+    _p("fork_pmd_child_write", "MADV_HUGEPAGE 2M filled; the child writes all and exits; then the parent", """
+        mmap a 2M align=2M
+        madvise a 0 2M hugepage
+        write a 0 2M 4K
+        fork c
+        @c write a 0 2M 4K
+        @c snapshot written
+        exit c
+        write a 0 2M 4K
+        snapshot s
+    """),
+    _p("fork_hzero", "MADV_HUGEPAGE 2M read (huge zero PMD), fork; the child reads, then writes", """
+        mmap a 2M align=2M
+        madvise a 0 2M hugepage
+        read a 0 2M 4K
+        fork c
+        @c read a 0 2M 4K
+        @c write a 0
+        @c snapshot written
+        exit c
+        write a 0
+        snapshot s
+    """),
+    _p("fork_zero_no_anon_vma", "1M read only (zero PTEs, no anon_vma), fork; the child reads all", """
+        mmap a 1M align=2M
+        read a 0 1M 4K
+        fork c
+        @c read a 0 1M 4K
+        @c snapshot read
+        exit c
+        write a 0 1M 4K
+        snapshot s
+    """),
+    _p("fork_zero_anon_vma", "one write (anon_vma) + 255 zero PTEs, fork; the child reads all", """
+        mmap a 1M align=2M
+        write a 1020K
+        read a 0 1020K 4K
+        fork c
+        @c read a 0 1M 4K
+        exit c
+        write a 0 1M 4K
+        snapshot s
+    """),
+    _p("fork_dontneed_last_page", "fill, DONTNEED all but the first page of every 64K, fork, exit; parent writes all",
+       "mmap a 1M align=2M\nwrite a 0 1M 4K\n" + _dontneed_all_but(1) + """
+        fork c
+        exit c
+        write a 0 1M 4K
+        snapshot s
+    """),
+    _p("fork_dontneed_two_pages", "as fork_dontneed_last_page, keeping the first two pages of every 64K",
+       "mmap a 1M align=2M\nwrite a 0 1M 4K\n" + _dontneed_all_but(2) + """
+        fork c
+        exit c
+        write a 0 1M 4K
+        snapshot s
+    """),
+    _p("fork_dontfork", "fill, MADV_DONTFORK, fork: a hole in the child; the parent's PTEs stay writable", """
+        mmap a 1M align=2M
+        write a 0 1M 4K
+        madvise a 0 1M dontfork
+        fork c
+        @c read a 0
+        @c snapshot child
+        exit c
+        write a 0 1M 4K
+        snapshot s
+    """),
+    _p("fork_wipeonfork", "fill, MADV_WIPEONFORK, fork: the child starts empty; the parent is unaffected", """
+        mmap a 1M align=2M
+        write a 0 1M 4K
+        madvise a 0 1M wipeonfork
+        fork c
+        @c read a 0 1M 4K
+        @c write a 0 512K 4K
+        @c snapshot child
+        exit c
+        write a 0 1M 4K
+        snapshot s
+    """),
+    _p("fork_mprotect", "fill, fork, child exits; mprotect r then rw; the parent writes all", """
+        mmap a 1M align=2M
+        write a 0 1M 4K
+        fork c
+        exit c
+        mprotect a 0 1M r
+        mprotect a 0 1M rw
+        write a 0 1M 4K
+        snapshot s
+    """),
+)
+
+PROGRAMS = PROGRAMS + FORK_PROGRAMS
 PROGRAMS_BY_NAME: dict[str, CheckProgram] = {p.name: p for p in PROGRAMS}
 
 # --------------------------------------------------------------------------
@@ -431,7 +661,7 @@ GROUPS: tuple[SettingGroup, ...] = (
                  dict(enabled="always", all_sizes="never", sizes={"64kB": "always", "2048kB": "inherit"},
                       anon_beside_full=0),
                  programs=("nohugepage_half", "prctl_disable", "prctl_except_advised",
-                           "merge_adjacent", "pmd_madvise")),
+                           "merge_adjacent", "pmd_madvise", *(p.name for p in FORK_PROGRAMS))),
     SettingGroup("beside-full-64K", "anon_beside_full=1, 64K always",
                  dict(enabled="madvise", all_sizes="never", sizes={"64kB": "always", "2048kB": "inherit"},
                       anon_beside_full=1)),
@@ -443,5 +673,5 @@ GROUPS: tuple[SettingGroup, ...] = (
 GROUPS_BY_NAME: dict[str, SettingGroup] = {g.name: g for g in GROUPS}
 
 
-__all__ = ["DEFAULT_GROUP", "GROUPS", "GROUPS_BY_NAME", "PROGRAMS", "PROGRAMS_BY_NAME", "CheckProgram",
-           "SettingGroup", "chunk_program", "parse_num", "parse_options"]
+__all__ = ["DEFAULT_GROUP", "FORK_PROGRAMS", "GROUPS", "GROUPS_BY_NAME", "PROGRAMS", "PROGRAMS_BY_NAME",
+           "CheckProgram", "SettingGroup", "chunk_program", "parse_num", "parse_options", "split_proc"]

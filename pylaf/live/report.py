@@ -74,11 +74,15 @@ def _rss_cell(live: SideResult, emu: SideResult) -> str:
 def _status(c: ProgramCheck) -> str:
     if c.ok:
         return "ok"
+    if c.skipped:
+        return "SKIP"
     return "GAUGE-NOISE?" if c.gauge_noise_only else "MISMATCH"
 
 
 def _row(c: ProgramCheck) -> list[str]:
     live, emu = c.live, c.emulator
+    if c.skipped and live is not None and not c.error:
+        emu = live          # live numbers only: nothing to compare them with
     if c.error or live is None or emu is None:
         return [c.program, "-", "-", "-", "-", "-", "-", "ERROR"]
     return [c.program, _pair(live.faults, emu.faults),
@@ -98,6 +102,7 @@ def _settings_line(s: Mapping[str, str]) -> str:
 
 def _detail_lines(c: ProgramCheck, verbose: bool) -> list[str]:
     out = [f"   {c.program}: {c.error}"] if c.error else []
+    out += [f"   {c.program}: SKIP: {c.skipped} (live side only)"] if c.skipped else []
     out += [f"   {c.program}: {m}" for m in c.mismatches]
     notes = c.notes if verbose or not c.ok else c.notes[-1:]
     out += [f"   {c.program}: note: {n}" for n in notes]
@@ -105,10 +110,12 @@ def _detail_lines(c: ProgramCheck, verbose: bool) -> list[str]:
 
 
 def _group_summary(checks: Sequence[ProgramCheck]) -> list[str]:
-    bad = [c for c in checks if not c.ok]
-    n_ok = len(checks) - len(bad)
-    out = [f"   {n_ok}/{len(checks)} programs agree" +
-           (f"; disagree: {', '.join(c.program for c in bad)}" if bad else "")]
+    bad = [c for c in checks if c.failed]
+    skipped = [c for c in checks if c.skipped and not c.failed]
+    n_ok = sum(c.ok for c in checks)
+    out = [f"   {n_ok}/{len(checks) - len(skipped)} programs agree" +
+           (f"; disagree: {', '.join(c.program for c in bad)}" if bad else "") +
+           (f"; {len(skipped)} skipped ({_skip_reasons(skipped)})" if skipped else "")]
     noisy = [c.program for c in bad if c.gauge_noise_only]
     if noisy:
         out.append(f"   ({', '.join(noisy)}: only the system-wide nr_anon gauges still differ after "
@@ -131,15 +138,23 @@ def format_group(gr: GroupResult, verbose: bool = False) -> str:
     return "\n".join(out)
 
 
+def _skip_reasons(checks: Sequence[ProgramCheck]) -> str:
+    return ", ".join(sorted({c.skipped for c in checks if c.skipped}))
+
+
 def summary_line(results: Sequence[GroupResult]) -> str:
-    """``TOTAL: n/m program runs agree across k setting group(s)...``"""
-    tot = sum(len(g.checks) for g in results)
+    """``TOTAL: n/m program runs agree across k setting group(s)...``; skipped
+    runs are counted apart, never as agreement or disagreement."""
+    skips = [c for g in results for c in g.checks if c.skipped and not c.failed]
+    tot = sum(len(g.checks) for g in results) - len(skips)
     ok = sum(c.ok for g in results for c in g.checks)
     skipped = [g.group.name for g in results if g.skipped]
     noisy = sum(c.gauge_noise_only for g in results for c in g.checks)
     s = f"TOTAL: {ok}/{tot} program runs agree across {len(results) - len(skipped)} setting group(s)"
     if noisy:
         s += f"; {noisy} disagree only on system-wide nr_anon gauges (noise suspected)"
+    if skips:
+        s += f"; {len(skips)} program runs skipped ({_skip_reasons(skips)})"
     if skipped:
         s += f"; skipped: {', '.join(skipped)}"
     return s
@@ -148,14 +163,15 @@ def summary_line(results: Sequence[GroupResult]) -> str:
 def side_as_dict(s: Optional[SideResult]) -> Optional[dict[str, Any]]:
     if s is None:
         return None
-    return {"faults": s.faults, "op_faults": s.op_faults, "counters": s.counters,
+    return {"faults": s.faults, "op_faults": s.op_faults, "op_vmstat": s.op_vmstat,
+            "counters": s.counters,
             "vmstat": s.vmstat,
             "snapshots": {n: dataclasses.asdict(v) for n, v in s.snapshots.items()}}
 
 
 def check_as_dict(c: ProgramCheck) -> dict[str, Any]:
     return {"group": c.group, "program": c.program, "ok": c.ok, "mismatches": c.mismatches,
-            "notes": c.notes, "attempts": c.attempts, "error": c.error,
+            "notes": c.notes, "attempts": c.attempts, "error": c.error, "skipped": c.skipped,
             "live": side_as_dict(c.live), "emulator": side_as_dict(c.emulator)}
 
 

@@ -17,9 +17,9 @@ runs as laf_kprog's ``emit_layout()`` built them).
 from __future__ import annotations
 
 import signal
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Optional
+from typing import Any, Optional
 
 import numpy as np
 
@@ -29,8 +29,9 @@ from pylaf.errors import LafError
 from pylaf.geometry import Geometry
 from pylaf.layout import LayoutSummary, Run, labelled, runs_from_ptes
 from pylaf.live.kprog import KprogResult, OpResult
-from pylaf.live.programs import CheckProgram, parse_num, parse_options
+from pylaf.live.programs import CheckProgram, parse_num, parse_options, split_proc
 from pylaf.policy import Policy
+from pylaf.records import MADVISE
 from pylaf.sizes import parse_size
 
 #: per-size counters compared (mm/huge_memory.c ``mthp_stats`` / sysfs ``hugepages-*/stats``)
@@ -44,6 +45,12 @@ VMSTAT_NAMES: tuple[str, ...] = (
     "thp_deferred_split_page",
 )
 
+#: /proc/vmstat counters compared for fork programs only (laf_kprog reports
+#: them only there), over touch ops only: a fork op's window also sees
+#: laf_kprog's own pages being reused by whichever process writes them second
+FORK_VMSTAT_NAMES: tuple[str, ...] = ("pgreuse",)
+_TOUCH_ONLY = frozenset(FORK_VMSTAT_NAMES)
+
 #: Gauges and the event counter that increments them.  ``nr_anon`` goes up
 #: only at anon_fault_alloc here (no swap, no mTHP collapse for anon in 6.18)
 #: and down when a folio is freed; ``nr_anon_partially_mapped`` goes up only
@@ -54,7 +61,7 @@ GAUGE_SOURCE = {"nr_anon": "anon_fault_alloc", "nr_anon_partially_mapped": "spli
 MONOTONIC = {"anon_fault_alloc", "anon_fault_fallback", "anon_fault_fallback_charge",
              "anon_fault_declined", "split_deferred"}
 #: vmstat events (only go up); other vmstat lines are gauges
-_VMSTAT_EVENTS = ("thp_fault", "thp_collapse", "thp_split", "thp_deferred", "thp_zero")
+_VMSTAT_EVENTS = ("thp_fault", "thp_collapse", "thp_split", "thp_deferred", "thp_zero", "pgreuse")
 
 OpCounters = dict[tuple[str, int], int]          # (stat, kB) -> delta
 
@@ -179,19 +186,31 @@ def _op_counters(o: OpResult) -> OpCounters:
             if n in STAT_NAMES and v}
 
 
+def snapshot_key(proc: str, name: str) -> str:
+    """How a snapshot is named in a :class:`SideResult`: ``name`` for main,
+    ``proc:name`` for another process of a fork program."""
+    return name if proc == "main" else f"{proc}:{name}"
+
+
+def _op_vmstat(o: OpResult) -> dict[str, int]:
+    touch = o.op in ("read", "write")
+    return {n: v for n, v in o.delta.vmstat.items() if v and (touch or n not in _TOUCH_ONLY)}
+
+
 def live_side(res: KprogResult) -> SideResult:
     """A laf_kprog run on the live kernel, as a :class:`SideResult`."""
     op_counters = [_op_counters(o) for o in res.ops]
-    op_vmstat = [{n: v for n, v in o.delta.vmstat.items() if v} for o in res.ops]
+    op_vmstat = [_op_vmstat(o) for o in res.ops]
     counters, vmstat = sum_ops(op_counters, op_vmstat)
     snaps: dict[str, SnapshotView] = {}
     vmas: dict[str, list[tuple[int, int]]] = {}
     for s in res.snapshots:
         seen = {(v.start, v.end): v for v in s.vmas}
         rss_kb = sum(v.anonymous_kb for v in seen.values())
-        snaps[s.name] = SnapshotView(rss_kb, {m.id: MappingView.of(m.runs, res.page_size)
-                                              for m in s.mappings})
-        vmas[s.name] = sorted(seen)
+        key = snapshot_key(s.proc, s.name)
+        snaps[key] = SnapshotView(rss_kb, {m.id: MappingView.of(m.runs, res.page_size)
+                                           for m in s.mappings})
+        vmas[key] = sorted(seen)
     return SideResult(res.page_size, [o.minflt for o in res.ops], [o.signal for o in res.ops],
                       counters, vmstat, snaps, vmas, op_counters, op_vmstat,
                       [o.errno if o.rc else 0 for o in res.ops])
@@ -205,8 +224,17 @@ class Unsupported(Exception):
     """The program uses an op the emulator does not model."""
 
 
+class EmulatorLacks(Exception):
+    """The emulator's API lacks what the program needs (``fork`` before the
+    processes of docs/kernel-findings.md §5 land): a SKIP, neither agreement
+    nor disagreement."""
+
+
+NO_FORK = "emulator has no fork yet"
+
 _PROTS = {"rw": "rw", "r": "r", "none": ""}
 _ADVICE = ("hugepage", "nohugepage", "dontneed")
+_FORK_ADVICE = ("dontfork", "dofork", "wipeonfork", "keeponfork")
 
 
 def _scalar(st: object, name: str) -> int:
@@ -220,40 +248,65 @@ def _per_size_kb(st: object, name: str) -> dict[int, int]:
     return {parse_size(k) // 1024: int(v) for k, v in per_size.items() if v}
 
 
+def emulator_can_run(program: CheckProgram, mm_type: type = AddressSpace) -> Optional[str]:
+    """None, or why the emulator cannot run *program* yet (a SKIP)."""
+    if program.forks and not (hasattr(mm_type, "fork") and hasattr(mm_type, "exit")):
+        return NO_FORK
+    return None
+
+
+@dataclass
+class _Proc:
+    """One emulated process: its address space and its mappings by id."""
+
+    mm: AddressSpace
+    maps: dict[str, tuple[int, int]] = field(default_factory=dict)   # id -> (addr, length)
+
+
 class _EmulatorRun:
-    """One program replayed in an AddressSpace, op by op."""
+    """One program replayed through the emulator's API, op by op, in the
+    process each op names (``@PROC``; fork programs: ``mm.fork()`` and
+    ``mm.exit()`` of docs/kernel-findings.md §5)."""
 
     def __init__(self, mm: AddressSpace) -> None:
-        self.mm = mm
+        self.main = mm
+        self.procs: dict[str, _Proc] = {"main": _Proc(mm)}
         self.geometry = Geometry.for_machine(mm.page_size, mm.config.arch)
-        self.maps: dict[str, tuple[int, int]] = {}      # id -> (addr, length), in mmap order
         self.op_faults: list[Optional[int]] = []
         self.op_signal: list[Optional[int]] = []
         self.op_errno: list[int] = []
+        self.main_forks = False                          # a fork program: machine-wide stats
+        self.pgreuse = 0                                 # over touch ops
         self.snaps: dict[str, SnapshotView] = {}
         self.vmas: dict[str, list[tuple[int, int]]] = {}
 
-    def op(self, tok: Sequence[str], kop: OpResult) -> None:
-        """Run one op (``kop``: what the live kernel did for it)."""
+    def op(self, line: str, kop: OpResult) -> None:
+        """Run one op line (``kop``: what the live kernel did for it)."""
+        pname, tok = split_proc(line)
+        proc = self.procs[pname]
         faults: Optional[int] = None
         sig: Optional[int] = None
         errno = 0
         op = tok[0]
         if op == "mmap":
-            self.mmap(tok, kop)
-        elif op in ("munmap", "madvise"):
-            errno = self.munmap_madvise(tok)
+            self.mmap(proc, tok, kop)
+        elif op in ("munmap", "madvise", "mprotect"):
+            errno = self.munmap_madvise(proc, tok)
         elif op == "prctl":
-            self.prctl(tok[2])
+            self.prctl(proc.mm, tok[2])
         elif op in ("read", "write"):
-            faults, sig = self.touch(tok)
+            faults, sig = self.touch(proc, tok)
+        elif op == "fork":
+            self.procs[tok[1]] = _Proc(_fork(proc.mm), dict(proc.maps))
+        elif op == "exit":
+            _exit(self.procs.pop(tok[1]).mm)
         elif op != "sleep":
             raise Unsupported(op)
         self.op_faults.append(faults)
         self.op_signal.append(sig)
         self.op_errno.append(errno)
 
-    def mmap(self, tok: Sequence[str], kop: OpResult) -> None:
+    def mmap(self, proc: _Proc, tok: Sequence[str], kop: OpResult) -> None:
         if kop.rc != 0 or kop.addr is None:
             return
         length = parse_num(tok[2])
@@ -264,86 +317,147 @@ class _EmulatorRun:
         addr = int(kop.addr)
         # MAP_FIXED replaces whatever was there (laf_kprog's "fixed"); the
         # emulator's fixed is MAP_FIXED_NOREPLACE, so unmap first.
-        self.mm.munmap(addr, length)
-        self.mm.mmap(length, addr=addr, prot=prot, fixed=True)
-        self.maps[tok[1]] = (addr, length)
+        proc.mm.munmap(addr, length)
+        proc.mm.mmap(length, addr=addr, prot=prot, fixed=True)
+        proc.maps[tok[1]] = (addr, length)
 
-    def munmap_madvise(self, tok: Sequence[str]) -> int:
+    def munmap_madvise(self, proc: _Proc, tok: Sequence[str]) -> int:
         """The op's errno (0: success), as the live kernel reports it."""
-        start = self.maps[tok[1]][0] + parse_num(tok[2])
+        start = proc.maps[tok[1]][0] + parse_num(tok[2])
         length = parse_num(tok[3])
-        if tok[0] == "madvise" and tok[4] not in _ADVICE:
+        if tok[0] == "madvise" and tok[4] not in _ADVICE + _FORK_ADVICE:
             raise Unsupported(f"madvise {tok[4]}")
+        if tok[0] == "madvise" and tok[4] in _FORK_ADVICE and f"MADV_{tok[4].upper()}" not in MADVISE:
+            raise EmulatorLacks(f"emulator has no MADV_{tok[4].upper()} yet")
+        mprotect = getattr(proc.mm, "mprotect", None)
+        if tok[0] == "mprotect" and mprotect is None:
+            raise EmulatorLacks("emulator has no mprotect yet")
         try:
             if tok[0] == "munmap":
-                self.mm.munmap(start, length)
+                proc.mm.munmap(start, length)
+            elif mprotect is not None and tok[0] == "mprotect":
+                mprotect(start, length, _PROTS[tok[4]])
+            elif tok[4] in _FORK_ADVICE:
+                proc.mm.madvise(start, length, f"MADV_{tok[4].upper()}")
             else:
-                self.mm.madvise(start, length, tok[4])
+                proc.mm.madvise(start, length, tok[4])
         except LafError as exc:
             return -exc.errno
         return 0
 
-    def prctl(self, value: str) -> None:
+    @staticmethod
+    def prctl(mm: AddressSpace, value: str) -> None:
         if value == "except_advised":
-            self.mm.set_thp_disable(True, except_advised=True)
+            mm.set_thp_disable(True, except_advised=True)
         else:
-            self.mm.set_thp_disable(bool(int(value, 0)))
+            mm.set_thp_disable(bool(int(value, 0)))
 
-    def touch(self, tok: Sequence[str]) -> tuple[int, Optional[int]]:
-        """Minor faults of a read/write op and its signal (SIGSEGV or None)."""
-        base = self.maps[tok[1]][0]
+    def touch(self, proc: _Proc, tok: Sequence[str]) -> tuple[int, Optional[int]]:
+        """Minor faults of a read/write op in *proc* and its signal (SIGSEGV or None)."""
+        mm = proc.mm
+        base = proc.maps[tok[1]][0]
         off = parse_num(tok[2])
         length = parse_num(tok[3]) if len(tok) > 3 else 1
-        stride = parse_num(tok[4]) if len(tok) > 4 else self.mm.page_size
+        stride = parse_num(tok[4]) if len(tok) > 4 else mm.page_size
         st = abs(stride)
         n = (length + st - 1) // st
         addrs = base + off + np.arange(n, dtype=np.uint64) * np.uint64(st)
         if stride < 0:
             addrs = addrs[::-1]
-        before = _scalar(self.mm.stats(), "min_flt")
-        r = self.mm.touch(np.ascontiguousarray(addrs, dtype=np.uint64), write=(tok[0] == "write"))
-        faults = _scalar(self.mm.stats(), "min_flt") - before
+        before = mm.stats()
+        r = mm.touch(np.ascontiguousarray(addrs, dtype=np.uint64), write=(tok[0] == "write"))
+        after = mm.stats()
+        if self.main_forks:
+            self.pgreuse += _scalar(after, "pgreuse") - _scalar(before, "pgreuse")
+        faults = _scalar(after, "min_flt") - _scalar(before, "min_flt")
         return faults, (None if r.ok else int(signal.SIGSEGV))
 
-    def snapshot(self, name: str) -> None:
-        mm = self.mm
+    def snapshot(self, line: str) -> None:
+        pname, tok = split_proc(line)
+        proc = self.procs[pname]
+        mm = proc.mm
+        name = snapshot_key(pname, tok[1] if len(tok) > 1 else "snapshot")
         views = {}
-        for mid, (addr, length) in self.maps.items():
+        for mid, (addr, length) in proc.maps.items():
             ptes, orders = mm.read_ptes(addr, length // mm.page_size)
             views[mid] = MappingView.of(runs_from_ptes(ptes, orders, self.geometry), mm.page_size)
         rss_kb = _scalar(mm.stats(), "mm_anonpages") * mm.page_size // 1024
         self.snaps[name] = SnapshotView(rss_kb, views)
         self.vmas[name] = sorted((v.start, v.end) for v in mm.vmas()
-                                 if any(v.start < a + ln and v.end > a for a, ln in self.maps.values()))
+                                 if any(v.start < a + ln and v.end > a for a, ln in proc.maps.values()))
 
     def result(self) -> SideResult:
-        st = self.mm.stats()
+        # per-size stats and vmstat are machine-wide: every process's share
+        st = _machine(self.main).stats() if self.main_forks else self.main.stats()
         counters = {n: _per_size_kb(st, n) for n in STAT_NAMES}
         vmstat = {n: _scalar(st, n) for n in VMSTAT_NAMES if _scalar(st, n)}
-        return SideResult(self.mm.page_size, self.op_faults, self.op_signal, counters, vmstat,
+        if self.main_forks and self.pgreuse:
+            vmstat["pgreuse"] = self.pgreuse
+        return SideResult(self.main.page_size, self.op_faults, self.op_signal, counters, vmstat,
                           self.snaps, self.vmas, op_errno=self.op_errno)
 
 
+def _machine(mm: AddressSpace) -> Any:
+    """``mm.machine`` (the emulated machine the address space lives on)."""
+    machine = getattr(mm, "machine", None)
+    if machine is None:
+        raise EmulatorLacks(NO_FORK)
+    return machine
+
+
+def _fork(mm: AddressSpace) -> AddressSpace:
+    """``mm.fork()`` (Linux 6.18 dup_mmap()), or a SKIP before the API has it."""
+    fork = getattr(mm, "fork", None)
+    if fork is None:
+        raise EmulatorLacks(NO_FORK)
+    child: AddressSpace = fork()
+    return child
+
+
+def _exit(mm: AddressSpace) -> None:
+    """``mm.exit()`` (exit_mmap())."""
+    exit_ = getattr(mm, "exit", None)
+    if exit_ is None:
+        raise EmulatorLacks(NO_FORK)
+    exit_()
+
+
+MmFactory = Callable[[Config], AddressSpace]
+
+
 def emulator_side(program: CheckProgram, kres: KprogResult, policy: Policy,
-                  ram: str = "2G") -> SideResult:
-    """Run *program* in the emulator with the VMAs at the live kernel's addresses."""
+                  ram: str = "2G", mm_factory: MmFactory = AddressSpace) -> SideResult:
+    """Run *program* in the emulator with the VMAs at the live kernel's addresses.
+
+    Fork programs need ``fork()``/``exit()`` on the address space (and a
+    ``machine`` with machine-wide ``stats()``); without them this raises
+    :class:`EmulatorLacks` before running anything.
+    """
     lines = program.lines()
     if len(program.ops()) != len(kres.ops):
         raise RuntimeError(f"{program.name}: {len(program.ops())} ops but the live kernel ran "
                            f"{len(kres.ops)}")
     kops = iter(kres.ops)
-    with AddressSpace(Config(page_size=kres.page_size, policy=policy, ram=ram)) as mm:
+    with mm_factory(Config(page_size=kres.page_size, policy=policy, ram=ram)) as mm:
+        why = emulator_can_run(program, type(mm))
+        if why:
+            raise EmulatorLacks(why)
         run = _EmulatorRun(mm)
+        run.main_forks = program.forks
         for ln in lines:
-            tok = ln.split()
-            if tok[0] == "snapshot":
-                run.snapshot(tok[1] if len(tok) > 1 else "snapshot")
+            if split_proc(ln)[1][0] == "snapshot":
+                run.snapshot(ln)
             else:
-                run.op(tok, next(kops))
+                run.op(ln, next(kops))
         if "final" in {s.name for s in kres.snapshots} and "final" not in run.snaps:
-            run.snapshot("final")
-        return run.result()
+            run.snapshot("snapshot final")
+        result = run.result()
+        for child in list(run.procs)[1:]:
+            _exit(run.procs.pop(child).mm)
+        return result
 
 
-__all__ = ["STAT_NAMES", "VMSTAT_NAMES", "MappingView", "SideResult", "SnapshotView",
-           "Unsupported", "combine_attempts", "emulator_side", "live_side", "sum_ops"]
+__all__ = ["FORK_VMSTAT_NAMES", "NO_FORK", "STAT_NAMES", "VMSTAT_NAMES", "EmulatorLacks", "MappingView",
+           "MmFactory",
+           "SideResult", "SnapshotView", "Unsupported", "combine_attempts", "emulator_can_run",
+           "emulator_side", "live_side", "snapshot_key", "sum_ops"]
