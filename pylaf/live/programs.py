@@ -7,11 +7,11 @@ emulator.  :data:`GROUPS` are the THP settings ``pylaf kernel check
 --apply-settings`` runs them under (applied with
 :func:`pylaf.live.sysfs.thp_settings`, which restores every knob).
 
-The table is long on purpose (the module is over 600 lines for it): one
+Longer than 600 lines because the table is long on purpose: one
 program per behaviour of mm/memory.c do_anonymous_page() / alloc_anon_folio()
 and mm/huge_memory.c do_huge_pmd_anonymous_page() that the live host can show,
 and :data:`FORK_PROGRAMS`, one per fork/COW behaviour (mm/memory.c
-do_wp_page(), kernel/fork.c dup_mmap(), mm/huge_memory.c copy_huge_pmd()).
+do_wp_page(), mm/mmap.c dup_mmap(), mm/huge_memory.c copy_huge_pmd()).
 """
 from __future__ import annotations
 
