@@ -467,6 +467,7 @@ def do_wp_page(mm: MmStruct, vma: RefVma, addr: int, table: PteTable, k: int) ->
         return wp_page_copy(mm, vma, addr, table, k)
     contpte_unfold(mm, table, k)
     table.ptes[k] |= PTE_WRITE | PTE_DIRTY | PTE_YOUNG
+    mm.cnt["pgreuse"] += 1
     mm.cnt["faults_wp"] += 1
     return 0, FaultKind.WP
 
@@ -504,4 +505,5 @@ def wp_page_copy(mm: MmStruct, vma: RefVma, addr: int, table: PteTable, k: int) 
     mm.per_order["folios_mapped"][0] += 1
     contpte_try_fold(mm, table, k)
     mm.cnt["faults_wp"] += 1
+    mm.cnt["faults_wp_copy"] += 1
     return 0, FaultKind.WP
