@@ -456,6 +456,25 @@ int laf_set_policy(laf_mm *mm, const struct laf_policy *pol)
 }
 
 /**
+ * laf_machine_set_policy - validate and apply @pol to @m (guarded)
+ */
+int laf_machine_set_policy(laf_machine *m, const struct laf_policy *pol)
+{
+	int err;
+
+	if (!pol)
+		return LAF_EINVAL;
+	err = machine_enter(m);
+	if (err)
+		return err;
+	err = policy_validate(m, pol);
+	if (!err)
+		policy_apply(m, pol);
+	machine_exit(m);
+	return err;
+}
+
+/**
  * laf_get_policy - copy the current policy into @pol (guarded)
  */
 int laf_get_policy(laf_mm *mm, struct laf_policy *pol)

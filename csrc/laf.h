@@ -421,6 +421,8 @@ int laf_machine_create(const struct laf_config *cfg, laf_machine **out);
 /* destroys every mm still on the machine (exit_mmap()), then the machine */
 void laf_machine_destroy(laf_machine *machine);
 int laf_mm_create_on(laf_machine *machine, laf_mm **out);
+/* the THP knobs of the machine (laf_set_policy() on any of its mms does the same) */
+int laf_machine_set_policy(laf_machine *machine, const struct laf_policy *pol);
 /* the machine of @mm (NULL for NULL) */
 laf_machine *laf_mm_machine(laf_mm *mm);
 /* fork(): dup_mmap() of @mm into a new mm on the same machine */
