@@ -38,6 +38,7 @@ from pylaf.config import Config
 from pylaf.errors import ClosedError, InvariantError, check
 from pylaf.geometry import Geometry
 from pylaf.policy import Policy
+from pylaf.sizes import format_size
 from pylaf.stats import Stats, stats_from_c
 
 if TYPE_CHECKING:  # the import cycle is only for annotations
@@ -184,7 +185,7 @@ class Machine:
 
     def __repr__(self) -> str:
         state = "closed" if self.closed else f"{len(self.mms)} address spaces"
-        return f"<Machine {self.config.ram} RAM, policy {self._policy.label}, {state}>"
+        return f"<Machine {format_size(int(self.config.ram))} RAM, policy {self._policy.label}, {state}>"
 
     def __copy__(self) -> Machine:
         raise TypeError("a Machine owns its emulated state and cannot be copied or pickled")
