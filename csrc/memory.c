@@ -126,7 +126,9 @@ void folio_add_new_anon_rmap(struct laf_mm *mm, uint64_t pfn, struct laf_vma *vm
 		folio_set_mm_id(head, 0, mm->mm_id);
 		folio_set_mm_id_mapcount(head, 0, 1);
 	} else {
-		for (i = 0; i < nr; i++) {
+		/* tails below the PMD order: already done by vma_alloc_folio() */
+		head->mapcount = 1;
+		for (i = order < mm->pmd_order ? nr : 1; i < nr; i++) {
 			head[i].mapcount = 1;
 			head[i].flags |= PG_anon_exclusive;
 		}
@@ -174,6 +176,39 @@ void folio_add_anon_rmap_ptes(struct laf_mm *mm, uint64_t head, uint64_t pfn, un
 	folio_add_large_mapcount(mm, hp, (int)nr);
 }
 
+/* the large-folio part of folio_remove_rmap_ptes(), out of line */
+static __attribute__((noinline)) void folio_remove_rmap_ptes_large(struct laf_mm *mm, uint64_t head,
+								   uint64_t pfn, unsigned int nr)
+{
+	struct page *hp = pfn_to_page(mm, head), *p = pfn_to_page(mm, pfn);
+	unsigned int i, last = 0, left;
+
+	if ((int32_t)nr == folio_large_mapcount(hp)) {
+		/*
+		 * The last mappings go, so the caller's folio_put_refs() frees
+		 * the folio (refcount == mapcount here): the per-page
+		 * _mapcount stores are skipped (the next prep_compound_tail()
+		 * rewrites them); the folio fields are cleared as the
+		 * kernel's would end.
+		 */
+		LAF_BUG_ON(hp->refcount != (int32_t)nr);
+		folio_set_large_mapcount_raw(hp, 0);
+		folio_set_nr_pages_mapped(hp, 0);
+		hp[2].index = 0;
+		hp[3].index = 0;
+		return;
+	}
+	folio_sub_large_mapcount(mm, hp, (int)nr);
+	for (i = 0; i < nr; i++)
+		last += --p[i].mapcount == 0;
+	if (!last)
+		return;
+	left = folio_nr_pages_mapped(hp) - last;
+	folio_set_nr_pages_mapped(hp, left);
+	if (!folio_entire_mapcount(hp) && left && (hp->flags & PG_anon))
+		deferred_split_folio(mm, head, true);
+}
+
 /**
  * folio_remove_rmap_ptes - remove @nr PTE mappings of pages of one folio
  * @head: head pfn; @pfn: first page
@@ -186,23 +221,13 @@ void folio_add_anon_rmap_ptes(struct laf_mm *mm, uint64_t head, uint64_t pfn, un
  */
 void folio_remove_rmap_ptes(struct laf_mm *mm, uint64_t head, uint64_t pfn, unsigned int nr)
 {
-	struct page *hp = pfn_to_page(mm, head), *p = pfn_to_page(mm, pfn);
-	unsigned int i, last = 0, left;
+	struct page *hp = pfn_to_page(mm, head);
 
 	mm->st.per_folio_ops++;
-	if (!page_order(hp)) {
+	if (likely(!page_order(hp)))
 		hp->mapcount -= (int32_t)nr;
-		return;
-	}
-	folio_sub_large_mapcount(mm, hp, (int)nr);
-	for (i = 0; i < nr; i++)
-		last += --p[i].mapcount == 0;
-	if (!last)
-		return;
-	left = folio_nr_pages_mapped(hp) - last;
-	folio_set_nr_pages_mapped(hp, left);
-	if (!folio_entire_mapcount(hp) && left && (hp->flags & PG_anon))
-		deferred_split_folio(mm, head, true);
+	else
+		folio_remove_rmap_ptes_large(mm, head, pfn, nr);
 }
 
 /**

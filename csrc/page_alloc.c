@@ -316,7 +316,8 @@ void memmap_get_info(const struct laf_machine *m, struct laf_memmap_info *info)
  * vma_alloc_folio - allocate a folio of @order (no memcg charge)
  *
  * Emulates vma_alloc_folio() + prep_compound_page(): the head gets refcount 1
- * and mapcount 0, each tail points at the head.  LAF_INJECT_ALLOC_FAIL makes
+ * and mapcount 0, each tail points at the head (below the PMD order a tail
+ * also gets the per-page rmap state folio_add_new_anon_rmap() would give).  LAF_INJECT_ALLOC_FAIL makes
  * the next allocations of an order fail.
  * Return: head pfn or NO_PFN.
  */
@@ -340,9 +341,17 @@ uint32_t vma_alloc_folio(struct laf_mm *mm, unsigned int order)
 	head->mapcount = 0;
 	head->index = 0;
 	if (nr > 1) {
-		/* prep_compound_tail(): one 16-byte store per tail page */
+		/*
+		 * prep_compound_tail(): one 16-byte store per tail page.  Below
+		 * the PMD order the folio can only be PTE-mapped as a whole by
+		 * folio_add_new_anon_rmap(), so the same store also sets what
+		 * that does per page (AnonExclusive, _mapcount 1): the fault
+		 * path touches each struct page once.
+		 */
 		typedef uint32_t page_vec __attribute__((vector_size(sizeof(struct page))));
-		const page_vec tail = { PG_tail, pfn, 0, 0 };
+		const page_vec tail = order < mm->pmd_order ?
+				      (page_vec){ PG_tail | PG_anon_exclusive, pfn, 1, 0 } :
+				      (page_vec){ PG_tail, pfn, 0, 0 };
 
 		_Static_assert(sizeof(struct page) == 16, "struct page is 4 x 32 bits");
 		for (i = 1; i < nr; i++)
@@ -386,11 +395,14 @@ void free_folio(struct laf_mm *mm, uint64_t pfn)
 			m->gauges.deferred_split_queue--;
 	}
 	memcg_uncharge(m, head, nr);
+	/*
+	 * tails: flags and head; their _mapcount and the folio fields of
+	 * page[1..3] are rewritten by the next prep_compound_tail() or
+	 * split (a free frame's other fields are never read)
+	 */
 	for (i = 1; i < nr; i++) {
 		head[i].flags = 0;
 		head[i].head = 0;
-		head[i].mapcount = 0;
-		head[i].index = 0;
 	}
 	head->flags = 0;
 	head->refcount = 0;
