@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import contextlib
 import random
+import threading
+import time
 from collections.abc import Iterator
 
 import pytest
 
-from pylaf import AddressSpace, ClosedError, Config, Machine, Policy, VmFlags
+from pylaf import AddressSpace, ClosedError, Config, LafBusyError, Machine, Policy, VmFlags
 from pylaf.errors import LafError, LafMemoryError
 
 POLICY_64K = Policy.upstream(sizes={"64K": "always"})
@@ -307,3 +309,52 @@ def test_random_fork_write_exit_keeps_invariants(page_size: str, arch: str) -> N
             sp.exit()
         st = machine.stats()
         assert sum(st.nr_anon.values()) == 0 and st.lru_pages == 0 and st.memcg_charged == 0
+
+
+def test_machine_close_waits_for_a_call_in_flight_on_a_child() -> None:
+    m = Machine(Config(ram="64M"))
+    parent = m.address_space()
+    child = parent.fork()
+    closer = threading.Thread(target=m.close)
+    with child._core() as handle:       # a call is inside the core on the child
+        closer.start()
+        deadline = time.monotonic() + 30
+        while not parent.closed and time.monotonic() < deadline:
+            time.sleep(0)
+        assert parent.closed            # the machine closes its mms one by one ...
+        assert closer.is_alive()        # ... and waits for the child's call
+        assert child._handle is handle
+    closer.join(30)
+    assert not closer.is_alive() and child.closed and m.closed
+
+
+def test_two_mms_of_one_machine_share_the_busy_flag() -> None:
+    """One call at a time per machine: a call on the parent while the child's
+    batch is inside the core is refused (LafBusyError), never run alongside."""
+    with Machine(Config(ram="1G")) as m:
+        parent = m.address_space()
+        a = parent.mmap("512M", addr=BASE, fixed=True)
+        child = parent.fork()
+        done = threading.Event()
+        refused = 0
+
+        def worker() -> None:
+            try:
+                for _ in range(4):
+                    child.touch_range(a, "256M", write=True)
+                    child.madvise(a, "256M", "MADV_DONTNEED")
+            finally:
+                done.set()
+
+        t = threading.Thread(target=worker)
+        t.start()
+        try:
+            while not done.is_set():
+                try:
+                    parent.stats()
+                except LafBusyError:
+                    refused += 1
+        finally:
+            t.join()
+        assert refused > 0
+        m.check_invariants()
