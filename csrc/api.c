@@ -130,7 +130,7 @@ void laf_policy_default(struct laf_policy *pol, uint32_t page_shift)
 }
 
 /**
- * geometry_init - check @cfg and derive the page-table geometry into @mm
+ * geometry_init - check @cfg and derive the page-table geometry into @m
  *
  * PMD_SHIFT = PAGE_SHIFT + (PAGE_SHIFT - 3) (one table page of 8-byte
  * entries per level), TASK_SIZE = task_size_for() (page-aligned at every
@@ -140,7 +140,7 @@ void laf_policy_default(struct laf_policy *pol, uint32_t page_shift)
  * multiple, below 2^31 frames; the memcg limit a page multiple.
  * Return: 0, LAF_EINVAL or LAF_ERANGE.
  */
-static int geometry_init(struct laf_machine *mm, const struct laf_config *cfg)
+static int geometry_init(struct laf_machine *m, const struct laf_config *cfg)
 {
 	unsigned int ps = cfg->page_shift, bits;
 
@@ -150,40 +150,40 @@ static int geometry_init(struct laf_machine *mm, const struct laf_config *cfg)
 		return LAF_EINVAL;
 	if (cfg->flags || cfg->reserved)
 		return LAF_EINVAL;
-	mm->page_shift = ps;
-	mm->page_size = 1ULL << ps;
-	mm->ptrs_per_pte = (unsigned int)(mm->page_size / sizeof(pte_t));
+	m->page_shift = ps;
+	m->page_size = 1ULL << ps;
+	m->ptrs_per_pte = (unsigned int)(m->page_size / sizeof(pte_t));
 	bits = ps - 3;
-	mm->pmd_shift = ps + bits;
-	mm->pmd_order = bits;
-	mm->pmd_size = 1ULL << mm->pmd_shift;
-	mm->pud_shift = mm->pmd_shift + bits;
-	mm->task_size = task_size_for(ps);
-	mm->max_page_order = mm->pmd_order > 10 ? mm->pmd_order : 10;
-	if (mm->max_page_order >= LAF_NR_ORDERS)
+	m->pmd_shift = ps + bits;
+	m->pmd_order = bits;
+	m->pmd_size = 1ULL << m->pmd_shift;
+	m->pud_shift = m->pmd_shift + bits;
+	m->task_size = task_size_for(ps);
+	m->max_page_order = m->pmd_order > 10 ? m->pmd_order : 10;
+	if (m->max_page_order >= LAF_NR_ORDERS)
 		return LAF_EINVAL;
 	if (cfg->arch == LAF_ARCH_ARM64) {
 		/* CONFIG_ARM64_CONT_PTE_SHIFT: 4 (4K), 7 (16K), 5 (64K) */
-		mm->cont_pte_order = ps == LAF_PAGE_SHIFT_4K ? 4 : ps == LAF_PAGE_SHIFT_16K ? 7 : 5;
-		mm->arch_pte_order = (int)mm->cont_pte_order;
+		m->cont_pte_order = ps == LAF_PAGE_SHIFT_4K ? 4 : ps == LAF_PAGE_SHIFT_16K ? 7 : 5;
+		m->arch_pte_order = (int)m->cont_pte_order;
 	} else {
-		mm->cont_pte_order = 0;
-		mm->arch_pte_order = LAF_ORDER_NONE;
+		m->cont_pte_order = 0;
+		m->arch_pte_order = LAF_ORDER_NONE;
 	}
 	if (cfg->mmap_base) {
-		if ((cfg->mmap_base & (mm->page_size - 1)) || cfg->mmap_base > mm->task_size ||
+		if ((cfg->mmap_base & (m->page_size - 1)) || cfg->mmap_base > m->task_size ||
 		    cfg->mmap_base <= MMAP_MIN_ADDR)
 			return LAF_EINVAL;
-		mm->mmap_base = cfg->mmap_base;
+		m->mmap_base = cfg->mmap_base;
 	} else {
-		mm->mmap_base = align_down(mm->task_size - MIN_GAP, mm->page_size);
+		m->mmap_base = align_down(m->task_size - MIN_GAP, m->page_size);
 	}
-	if (cfg->ram_bytes < (mm->pmd_size << 1) || (cfg->ram_bytes & (mm->page_size - 1)))
+	if (cfg->ram_bytes < (m->pmd_size << 1) || (cfg->ram_bytes & (m->page_size - 1)))
 		return LAF_EINVAL;
-	mm->nr_frames = cfg->ram_bytes >> ps;
-	if (memmap_check_size(mm))
+	m->nr_frames = cfg->ram_bytes >> ps;
+	if (memmap_check_size(m))
 		return LAF_ERANGE;
-	return mem_cgroup_check_max(mm, cfg->memcg_limit_bytes);
+	return mem_cgroup_check_max(m, cfg->memcg_limit_bytes);
 }
 
 /**

@@ -245,6 +245,15 @@ struct laf_policy {
 /*
  * struct laf_stats - every counter.  Kernel names where the kernel has one.
  *
+ * laf_get_stats(mm): the event counters that mm caused (faults*, pgfault,
+ * min_flt, anon_fault_*, pgreuse, ...) and its gauges (mm_anonpages,
+ * nr_ptes, nr_pmds, nr_vmas, pages_touched, zero_pages_touched), with the
+ * machine-wide gauges (nr_anon, nr_anon_partially_mapped, lru_pages,
+ * deferred_split_queue, ram/free/pinned pages, memcg_*).
+ * laf_machine_get_stats(): the event counters summed over every mm that
+ * lived on the machine, the mm gauges over the live ones, the same
+ * machine-wide gauges.  With one mm, both are the same.
+ *
  * Per-order (hugepages-<N>kB/stats/): anon_fault_alloc, anon_fault_fallback,
  * anon_fault_fallback_charge, split, split_deferred, nr_anon,
  * nr_anon_partially_mapped, and anon_fault_declined (the anon_beside_full
