@@ -19,29 +19,50 @@
 #include "laf_internal.h"
 
 /**
- * mm_enter - take the mm's busy flag (the emulator's mmap_lock)
+ * machine_enter - take the machine's busy flag (the emulator's mmap_lock,
+ * zone lock and PTL in one)
  *
- * One thread at a time: a non-blocking flag.  cffi releases the GIL during
+ * One thread at a time per machine: a non-blocking flag; an entry point on
+ * an mm takes the flag of its machine (mm_enter()).  cffi releases the GIL during
  * every call, so a second Python thread really can get here concurrently.
  * Simplified: the kernel's mmap_lock is a sleeping rwsem (readers for
  * faults, a writer for VMA changes); here a second caller gets -EBUSY.
  * Return: 0, LAF_EINVAL for a NULL mm, LAF_EBUSY if another thread is inside.
  */
-static inline int mm_enter(struct laf_mm *mm)
+static inline int machine_enter(struct laf_machine *m)
 {
-	if (!mm)
+	if (!m)
 		return LAF_EINVAL;
-	if (__atomic_exchange_n(&mm->busy, 1, __ATOMIC_ACQUIRE))
+	if (__atomic_exchange_n(&m->busy, 1, __ATOMIC_ACQUIRE))
 		return LAF_EBUSY;
 	return 0;
 }
 
+static inline void machine_exit(struct laf_machine *m)
+{
+	__atomic_store_n(&m->busy, 0, __ATOMIC_RELEASE);
+}
+
+/* wait for the call inside to return, then hold the flag (teardown) */
+static void machine_lock_wait(struct laf_machine *m)
+{
+	while (__atomic_exchange_n(&m->busy, 1, __ATOMIC_ACQUIRE))
+		sched_yield();
+}
+
+static inline int mm_enter(struct laf_mm *mm)
+{
+	if (!mm)
+		return LAF_EINVAL;
+	return machine_enter(mm->machine);
+}
+
 /**
- * mm_exit - release the busy flag taken by mm_enter()
+ * mm_exit - release the busy flag taken by mm_enter() (the machine's)
  */
 static inline void mm_exit(struct laf_mm *mm)
 {
-	__atomic_store_n(&mm->busy, 0, __ATOMIC_RELEASE);
+	machine_exit(mm->machine);
 }
 
 #define GUARDED(mm, expr)                     \
@@ -109,7 +130,7 @@ void laf_policy_default(struct laf_policy *pol, uint32_t page_shift)
 }
 
 /**
- * geometry_init - check @cfg and derive the page-table geometry into @mm
+ * geometry_init - check @cfg and derive the page-table geometry into @m
  *
  * PMD_SHIFT = PAGE_SHIFT + (PAGE_SHIFT - 3) (one table page of 8-byte
  * entries per level), TASK_SIZE = task_size_for() (page-aligned at every
@@ -119,7 +140,7 @@ void laf_policy_default(struct laf_policy *pol, uint32_t page_shift)
  * multiple, below 2^31 frames; the memcg limit a page multiple.
  * Return: 0, LAF_EINVAL or LAF_ERANGE.
  */
-static int geometry_init(struct laf_mm *mm, const struct laf_config *cfg)
+static int geometry_init(struct laf_machine *m, const struct laf_config *cfg)
 {
 	unsigned int ps = cfg->page_shift, bits;
 
@@ -129,133 +150,262 @@ static int geometry_init(struct laf_mm *mm, const struct laf_config *cfg)
 		return LAF_EINVAL;
 	if (cfg->flags || cfg->reserved)
 		return LAF_EINVAL;
-	mm->page_shift = ps;
-	mm->page_size = 1ULL << ps;
-	mm->ptrs_per_pte = (unsigned int)(mm->page_size / sizeof(pte_t));
+	m->page_shift = ps;
+	m->page_size = 1ULL << ps;
+	m->ptrs_per_pte = (unsigned int)(m->page_size / sizeof(pte_t));
 	bits = ps - 3;
-	mm->pmd_shift = ps + bits;
-	mm->pmd_order = bits;
-	mm->pmd_size = 1ULL << mm->pmd_shift;
-	mm->pud_shift = mm->pmd_shift + bits;
-	mm->task_size = task_size_for(ps);
-	mm->pgd_entries = (size_t)((mm->task_size + (1ULL << mm->pud_shift) - 1) >> mm->pud_shift);
-	mm->max_page_order = mm->pmd_order > 10 ? mm->pmd_order : 10;
-	if (mm->max_page_order >= LAF_NR_ORDERS)
+	m->pmd_shift = ps + bits;
+	m->pmd_order = bits;
+	m->pmd_size = 1ULL << m->pmd_shift;
+	m->pud_shift = m->pmd_shift + bits;
+	m->task_size = task_size_for(ps);
+	m->max_page_order = m->pmd_order > 10 ? m->pmd_order : 10;
+	if (m->max_page_order >= LAF_NR_ORDERS)
 		return LAF_EINVAL;
 	if (cfg->arch == LAF_ARCH_ARM64) {
 		/* CONFIG_ARM64_CONT_PTE_SHIFT: 4 (4K), 7 (16K), 5 (64K) */
-		mm->cont_pte_order = ps == LAF_PAGE_SHIFT_4K ? 4 : ps == LAF_PAGE_SHIFT_16K ? 7 : 5;
-		mm->arch_pte_order = (int)mm->cont_pte_order;
+		m->cont_pte_order = ps == LAF_PAGE_SHIFT_4K ? 4 : ps == LAF_PAGE_SHIFT_16K ? 7 : 5;
+		m->arch_pte_order = (int)m->cont_pte_order;
 	} else {
-		mm->cont_pte_order = 0;
-		mm->arch_pte_order = LAF_ORDER_NONE;
+		m->cont_pte_order = 0;
+		m->arch_pte_order = LAF_ORDER_NONE;
 	}
 	if (cfg->mmap_base) {
-		if ((cfg->mmap_base & (mm->page_size - 1)) || cfg->mmap_base > mm->task_size ||
+		if ((cfg->mmap_base & (m->page_size - 1)) || cfg->mmap_base > m->task_size ||
 		    cfg->mmap_base <= MMAP_MIN_ADDR)
 			return LAF_EINVAL;
-		mm->mmap_base = cfg->mmap_base;
+		m->mmap_base = cfg->mmap_base;
 	} else {
-		mm->mmap_base = align_down(mm->task_size - MIN_GAP, mm->page_size);
+		m->mmap_base = align_down(m->task_size - MIN_GAP, m->page_size);
 	}
-	if (cfg->ram_bytes < (mm->pmd_size << 1) || (cfg->ram_bytes & (mm->page_size - 1)))
+	if (cfg->ram_bytes < (m->pmd_size << 1) || (cfg->ram_bytes & (m->page_size - 1)))
 		return LAF_EINVAL;
-	mm->nr_frames = cfg->ram_bytes >> ps;
-	if (memmap_check_size(mm))
+	m->nr_frames = cfg->ram_bytes >> ps;
+	if (memmap_check_size(m))
 		return LAF_ERANGE;
-	return mem_cgroup_check_max(mm, cfg->memcg_limit_bytes);
+	return mem_cgroup_check_max(m, cfg->memcg_limit_bytes);
 }
 
 /**
- * laf_mm_create - a new emulated process and machine (mm_init() + boot)
+ * laf_machine_create - boot a new emulated machine with no address space
  *
- * geometry_init(), an empty PGD, the memmap and buddy lists (buddy_init()),
- * the stock THP policy (laf_policy_default()), the memcg limit.
+ * geometry_init(), the memmap and buddy lists (buddy_init()), the stock
+ * THP policy (laf_policy_default()), the memcg limit.
  * Return: 0 and *@out, or LAF_EINVAL / LAF_ERANGE / LAF_ENOMEM (*@out NULL).
  */
-int laf_mm_create(const struct laf_config *cfg, laf_mm **out)
+int laf_machine_create(const struct laf_config *cfg, laf_machine **out)
 {
-	struct laf_mm *mm;
+	struct laf_machine *m;
+	struct laf_policy pol;
 	int err;
 
 	if (!cfg || !out)
 		return LAF_EINVAL;
 	*out = NULL;
-	mm = calloc(1, sizeof(*mm));
-	if (!mm)
+	m = calloc(1, sizeof(*m));
+	if (!m)
 		return LAF_ENOMEM;
-	err = geometry_init(mm, cfg);
+	err = geometry_init(m, cfg);
 	if (err) {
-		free(mm);
+		free(m);
 		return err;
 	}
-	mm->cfg = *cfg;
-	mm->pgd = calloc(mm->pgd_entries, sizeof(*mm->pgd));
-	if (!mm->pgd || memmap_init(mm)) {
-		free(mm->pgd);
-		free(mm);
+	m->cfg = *cfg;
+	if (memmap_init(m)) {
+		free(m);
 		return LAF_ENOMEM;
 	}
-	mm->huge_zero_pfn = NO_PFN;
-	{
-		struct laf_policy pol;
+	m->huge_zero_pfn = NO_PFN;
+	laf_policy_default(&pol, m->page_shift);
+	policy_apply(m, &pol);
+	mem_cgroup_init(m, cfg->memcg_limit_bytes);
+	*out = m;
+	return 0;
+}
 
-		laf_policy_default(&pol, mm->page_shift);
-		policy_apply(mm, &pol);
+/* free the machine itself (no mm left on it) */
+static void machine_free(struct laf_machine *m)
+{
+	memmap_free(m);
+	free(m->mms);
+	free(m->pinned);
+	free(m->deferred.pfns);
+	free(m);
+}
+
+/* exit_mmap() + mm_free() of one mm; the caller holds the machine's flag */
+static void mm_teardown(struct laf_mm *mm)
+{
+	exit_mmap(mm);
+	mm_free(mm);
+}
+
+/**
+ * laf_machine_destroy - exit every mm still on the machine, then free it
+ *
+ * Waits for a call in another thread to return first (the busy flag).
+ */
+void laf_machine_destroy(laf_machine *m)
+{
+	if (!m)
+		return;
+	machine_lock_wait(m);
+	while (m->nr_mms)
+		mm_teardown(m->mms[m->nr_mms - 1]);
+	machine_free(m);
+}
+
+/**
+ * __mm_create_on - mm_alloc() under the machine's flag
+ */
+static int __mm_create_on(struct laf_machine *m, laf_mm **out)
+{
+	*out = mm_alloc(m);
+	return *out ? 0 : LAF_ENOMEM;
+}
+
+/**
+ * laf_mm_create_on - a new, empty address space on @machine (guarded)
+ * Return: 0 and *@out, or LAF_EINVAL / LAF_EBUSY / LAF_ENOMEM.
+ */
+int laf_mm_create_on(laf_machine *m, laf_mm **out)
+{
+	int err;
+
+	if (!out)
+		return LAF_EINVAL;
+	*out = NULL;
+	err = machine_enter(m);
+	if (err)
+		return err;
+	err = __mm_create_on(m, out);
+	machine_exit(m);
+	return err;
+}
+
+/**
+ * laf_mm_create - a new emulated process on a private machine
+ *
+ * laf_machine_create() + laf_mm_create_on(); the machine is freed with its
+ * last mm (laf_mm_destroy()).
+ * Return: 0 and *@out, or LAF_EINVAL / LAF_ERANGE / LAF_ENOMEM (*@out NULL).
+ */
+int laf_mm_create(const struct laf_config *cfg, laf_mm **out)
+{
+	struct laf_machine *m;
+	int err;
+
+	if (!cfg || !out)
+		return LAF_EINVAL;
+	*out = NULL;
+	err = laf_machine_create(cfg, &m);
+	if (err)
+		return err;
+	m->private_machine = true;
+	*out = mm_alloc(m);
+	if (!*out) {
+		machine_free(m);
+		return LAF_ENOMEM;
 	}
-	mem_cgroup_init(mm, cfg->memcg_limit_bytes);
-	*out = mm;
 	return 0;
 }
 
 /**
- * laf_mm_destroy - exit_mmap(): unmap every VMA, free the page tables, then the machine
+ * laf_mm_destroy - exit_mmap(): unmap every VMA, free the page tables and
+ * the mm; a private machine goes with its last mm
  */
 void laf_mm_destroy(laf_mm *mm)
 {
-	size_t i;
+	struct laf_machine *m;
 
 	if (!mm)
 		return;
+	m = mm->machine;
 	/*
 	 * close() from one thread while another is inside an entry point (the
 	 * busy flag is held) must not free the mm under it: wait for that call
-	 * to return, then keep the flag so nothing else enters.
+	 * to return, then keep the flag while tearing down.
 	 */
-	while (__atomic_exchange_n(&mm->busy, 1, __ATOMIC_ACQUIRE))
-		sched_yield();
-	for (i = 0; i < mm->nr_vmas; i++)
-		zap_page_range(mm, &mm->vmas[i], mm->vmas[i].vm_start, mm->vmas[i].vm_end);
-	free_all_pgtables(mm);
-	memmap_free(mm);
-	free(mm->pgd);
-	free(mm->vmas);
-	free(mm->pinned);
-	free(mm->deferred.pfns);
-	free(mm);
+	machine_lock_wait(m);
+	mm_teardown(mm);
+	if (m->private_machine && !m->nr_mms) {
+		machine_free(m);
+		return;
+	}
+	machine_exit(m);
+}
+
+laf_machine *laf_mm_machine(laf_mm *mm)
+{
+	return mm ? mm->machine : NULL;
+}
+
+/**
+ * __fork - dup_mmap() into a new mm on the same machine; on failure the
+ * partial child is torn down (exit_mmap()) and nothing else changed but
+ * the parent's write protection of what was already copied
+ */
+static int __fork(struct laf_mm *mm, laf_mm **child)
+{
+	struct laf_mm *c = mm_alloc(mm->machine);
+	int err;
+
+	if (!c)
+		return LAF_ENOMEM;
+	err = dup_mmap(c, mm);
+	if (err) {
+		mm_teardown(c);
+		return err;
+	}
+	*child = c;
+	return 0;
+}
+
+/**
+ * laf_mm_fork - fork(): a child address space on @mm's machine (guarded)
+ * Return: 0 and *@child, LAF_ENOMEM, LAF_ENOSYS (uffd registrations) or LAF_EBUSY.
+ */
+int laf_mm_fork(laf_mm *mm, laf_mm **child)
+{
+	if (!child)
+		return LAF_EINVAL;
+	*child = NULL;
+	GUARDED(mm, __fork(mm, child));
 }
 
 /**
  * laf_geometry_from_config() - the geometry @cfg would give an mm
  *
- * Runs the same checks as laf_mm_create() on a scratch mm, so a caller can
- * learn the page/PMD geometry and whether @cfg is valid without allocating
- * the emulated machine.  Returns 0 or the error laf_mm_create() would give.
+ * Runs the same checks as laf_machine_create() on a scratch machine, so a
+ * caller can learn the page/PMD geometry and whether @cfg is valid without
+ * allocating the emulated machine.  Returns 0 or the error
+ * laf_machine_create() would give.
  */
 int laf_geometry_from_config(const struct laf_config *cfg, struct laf_geometry *g)
 {
-	struct laf_mm *mm;
+	struct laf_machine *m;
 	int err;
 
 	if (!cfg || !g)
 		return LAF_EINVAL;
-	mm = calloc(1, sizeof(*mm));
-	if (!mm)
+	m = calloc(1, sizeof(*m));
+	if (!m)
 		return LAF_ENOMEM;
-	err = geometry_init(mm, cfg);
-	if (!err)
-		err = laf_get_geometry(mm, g);
-	free(mm);
+	err = geometry_init(m, cfg);
+	if (!err) {
+		g->page_size = m->page_size;
+		g->page_shift = m->page_shift;
+		g->ptrs_per_pte = m->ptrs_per_pte;
+		g->pmd_size = m->pmd_size;
+		g->pmd_order = m->pmd_order;
+		g->max_page_order = m->max_page_order;
+		g->task_size = m->task_size;
+		g->mmap_base = m->mmap_base;
+		g->arch_pte_order = m->arch_pte_order;
+		g->cont_pte_order = m->cont_pte_order;
+		g->ram_pages = m->nr_frames;
+	}
+	free(m);
 	return err;
 }
 
@@ -277,7 +427,7 @@ int laf_get_geometry(laf_mm *mm, struct laf_geometry *g)
 	g->mmap_base = mm->mmap_base;
 	g->arch_pte_order = mm->arch_pte_order;
 	g->cont_pte_order = mm->cont_pte_order;
-	g->ram_pages = mm->nr_frames;
+	g->ram_pages = mm->machine->nr_frames;
 	return 0;
 }
 
@@ -287,11 +437,11 @@ int laf_get_geometry(laf_mm *mm, struct laf_geometry *g)
  */
 static int __set_policy(struct laf_mm *mm, const struct laf_policy *pol)
 {
-	int err = policy_validate(mm, pol);
+	int err = policy_validate(mm->machine, pol);
 
 	if (err)
 		return err;
-	policy_apply(mm, pol);
+	policy_apply(mm->machine, pol);
 	return 0;
 }
 
@@ -306,18 +456,37 @@ int laf_set_policy(laf_mm *mm, const struct laf_policy *pol)
 }
 
 /**
+ * laf_machine_set_policy - validate and apply @pol to @m (guarded)
+ */
+int laf_machine_set_policy(laf_machine *m, const struct laf_policy *pol)
+{
+	int err;
+
+	if (!pol)
+		return LAF_EINVAL;
+	err = machine_enter(m);
+	if (err)
+		return err;
+	err = policy_validate(m, pol);
+	if (!err)
+		policy_apply(m, pol);
+	machine_exit(m);
+	return err;
+}
+
+/**
  * laf_get_policy - copy the current policy into @pol (guarded)
  */
 int laf_get_policy(laf_mm *mm, struct laf_policy *pol)
 {
 	if (!pol)
 		return LAF_EINVAL;
-	GUARDED(mm, (*pol = mm->pol, 0));
+	GUARDED(mm, (*pol = mm->machine->pol, 0));
 }
 
 int laf_set_memcg_limit(laf_mm *mm, uint64_t limit_bytes)
 {
-	GUARDED(mm, mem_cgroup_set_max(mm, limit_bytes));
+	GUARDED(mm, mem_cgroup_set_max(mm->machine, limit_bytes));
 }
 
 /**
@@ -462,7 +631,7 @@ int laf_shrink_deferred_split(laf_mm *mm, uint64_t *nr_split)
  */
 int laf_phys_fragment(laf_mm *mm, int max_free_order)
 {
-	GUARDED(mm, phys_fragment(mm, max_free_order));
+	GUARDED(mm, phys_fragment(mm->machine, max_free_order));
 }
 
 /**
@@ -470,7 +639,7 @@ int laf_phys_fragment(laf_mm *mm, int max_free_order)
  */
 int laf_phys_unfragment(laf_mm *mm)
 {
-	GUARDED(mm, phys_unfragment(mm));
+	GUARDED(mm, phys_unfragment(mm->machine));
 }
 
 /**
@@ -482,7 +651,7 @@ int laf_phys_unfragment(laf_mm *mm)
  */
 static int __inject(struct laf_mm *mm, int kind, int order, uint64_t count, uint64_t addr)
 {
-	struct laf_inject_state *in = &mm->inject;
+	struct laf_inject_state *in = &mm->machine->inject;
 
 	switch (kind) {
 	case LAF_INJECT_ALLOC_FAIL:
@@ -522,25 +691,111 @@ int laf_inject(laf_mm *mm, int kind, int order, uint64_t count, uint64_t addr)
 /**
  * __get_stats - the counters plus the gauges kept outside struct laf_stats
  */
+/* the machine-wide gauges, as every mm.stats() and machine.stats() shows them */
+static void machine_gauges(struct laf_machine *m, struct laf_stats *st)
+{
+	memcpy(st->nr_anon, m->gauges.nr_anon, sizeof(st->nr_anon));
+	memcpy(st->nr_anon_partially_mapped, m->gauges.nr_anon_partially_mapped,
+	       sizeof(st->nr_anon_partially_mapped));
+	st->lru_pages = m->gauges.lru_pages;
+	st->deferred_split_queue = m->gauges.deferred_split_queue;
+	st->ram_pages = m->nr_frames;
+	st->free_pages = m->nr_free;
+	st->pinned_pages = m->nr_pinned;
+	st->memcg_charged = m->memcg_charged;
+	st->memcg_limit = m->memcg_limit; /* LAF_MEMCG_UNLIMITED when "max" */
+}
+
+/**
+ * __get_stats - the mm's event counters and gauges plus the machine's gauges
+ */
 static int __get_stats(struct laf_mm *mm, struct laf_stats *st)
 {
 	*st = mm->st;
-	st->ram_pages = mm->nr_frames;
-	st->free_pages = mm->nr_free;
-	st->pinned_pages = mm->nr_pinned;
-	st->memcg_charged = mm->memcg_charged;
-	st->memcg_limit = mm->memcg_limit; /* LAF_MEMCG_UNLIMITED when "max" */
+	machine_gauges(mm->machine, st);
 	st->nr_vmas = (int64_t)mm->nr_vmas;
 	/* mm_pgtables_bytes(): every PTE table and PMD table is one page */
 	st->pgtables_bytes = (uint64_t)(st->nr_ptes + st->nr_pmds) << mm->page_shift;
 	return 0;
 }
 
+/**
+ * __machine_get_stats - every counter summed over the live mms and the
+ * exited ones (mm gauges: over the live ones), then the machine's gauges
+ */
+static int __machine_get_stats(struct laf_machine *m, struct laf_stats *st)
+{
+	uint64_t *dst = (uint64_t *)st;
+	size_t i, k, n = sizeof(*st) / sizeof(uint64_t);
+	int64_t vmas = 0;
+
+	*st = m->dead;
+	for (k = 0; k < m->nr_mms; k++) {
+		const uint64_t *src = (const uint64_t *)&m->mms[k]->st;
+
+		for (i = 0; i < n; i++)
+			dst[i] += src[i];
+		vmas += (int64_t)m->mms[k]->nr_vmas;
+	}
+	machine_gauges(m, st);
+	st->nr_vmas = vmas;
+	return 0;
+}
+
+/**
+ * laf_machine_get_stats - __machine_get_stats() under the busy flag
+ */
+int laf_machine_get_stats(laf_machine *m, struct laf_stats *st)
+{
+	int err;
+
+	if (!st)
+		return LAF_EINVAL;
+	err = machine_enter(m);
+	if (err)
+		return err;
+	err = __machine_get_stats(m, st);
+	machine_exit(m);
+	return err;
+}
+
+/**
+ * laf_machine_nr_mms - how many address spaces live on @m (guarded)
+ */
+int laf_machine_nr_mms(laf_machine *m, size_t *nr)
+{
+	int err;
+
+	if (!nr)
+		return LAF_EINVAL;
+	err = machine_enter(m);
+	if (err)
+		return err;
+	*nr = m->nr_mms;
+	machine_exit(m);
+	return 0;
+}
+
+/**
+ * laf_machine_check_invariants - __laf_check_invariants() (check.c) over
+ * every mm of @m, under the busy flag
+ */
+int laf_machine_check_invariants(laf_machine *m, char *msg, size_t msglen)
+{
+	int err = machine_enter(m);
+
+	if (err)
+		return err;
+	err = __laf_check_invariants(m, msg, msglen);
+	machine_exit(m);
+	return err;
+}
+
 int laf_get_memmap_info(laf_mm *mm, struct laf_memmap_info *info)
 {
 	if (!info)
 		return LAF_EINVAL;
-	GUARDED(mm, (memmap_get_info(mm, info), 0));
+	GUARDED(mm, (memmap_get_info(mm->machine, info), 0));
 }
 
 /**
@@ -562,9 +817,6 @@ static int __reset(struct laf_mm *mm)
 	struct laf_stats *s = &mm->st;
 
 	memset(s, 0, sizeof(*s));
-	memcpy(s->nr_anon, keep.nr_anon, sizeof(s->nr_anon));
-	memcpy(s->nr_anon_partially_mapped, keep.nr_anon_partially_mapped,
-	       sizeof(s->nr_anon_partially_mapped));
 	s->mm_anonpages = keep.mm_anonpages;
 	s->nr_ptes = keep.nr_ptes;
 	s->nr_pmds = keep.nr_pmds;
@@ -572,7 +824,6 @@ static int __reset(struct laf_mm *mm)
 	s->lru_pages = keep.lru_pages;
 	s->pages_touched = keep.pages_touched;
 	s->zero_pages_touched = keep.zero_pages_touched;
-	s->deferred_split_queue = keep.deferred_split_queue;
 	return 0;
 }
 
@@ -632,5 +883,5 @@ int laf_read_ptes(laf_mm *mm, uint64_t start, size_t npages, uint64_t *ptes, int
  */
 int laf_check_invariants(laf_mm *mm, char *msg, size_t msglen)
 {
-	GUARDED(mm, __laf_check_invariants(mm, msg, msglen));
+	GUARDED(mm, __laf_check_invariants(mm->machine, msg, msglen));
 }

@@ -6,11 +6,16 @@
  *    left unmerged, no uffd flags with NOHUGEPAGE/HUGEPAGE conflict;
  *  - every present non-special PTE lies in a VMA and maps a frame of a live
  *    anon folio at the right offset (folio->index + offset == vpn);
- *  - each folio's mapcount and refcount equal the PTEs/PMDs mapping it,
- *    each page is mapped at most once, and the partially-mapped flag agrees;
+ *  - over every mm of the machine: each folio's mapcounts (per-page
+ *    _mapcount, _large_mapcount, _entire_mapcount, _nr_pages_mapped, the
+ *    two MM-id slots) and refcount equal the PTEs/PMDs mapping it, each page
+ *    is mapped at most once per mm, a folio mapped by two mms is "maybe
+ *    mapped shared", an AnonExclusive page has one mapping at most, and the
+ *    partially-mapped flag agrees;
  *  - folios are naturally aligned in VA (PTE-mapped, as mapped at fault) and PA;
  *  - special PTEs map the zero page; huge zero PMDs the huge zero folio;
- *  - MM_ANONPAGES == resident anon pages; nr_ptes == PTE tables + deposits;
+ *  - per mm: MM_ANONPAGES == resident anon pages; nr_ptes == PTE tables +
+ *    deposits; the touched gauges;
  *  - buddy free lists, allocated frames and the deferred (not yet
  *    initialised) sections partition RAM exactly;
  *  - the gauges (nr_anon, nr_anon_partially_mapped, LRU, memcg, touched,
@@ -24,13 +29,40 @@
 #include "laf_internal.h"
 
 struct ctx {
-	struct laf_mm *mm;
+	struct laf_machine *m;
+	struct laf_mm *mm;  /* the mm being walked */
+	uint16_t mm_idx;    /* its index + 1 */
 	char *msg;
 	size_t msglen;
-	uint8_t *maps;      /* PTE mappings per frame */
-	uint32_t *fmaps;    /* mappings per folio head */
-	int64_t anon_pages, touched, zero_touched, tables;
+	uint16_t *maps;     /* PTE mappings per frame, every mm */
+	uint16_t *seen;     /* last mm (index + 1) mapping the frame */
+	uint32_t *fmaps;    /* mappings (PTE + PMD) per folio head */
+	uint32_t *emaps;    /* PMD mappings per folio head */
+	uint32_t *slot[2];  /* mappings per folio head by the mm in MM-id slot 0 / 1 */
+	uint32_t *owner;    /* first mm id mapping the folio; bit 31: a second one did */
+	int64_t anon_pages, touched, zero_touched, tables, all_tables;
 };
+
+/* account one mapping (PTE or PMD) of folio @head by the mm being walked */
+static void count_folio_map(struct ctx *c, uint64_t head, bool pmd)
+{
+	struct page *hp = machine_page(c->m, head);
+	uint32_t id = c->mm->mm_id;
+	int k;
+
+	c->fmaps[head]++;
+	if (pmd)
+		c->emaps[head]++;
+	if (!c->owner[head])
+		c->owner[head] = id;
+	else if ((c->owner[head] & MM_ID_MAX) != id)
+		c->owner[head] |= 0x80000000u;
+	if (!page_order(hp))
+		return;
+	for (k = 0; k < 2; k++)
+		if (folio_mm_id(hp, k) == id)
+			c->slot[k][head]++;
+}
 
 static int fail(struct ctx *c, const char *fmt, ...)
 {
@@ -88,7 +120,7 @@ static int check_folio_head(struct ctx *c, uint64_t pfn, uint64_t vpn, uint64_t 
 	struct page *hp;
 	unsigned int order;
 
-	CHECK(c, pfn < mm->nr_frames, "pfn %#llx beyond RAM", (unsigned long long)pfn);
+	CHECK(c, pfn < c->m->nr_frames, "pfn %#llx beyond RAM", (unsigned long long)pfn);
 	head = compound_head_pfn(mm, pfn);
 	hp = pfn_to_page(mm, head);
 	CHECK(c, hp->flags & PG_head, "pfn %#llx: head %#llx is not a folio head",
@@ -128,7 +160,7 @@ static int check_ptes(struct ctx *c, pmd_t *pmd, uint64_t base)
 				c->touched++;
 		}
 		if (pte_special(pte)) {
-			CHECK(c, pte_pfn(pte) == mm->zero_pfn, "special PTE at %#llx not the zero page",
+			CHECK(c, pte_pfn(pte) == c->m->zero_pfn, "special PTE at %#llx not the zero page",
 			      (unsigned long long)addr);
 			CHECK(c, !pte_write(pte), "writable zero-page PTE at %#llx",
 			      (unsigned long long)addr);
@@ -137,10 +169,11 @@ static int check_ptes(struct ctx *c, pmd_t *pmd, uint64_t base)
 		err = check_folio_head(c, pte_pfn(pte), addr >> mm->page_shift, &head);
 		if (err)
 			return err;
-		CHECK(c, c->maps[pte_pfn(pte)] == 0, "pfn %#llx mapped twice",
-		      (unsigned long long)pte_pfn(pte));
-		c->maps[pte_pfn(pte)] = 1;
-		c->fmaps[head]++;
+		CHECK(c, c->seen[pte_pfn(pte)] != c->mm_idx, "pfn %#llx mapped twice in mm %u",
+		      (unsigned long long)pte_pfn(pte), mm->mm_id);
+		c->seen[pte_pfn(pte)] = c->mm_idx;
+		c->maps[pte_pfn(pte)]++;
+		count_folio_map(c, head, false);
 		c->anon_pages++;
 		if (cont && (pte & LAF_PTE_CONT)) {
 			unsigned int s = i & ~(cont - 1), k;
@@ -184,7 +217,7 @@ static int check_pgtables(struct ctx *c)
 			if (pmd_none(pmd))
 				continue;
 			CHECK(c, pmd->ptes, "PMD at %#llx without a table", (unsigned long long)base);
-			CHECK(c, mm->memmap[pmd->table_pfn].flags & PG_pgtable,
+			CHECK(c, c->m->memmap[pmd->table_pfn].flags & PG_pgtable,
 			      "PMD at %#llx: table frame not a page table", (unsigned long long)base);
 			c->tables++;
 			if (pmd_trans_huge(pmd)) {
@@ -204,7 +237,7 @@ static int check_pgtables(struct ctx *c)
 					}
 				}
 				if (pmd->val & LAF_PTE_SPECIAL) {
-					CHECK(c, pfn == mm->huge_zero_pfn, "huge zero PMD at %#llx: wrong pfn",
+					CHECK(c, pfn == c->m->huge_zero_pfn, "huge zero PMD at %#llx: wrong pfn",
 					      (unsigned long long)base);
 					c->fmaps[pfn]++;
 					continue;
@@ -215,9 +248,9 @@ static int check_pgtables(struct ctx *c)
 				CHECK(c, head == pfn && page_order(pfn_to_page(mm, pfn)) == mm->pmd_order,
 				      "huge PMD at %#llx does not map a whole PMD folio",
 				      (unsigned long long)base);
-				CHECK(c, mm->memmap[pfn].flags & PG_pmd_mapped,
+				CHECK(c, c->m->memmap[pfn].flags & PG_pmd_mapped,
 				      "PMD-mapped folio %#llx lacks PG_pmd_mapped", (unsigned long long)pfn);
-				c->fmaps[pfn]++;
+				count_folio_map(c, pfn, true);
 				c->anon_pages += 1LL << mm->pmd_order;
 				continue;
 			}
@@ -229,9 +262,51 @@ static int check_pgtables(struct ctx *c)
 	return 0;
 }
 
+/*
+ * The 6.18 rmap state of an anon folio against the recount: per-page
+ * _mapcount, AnonExclusive (one mapping at most), and for large folios
+ * _entire_mapcount, _nr_pages_mapped, the MM-id slots and the shared bit
+ * (set whenever two mms map the folio; it may stay set after, by history).
+ */
+static int check_folio_rmap(struct ctx *c, uint64_t pfn, struct page *p)
+{
+	unsigned int order = page_order(p), nr = 1u << order, i, mapped = 0;
+	int k;
+
+	for (i = 0; i < nr; i++) {
+		struct page *q = p + i;
+
+		CHECK(c, q->mapcount == (order ? c->maps[pfn + i] : (int32_t)c->fmaps[pfn]),
+		      "page %#llx: _mapcount %d, %u PTEs map it", (unsigned long long)(pfn + i),
+		      q->mapcount, c->maps[pfn + i]);
+		CHECK(c, !(q->flags & PG_anon_exclusive) || c->maps[pfn + i] + c->emaps[pfn] <= 1,
+		      "page %#llx AnonExclusive but mapped %u times", (unsigned long long)(pfn + i),
+		      c->maps[pfn + i] + c->emaps[pfn]);
+		mapped += c->maps[pfn + i] > 0;
+	}
+	if ((c->owner[pfn] & 0x80000000u) && order)
+		CHECK(c, folio_maybe_shared_bit(p), "folio %#llx mapped by two mms, not maybe-shared",
+		      (unsigned long long)pfn);
+	if (!order)
+		return 0;
+	CHECK(c, folio_entire_mapcount(p) == c->emaps[pfn], "folio %#llx: _entire_mapcount %u, %u PMDs",
+	      (unsigned long long)pfn, folio_entire_mapcount(p), c->emaps[pfn]);
+	CHECK(c, !(p->flags & PG_pmd_mapped) == !c->emaps[pfn],
+	      "folio %#llx: PG_pmd_mapped disagrees with %u PMD mappings", (unsigned long long)pfn,
+	      c->emaps[pfn]);
+	CHECK(c, folio_nr_pages_mapped(p) == mapped, "folio %#llx: _nr_pages_mapped %u, recount %u",
+	      (unsigned long long)pfn, folio_nr_pages_mapped(p), mapped);
+	for (k = 0; k < 2; k++)
+		CHECK(c, folio_mm_id_mapcount(p, k) == (folio_mm_id(p, k) ? c->slot[k][pfn] : 0),
+		      "folio %#llx: MM-id slot %d (mm %u) holds %u, recount %u",
+		      (unsigned long long)pfn, k, folio_mm_id(p, k), folio_mm_id_mapcount(p, k),
+		      c->slot[k][pfn]);
+	return 0;
+}
+
 static int check_frames(struct ctx *c)
 {
-	struct laf_mm *mm = c->mm;
+	struct laf_machine *mm = c->m;
 	uint64_t pfn, free_frames = 0, tables = 0;
 	int64_t nr_anon[LAF_NR_ORDERS] = {0}, partial[LAF_NR_ORDERS] = {0};
 	int64_t lru = 0, charged = 0, queued = 0, pinned = 0;
@@ -252,7 +327,7 @@ static int check_frames(struct ctx *c)
 		uint64_t n = o == max ? (mm->deferred_end - mm->deferred_start) >> max : 0;
 
 		while (p != NO_PFN) {
-			struct page *pg = pfn_to_page(mm, p);
+			struct page *pg = machine_page(mm, p);
 
 			CHECK(c, p < mm->nr_frames, "free list %u: pfn %u beyond RAM", o, p);
 			CHECK(c, p < mm->deferred_start || p >= mm->deferred_end,
@@ -271,7 +346,7 @@ static int check_frames(struct ctx *c)
 		      (unsigned long long)n, (unsigned long long)mm->free_count[o]);
 	}
 	for (pfn = 0; pfn < mm->nr_frames;) {
-		struct page *p = pfn_to_page(mm, pfn);
+		struct page *p = machine_page(mm, pfn);
 
 		if (pfn == mm->deferred_start && mm->deferred_end > pfn) {
 			free_frames += mm->deferred_end - pfn;
@@ -322,21 +397,28 @@ static int check_frames(struct ctx *c)
 			CHECK(c, p->flags & PG_anon, "folio %#llx allocated but not anon (leak)",
 			      (unsigned long long)pfn);
 			CHECK(c, maps > 0, "anon folio %#llx mapped nowhere (leak)", (unsigned long long)pfn);
-			CHECK(c, p->mapcount == maps, "folio %#llx: mapcount %d, %d mappings found",
-			      (unsigned long long)pfn, p->mapcount, maps);
+			CHECK(c, folio_mapcount(p) == maps, "folio %#llx: mapcount %d, %d mappings found",
+			      (unsigned long long)pfn, folio_mapcount(p), maps);
 			CHECK(c, p->refcount == maps, "folio %#llx: refcount %d, %d mappings found",
 			      (unsigned long long)pfn, p->refcount, maps);
+			{
+				int err = check_folio_rmap(c, pfn, p);
+
+				if (err)
+					return err;
+			}
 			if (!(p->flags & PG_pmd_mapped))
 				CHECK(c, !(folio_index(p) & (nr - 1)),
 				      "folio %#llx not VA-aligned", (unsigned long long)pfn);
 			if (p->flags & PG_partially_mapped)
-				CHECK(c, order > 1 && (uint64_t)maps < nr,
+				CHECK(c, order > 1 && folio_nr_pages_mapped(p) < nr && !c->emaps[pfn],
 				      "folio %#llx flagged partially mapped but fully mapped",
 				      (unsigned long long)pfn);
-			else if (order > 1 && !(p->flags & PG_pmd_mapped))
-				CHECK(c, (uint64_t)maps == nr,
-				      "folio %#llx partially mapped (%d/%llu) but not flagged",
-				      (unsigned long long)pfn, maps, (unsigned long long)nr);
+			else if (order > 1 && !c->emaps[pfn])
+				CHECK(c, folio_nr_pages_mapped(p) == nr,
+				      "folio %#llx partially mapped (%u/%llu) but not flagged",
+				      (unsigned long long)pfn, folio_nr_pages_mapped(p),
+				      (unsigned long long)nr);
 			if (order > 0)
 				nr_anon[order]++;
 			if (p->flags & PG_partially_mapped)
@@ -357,63 +439,85 @@ static int check_frames(struct ctx *c)
 	}
 	CHECK(c, free_frames == mm->nr_free, "free frames %llu, nr_free %llu",
 	      (unsigned long long)free_frames, (unsigned long long)mm->nr_free);
-	CHECK(c, (int64_t)tables == c->tables, "page-table frames %llu, tables %lld",
-	      (unsigned long long)tables, (long long)c->tables);
+	CHECK(c, (int64_t)tables == c->all_tables, "page-table frames %llu, tables %lld",
+	      (unsigned long long)tables, (long long)c->all_tables);
 	CHECK(c, (uint64_t)pinned == mm->nr_pinned, "pinned frames %lld, list %zu",
 	      (long long)pinned, mm->nr_pinned);
 	for (o = 0; o < LAF_NR_ORDERS; o++) {
-		CHECK(c, nr_anon[o] == mm->st.nr_anon[o], "nr_anon[%u] = %lld, recount %lld", o,
-		      (long long)mm->st.nr_anon[o], (long long)nr_anon[o]);
-		CHECK(c, partial[o] == mm->st.nr_anon_partially_mapped[o],
+		CHECK(c, nr_anon[o] == mm->gauges.nr_anon[o], "nr_anon[%u] = %lld, recount %lld", o,
+		      (long long)mm->gauges.nr_anon[o], (long long)nr_anon[o]);
+		CHECK(c, partial[o] == mm->gauges.nr_anon_partially_mapped[o],
 		      "nr_anon_partially_mapped[%u] = %lld, recount %lld", o,
-		      (long long)mm->st.nr_anon_partially_mapped[o], (long long)partial[o]);
+		      (long long)mm->gauges.nr_anon_partially_mapped[o], (long long)partial[o]);
 	}
-	CHECK(c, lru == mm->st.lru_pages, "lru_pages %lld, recount %lld",
-	      (long long)mm->st.lru_pages, (long long)lru);
+	CHECK(c, lru == mm->gauges.lru_pages, "lru_pages %lld, recount %lld",
+	      (long long)mm->gauges.lru_pages, (long long)lru);
 	CHECK(c, (uint64_t)charged == mm->memcg_charged, "memcg charged %llu, recount %lld",
 	      (unsigned long long)mm->memcg_charged, (long long)charged);
 	CHECK(c, mm->memcg_charged <= mm->memcg_limit,
 	      "memcg charged %llu above limit %llu", (unsigned long long)mm->memcg_charged,
 	      (unsigned long long)mm->memcg_limit);
-	CHECK(c, (uint64_t)queued == mm->st.deferred_split_queue, "deferred queue %llu, recount %lld",
-	      (unsigned long long)mm->st.deferred_split_queue, (long long)queued);
+	CHECK(c, (uint64_t)queued == mm->gauges.deferred_split_queue, "deferred queue %llu, recount %lld",
+	      (unsigned long long)mm->gauges.deferred_split_queue, (long long)queued);
 	return 0;
 }
 
-int __laf_check_invariants(struct laf_mm *mm, char *msg, size_t msglen)
+/* the per-mm walk: VMAs, page tables, and the mm's own gauges */
+static int check_mm(struct ctx *c)
 {
-	struct ctx c = { .mm = mm, .msg = msg, .msglen = msglen };
+	struct laf_mm *mm = c->mm;
 	int err;
+
+	c->anon_pages = c->touched = c->zero_touched = c->tables = 0;
+	err = check_vmas(c);
+	if (!err)
+		err = check_pgtables(c);
+	if (err)
+		return err;
+	c->all_tables += c->tables;
+	CHECK(c, c->anon_pages == mm->st.mm_anonpages, "mm %u: MM_ANONPAGES %lld, resident anon pages %lld",
+	      mm->mm_id, (long long)mm->st.mm_anonpages, (long long)c->anon_pages);
+	CHECK(c, c->tables == mm->st.nr_ptes, "mm %u: nr_ptes %lld, tables found %lld", mm->mm_id,
+	      (long long)mm->st.nr_ptes, (long long)c->tables);
+	CHECK(c, c->touched == mm->st.pages_touched, "mm %u: pages_touched %lld, recount %lld",
+	      mm->mm_id, (long long)mm->st.pages_touched, (long long)c->touched);
+	CHECK(c, c->zero_touched == mm->st.zero_pages_touched,
+	      "mm %u: zero_pages_touched %lld, recount %lld", mm->mm_id,
+	      (long long)mm->st.zero_pages_touched, (long long)c->zero_touched);
+	return 0;
+}
+
+int __laf_check_invariants(struct laf_machine *m, char *msg, size_t msglen)
+{
+	struct ctx c = { .m = m, .msg = msg, .msglen = msglen };
+	uint64_t n = m->nr_frames;
+	size_t k;
+	int err = 0;
 
 	if (msg && msglen)
 		msg[0] = 0;
-	c.maps = calloc(mm->nr_frames, 1);
-	c.fmaps = calloc(mm->nr_frames, sizeof(uint32_t));
-	if (!c.maps || !c.fmaps) {
-		free(c.maps);
-		free(c.fmaps);
-		return LAF_ENOMEM;
-	}
-	err = check_vmas(&c);
-	if (!err)
-		err = check_pgtables(&c);
-	if (!err) {
-		if (c.anon_pages != mm->st.mm_anonpages)
-			err = fail(&c, "MM_ANONPAGES %lld, resident anon pages %lld",
-				   (long long)mm->st.mm_anonpages, (long long)c.anon_pages);
-		else if (c.tables != mm->st.nr_ptes)
-			err = fail(&c, "nr_ptes %lld, tables found %lld", (long long)mm->st.nr_ptes,
-				   (long long)c.tables);
-		else if (c.touched != mm->st.pages_touched)
-			err = fail(&c, "pages_touched %lld, recount %lld",
-				   (long long)mm->st.pages_touched, (long long)c.touched);
-		else if (c.zero_touched != mm->st.zero_pages_touched)
-			err = fail(&c, "zero_pages_touched %lld, recount %lld",
-				   (long long)mm->st.zero_pages_touched, (long long)c.zero_touched);
+	c.maps = calloc(n, sizeof(*c.maps));
+	c.seen = calloc(n, sizeof(*c.seen));
+	c.fmaps = calloc(n, sizeof(*c.fmaps));
+	c.emaps = calloc(n, sizeof(*c.emaps));
+	c.slot[0] = calloc(n, sizeof(uint32_t));
+	c.slot[1] = calloc(n, sizeof(uint32_t));
+	c.owner = calloc(n, sizeof(*c.owner));
+	if (!c.maps || !c.seen || !c.fmaps || !c.emaps || !c.slot[0] || !c.slot[1] || !c.owner)
+		err = LAF_ENOMEM;
+	for (k = 0; !err && k < m->nr_mms; k++) {
+		c.mm = m->mms[k];
+		c.mm_idx = (uint16_t)(k + 1);
+		err = check_mm(&c);
 	}
 	if (!err)
 		err = check_frames(&c);
 	free(c.maps);
+	free(c.seen);
 	free(c.fmaps);
+	free(c.emaps);
+	free(c.slot[0]);
+	free(c.slot[1]);
+	free(c.owner);
 	return err;
 }

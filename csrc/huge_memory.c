@@ -19,32 +19,34 @@ static inline bool thp_pmd_fits(struct laf_mm *mm, struct laf_vma *vma, uint64_t
 
 /*
  * mm_get_huge_zero_folio(): the huge zero folio is allocated from emulated
- * RAM (not charged) on first use and held until the mm is destroyed
- * (MMF_HUGE_ZERO_FOLIO).  thp_zero_page_alloc counts that allocation.
+ * RAM (not charged) on first use and held by the machine until it is
+ * destroyed (the kernel frees it from a shrinker once no mm holds it:
+ * simplified).  thp_zero_page_alloc counts that allocation.
  */
 static uint32_t mm_get_huge_zero_folio(struct laf_mm *mm)
 {
+	struct laf_machine *m = mm->machine;
 	uint32_t pfn;
 
-	if (mm->huge_zero_pfn != NO_PFN)
-		return mm->huge_zero_pfn;
-	pfn = __rmqueue(mm, mm->pmd_order);
+	if (m->huge_zero_pfn != NO_PFN)
+		return m->huge_zero_pfn;
+	pfn = __rmqueue(m, mm->pmd_order);
 	if (pfn == NO_PFN) {
 		mm->st.thp_zero_page_alloc_failed++;
 		return NO_PFN;
 	}
-	mm->memmap[pfn].flags = PG_head | PG_huge_zero | (mm->pmd_order << PG_ORDER_SHIFT);
-	mm->memmap[pfn].refcount = 1;
-	mm->memmap[pfn].mapcount = 0;
+	m->memmap[pfn].flags = PG_head | PG_huge_zero | (mm->pmd_order << PG_ORDER_SHIFT);
+	m->memmap[pfn].refcount = 1;
+	m->memmap[pfn].mapcount = 0;
 	{
 		unsigned int i, nr = 1u << mm->pmd_order;
 
 		for (i = 1; i < nr; i++) {
-			mm->memmap[pfn + i].flags = PG_tail;
-			mm->memmap[pfn + i].head = pfn;
+			m->memmap[pfn + i].flags = PG_tail;
+			m->memmap[pfn + i].head = pfn;
 		}
 	}
-	mm->huge_zero_pfn = pfn;
+	m->huge_zero_pfn = pfn;
 	mm->st.thp_zero_page_alloc++;
 	return pfn;
 }
@@ -99,7 +101,7 @@ static void map_anon_folio_pmd(struct laf_mm *mm, uint32_t pfn, pmd_t *pmd,
 
 	head->flags |= PG_pmd_mapped | PG_lru;
 	folio_add_new_anon_rmap(mm, pfn, vma, haddr);
-	mm->st.lru_pages += nr;	/* folio_add_lru_vma() */
+	mm->machine->gauges.lru_pages += nr;	/* folio_add_lru_vma() */
 	mm->st.per_folio_ops++;
 	/* maybe_pmd_mkwrite(pmd_mkdirty(entry)): dirty even in a read-only VMA */
 	pmd->val = pfn_pte(pfn, LAF_PTE_PRESENT | LAF_PTE_HUGE | LAF_PTE_YOUNG | LAF_PTE_DIRTY |
@@ -130,7 +132,7 @@ vm_fault_t do_huge_pmd_anonymous_page(struct vm_fault *vmf)
 		return LAF_VM_FAULT_FALLBACK;
 	vmf_anon_prepare(mm, vma);
 
-	if (!(vmf->flags & FAULT_FLAG_WRITE) && mm->pol.use_zero_page) {
+	if (!(vmf->flags & FAULT_FLAG_WRITE) && mm->machine->pol.use_zero_page) {
 		table = pte_alloc_one(mm);
 		if (table == NO_PFN)
 			return LAF_VM_FAULT_OOM;
@@ -152,8 +154,8 @@ vm_fault_t do_huge_pmd_anonymous_page(struct vm_fault *vmf)
 		/* set_huge_zero_folio() */
 		vmf->pmd->val = pfn_pte(pfn, LAF_PTE_PRESENT | LAF_PTE_HUGE | LAF_PTE_SPECIAL |
 					LAF_PTE_YOUNG);
-		mm->memmap[pfn].refcount++;
-		mm->memmap[pfn].mapcount++;
+		pfn_to_page(mm, pfn)->refcount++;
+		pfn_to_page(mm, pfn)->mapcount++;
 		mm->st.huge_zero_pmd_maps++;
 		mm->st.faults_pmd++;
 		vmf->kind = LAF_FK_PMD_ZERO;
@@ -205,7 +207,9 @@ static void retally_touched(struct laf_mm *mm, pmd_t *pmd, bool zero_to_anon)
  * uffd-wp → userfaultfd.  Huge zero PMD: do_huge_zero_wp_pmd() allocates a
  * THP (same counters as a fault); on failure the PMD is split into zero-page
  * PTEs and VM_FAULT_FALLBACK sends the fault to the PTE level, which copies
- * an order-0 page.  A read-only exclusive THP is reused.
+ * an order-0 page.  An anon THP is reused if its head is PageAnonExclusive
+ * or its only reference is this mapping; otherwise (shared after fork) the
+ * PMD is split and the PTE level copies.
  */
 vm_fault_t do_huge_pmd_wp_page(struct vm_fault *vmf)
 {
@@ -226,8 +230,8 @@ vm_fault_t do_huge_pmd_wp_page(struct vm_fault *vmf)
 		if (pfn != NO_PFN) {
 			uint32_t zpfn = (uint32_t)pte_pfn(pmd->val);
 
-			mm->memmap[zpfn].refcount--;	/* mm_put_huge_zero_folio() */
-			mm->memmap[zpfn].mapcount--;
+			pfn_to_page(mm, zpfn)->refcount--;	/* mm_put_huge_zero_folio() */
+			pfn_to_page(mm, zpfn)->mapcount--;
 			retally_touched(mm, pmd, true);
 			map_anon_folio_pmd(mm, pfn, pmd, vma, haddr);
 			mm->st.faults_pmd++;
@@ -237,7 +241,26 @@ vm_fault_t do_huge_pmd_wp_page(struct vm_fault *vmf)
 		__split_huge_pmd(mm, vma, pmd, vmf->address);
 		return LAF_VM_FAULT_FALLBACK;
 	}
-	pmd->val |= LAF_PTE_WRITE | LAF_PTE_DIRTY | LAF_PTE_YOUNG;
+	{
+		struct page *head = pfn_to_page(mm, pte_pfn(pmd->val));
+
+		/*
+		 * PageAnonExclusive head: reuse.  Else reuse only with the one
+		 * reference of this PMD mapping (folio_move_anon_rmap() and
+		 * SetPageAnonExclusive()); a THP still mapped elsewhere (after
+		 * fork) is split and the fault falls back to the PTE level,
+		 * where do_wp_page() copies the page.
+		 */
+		if (!(head->flags & PG_anon_exclusive)) {
+			if (head->refcount != 1) {
+				__split_huge_pmd(mm, vma, pmd, vmf->address);
+				return LAF_VM_FAULT_FALLBACK;
+			}
+			head->flags |= PG_anon_exclusive;
+		}
+	}
+	pmd->val |= LAF_PTE_YOUNG | LAF_PTE_DIRTY |
+		    ((vma->vm_flags & LAF_VM_WRITE) ? LAF_PTE_WRITE : 0);
 	mm->st.faults_pmd++;
 	vmf->kind = LAF_FK_PMD_WP;
 	return 0;
@@ -248,7 +271,8 @@ vm_fault_t do_huge_pmd_wp_page(struct vm_fault *vmf)
  *
  * thp_split_pmd++.  The deposited table is withdrawn and filled: 512 (PTRS)
  * zero-page PTEs for a huge zero PMD (__split_huge_zero_page_pmd()), or the
- * THP's pages (refcount += nr - 1, entire mapping → nr PTE mappings).
+ * THP's pages (refcount += nr - 1, nr PTE mappings added - each page
+ * AnonExclusive if the head was - then the PMD mapping removed).
  * Touched bits stay in place.  The folio itself is not split.
  */
 void __split_huge_pmd(struct laf_mm *mm, struct laf_vma *vma, pmd_t *pmd, uint64_t address)
@@ -264,13 +288,13 @@ void __split_huge_pmd(struct laf_mm *mm, struct laf_vma *vma, pmd_t *pmd, uint64
 	mm->st.thp_split_pmd++;
 	if (pmd->val & LAF_PTE_SPECIAL) {
 		for (i = 0; i < nr; i++)
-			ptes[i] = pfn_pte(mm->zero_pfn, LAF_PTE_PRESENT | LAF_PTE_SPECIAL |
+			ptes[i] = pfn_pte(mm->machine->zero_pfn, LAF_PTE_PRESENT | LAF_PTE_SPECIAL |
 					  LAF_PTE_YOUNG) | keep_wp | (ptes[i] & LAF_PTE_TOUCHED);
 		mm->st.ptes_written += nr;
 		mm->st.per_page_ops += nr;
 		mm->st.zero_page_maps += nr;
-		mm->memmap[pfn].refcount--;
-		mm->memmap[pfn].mapcount--;
+		pfn_to_page(mm, pfn)->refcount--;
+		pfn_to_page(mm, pfn)->mapcount--;
 		pmd->val = 0;
 		return;
 	} else {
@@ -281,9 +305,10 @@ void __split_huge_pmd(struct laf_mm *mm, struct laf_vma *vma, pmd_t *pmd, uint64
 		pte_t *save = malloc(nr * sizeof(pte_t));
 
 		(void)touched;
+		/* folio_ref_add(), folio_add_anon_rmap_ptes(), folio_remove_rmap_pmd() */
 		head->refcount += (int32_t)nr - 1;
-		head->mapcount = (int32_t)nr;
-		head->flags &= ~PG_pmd_mapped;
+		folio_add_anon_rmap_ptes(mm, pfn, pfn, nr, head->flags & PG_anon_exclusive);
+		folio_remove_rmap_pmd(mm, pfn);
 		if (save)
 			for (i = 0; i < nr; i++)
 				save[i] = ptes[i] & LAF_PTE_TOUCHED;
@@ -332,19 +357,14 @@ void zap_huge_pmd(struct laf_mm *mm, pmd_t *pmd)
 	pmd->table_pfn = 0;
 	pmd->val = 0;
 	if (zero) {
-		mm->memmap[pfn].refcount--;
-		mm->memmap[pfn].mapcount--;
+		pfn_to_page(mm, pfn)->refcount--;
+		pfn_to_page(mm, pfn)->mapcount--;
 		return;
 	}
-	{
-		struct page *head = pfn_to_page(mm, pfn);
-
-		mm->st.mm_anonpages -= nr;
-		head->mapcount--;	/* folio_remove_rmap_pmd() */
-		head->flags &= ~PG_pmd_mapped;
-		mm->st.per_folio_ops++;
-		folio_put(mm, pfn);
-	}
+	mm->st.mm_anonpages -= nr;
+	folio_remove_rmap_pmd(mm, pfn);
+	mm->st.per_folio_ops++;
+	folio_put(mm, pfn);
 }
 
 /* Find the PTE mapping page @pfn at virtual @addr, or NULL. */
@@ -359,13 +379,17 @@ static pte_t *pte_for(struct laf_mm *mm, uint64_t addr)
 
 /*
  * split_folio() of a PTE-mapped, partially mapped anon folio to order 0:
- * mapped pages become order-0 folios (refcount 1, mapcount 1, own index),
- * unmapped ones are freed.  Counts split[order] (thp_split_page for
- * PMD-mappable folios).  PTE_CONT is cleared: the kernel remaps the pages
- * one by one through migration entries.
+ * the rmap walk visits every mm of the machine (fork keeps addresses, so
+ * the page at index + i is mapped at that address or not at all).  Mapped
+ * pages become order-0 folios (refcount = mapcount = the PTEs mapping them,
+ * AnonExclusive kept, own index), unmapped ones are freed.  Counts
+ * split[order] (thp_split_page for PMD-mappable folios) in @mm, the caller.
+ * PTE_CONT is cleared: the kernel remaps the pages one by one through
+ * migration entries.
  */
 static void split_anon_folio(struct laf_mm *mm, uint64_t head_pfn)
 {
+	struct laf_machine *m = mm->machine;
 	struct page *head = pfn_to_page(mm, head_pfn);
 	unsigned int order = page_order(head), nr = 1u << order, i;
 	uint64_t index = folio_index(head);
@@ -374,38 +398,46 @@ static void split_anon_folio(struct laf_mm *mm, uint64_t head_pfn)
 	mm->st.split[order]++;
 	if (order >= mm->pmd_order)
 		mm->st.thp_split_page++;
-	mm->st.nr_anon[order]--;
+	m->gauges.nr_anon[order]--;
 	if (head->flags & PG_partially_mapped)
-		mm->st.nr_anon_partially_mapped[order]--;
+		m->gauges.nr_anon_partially_mapped[order]--;
 	if (lru)
-		mm->st.lru_pages -= nr;
+		m->gauges.lru_pages -= nr;
 	if (charged)
-		mm->memcg_charged -= nr;
+		m->memcg_charged -= nr;
 
 	for (i = 0; i < nr; i++) {
 		uint64_t pfn = head_pfn + i;
 		uint64_t va = (index + i) << mm->page_shift;
-		pte_t *ptep = pte_for(mm, va);
 		struct page *p = pfn_to_page(mm, pfn);
-		bool mapped = ptep && pte_present(*ptep) && !pte_special(*ptep) &&
-			      pte_pfn(*ptep) == pfn;
+		uint32_t excl = p->flags & PG_anon_exclusive;
+		int32_t maps = 0;
+		size_t k;
 
-		if (mapped) {
-			*ptep &= ~(pte_t)LAF_PTE_CONT;
-			p->flags = PG_head | PG_anon | (lru ? PG_lru : 0) | (charged ? PG_memcg : 0);
-			p->refcount = 1;
-			p->mapcount = 1;
+		for (k = 0; k < m->nr_mms; k++) {
+			pte_t *ptep = pte_for(m->mms[k], va);
+
+			if (ptep && pte_present(*ptep) && !pte_special(*ptep) && pte_pfn(*ptep) == pfn) {
+				*ptep &= ~(pte_t)LAF_PTE_CONT;
+				maps++;
+			}
+		}
+		if (maps) {
+			p->flags = PG_head | PG_anon | excl | (lru ? PG_lru : 0) |
+				   (charged ? PG_memcg : 0);
+			p->refcount = maps;
+			p->mapcount = maps;
 			folio_set_index(p, index + i);
 			if (lru)
-				mm->st.lru_pages++;
+				m->gauges.lru_pages++;
 			if (charged)
-				mm->memcg_charged++;
+				m->memcg_charged++;
 		} else {
 			p->flags = 0;
 			p->refcount = 0;
 			p->mapcount = 0;
 			p->index = 0;
-			__free_pages_ok(mm, pfn, 0);
+			__free_pages_ok(m, pfn, 0);
 		}
 	}
 }
@@ -415,12 +447,14 @@ static void split_anon_folio(struct laf_mm *mm, uint64_t head_pfn)
  *
  * Splits every queued folio that is still partially mapped (freeing its
  * unmapped pages).  Run by laf_shrink_deferred_split() and, as direct
- * reclaim would, when an order-0 allocation or charge fails.
+ * reclaim would, when an order-0 allocation or charge fails.  The queue is
+ * the machine's; counters go to @mm, the mm that ran it.
  * Return: number of folios split.
  */
 uint64_t deferred_split_scan(struct laf_mm *mm)
 {
-	struct deferred_split *q = &mm->deferred;
+	struct laf_machine *m = mm->machine;
+	struct deferred_split *q = &m->deferred;
 	uint64_t done = 0;
 	size_t i;
 
@@ -431,7 +465,7 @@ uint64_t deferred_split_scan(struct laf_mm *mm)
 		if (!(head->flags & PG_head) || !(head->flags & PG_deferred_queued))
 			continue;	/* freed (and maybe reused) since queued */
 		head->flags &= ~PG_deferred_queued;
-		mm->st.deferred_split_queue--;
+		m->gauges.deferred_split_queue--;
 		if (head->flags & PG_partially_mapped) {
 			split_anon_folio(mm, pfn);
 			done++;
@@ -439,4 +473,49 @@ uint64_t deferred_split_scan(struct laf_mm *mm)
 	}
 	q->nr = 0;
 	return done;
+}
+
+/**
+ * copy_huge_pmd - fork: share a huge PMD with the child
+ * @dst: child mm; @src: parent mm
+ * @dst_pmd: the child's (none) PMD entry; @src_pmd: the parent's huge PMD
+ *
+ * Dup of mm/huge_memory.c (6.18), anon VMAs: a PTE table is preallocated
+ * and deposited for the child (mm_inc_nr_ptes(); failure is -ENOMEM).
+ * Huge zero PMD: mm_get_huge_zero_folio(dst) (one more reference and
+ * mapping of the machine's huge zero folio).  Anon THP: folio_get() and
+ * folio_try_dup_anon_rmap_pmd() (never fails: no GUP pins), RSS += nr in
+ * the child, pmdp_set_wrprotect() on the parent.  The child's entry is
+ * write-protected, old, and loses uffd-wp (the child VMA has no uffd).
+ * Return: 0 or LAF_ENOMEM.
+ */
+int copy_huge_pmd(struct laf_mm *dst, struct laf_mm *src, pmd_t *dst_pmd, pmd_t *src_pmd,
+		  uint64_t addr, struct laf_vma *dst_vma, struct laf_vma *src_vma)
+{
+	uint32_t table = pte_alloc_one(dst);
+	uint64_t pfn = pte_pfn(src_pmd->val);
+	struct page *head = pfn_to_page(src, pfn);
+
+	(void)addr;
+	(void)dst_vma;
+	(void)src_vma;
+	if (table == NO_PFN)
+		return LAF_ENOMEM;
+	if (deposit_pgtable(dst, dst_pmd, table)) {
+		pte_free(dst, table);
+		return LAF_ENOMEM;
+	}
+	if (src_pmd->val & LAF_PTE_SPECIAL) {
+		head->refcount++;
+		head->mapcount++;
+	} else {
+		head->refcount++;			/* folio_get() */
+		folio_try_dup_anon_rmap_pmd(dst, pfn);
+		dst->st.mm_anonpages += 1LL << dst->pmd_order;
+		update_hiwater_rss(dst);
+		src_pmd->val &= ~(pte_t)LAF_PTE_WRITE;	/* pmdp_set_wrprotect() */
+	}
+	dst_pmd->val = src_pmd->val & ~(pte_t)(LAF_PTE_WRITE | LAF_PTE_YOUNG | LAF_PTE_UFFD_WP);
+	dst->st.per_folio_ops++;
+	return 0;
 }

@@ -17,10 +17,15 @@
  *    laf_strerror() names it.
  *  - Fault outcomes use a vm_fault_t-like bitmask (LAF_VM_FAULT_*), with the
  *    kernel's bit values, plus a per-access outcome code (LAF_ACCESS_*).
- *  - One laf_mm is one emulated process (mm_struct) with its own emulated RAM,
- *    memory cgroup and THP policy.  A laf_mm must not be used by two threads at
- *    once: every entry point that touches it takes a non-blocking busy flag and
- *    returns LAF_EBUSY if another thread holds it.
+ *  - One laf_machine is one emulated machine: RAM and the buddy allocator,
+ *    one memory cgroup, the THP knobs and policy, the zero pages, the
+ *    deferred-split queue, the machine-wide counters.  One laf_mm is one
+ *    address space (mm_struct) on a machine; laf_mm_fork() makes another
+ *    on the same machine.  laf_mm_create() makes a private machine with one
+ *    mm (freed with its last mm).
+ *  - One thread at a time per machine: every entry point takes the
+ *    machine's non-blocking busy flag (faults in two mms of one machine
+ *    share the allocator) and returns LAF_EBUSY if another thread holds it.
  */
 #ifndef PYLAF_LAF_H
 #define PYLAF_LAF_H
@@ -34,8 +39,10 @@ extern "C" {
 
 /* --- BEGIN CFFI CDEF --- */
 
-/* The opaque emulated address space (one mm_struct and its world). */
+/* The opaque emulated address space (one mm_struct). */
 typedef struct laf_mm laf_mm;
+/* The opaque emulated machine (RAM, memcg, THP knobs) its address spaces share. */
+typedef struct laf_machine laf_machine;
 
 /* Per-order arrays are indexed by folio order 0..LAF_NR_ORDERS-1. */
 #define LAF_NR_ORDERS 16
@@ -112,8 +119,11 @@ enum laf_policy_kind {
 #define LAF_VM_UFFD_MISSING  0x00000200
 #define LAF_VM_UFFD_WP       0x00001000
 #define LAF_VM_UFFD_MINOR    0x00020000
+#define LAF_VM_WIPEONFORK    0x02000000
 #define LAF_VM_HUGEPAGE      0x20000000
 #define LAF_VM_NOHUGEPAGE    0x40000000
+/* VM_DONTCOPY: the kernel's 0x00020000 is LAF_VM_UFFD_MINOR in this ABI */
+#define LAF_VM_DONTCOPY      0x100000000
 
 /* mmap prot / flags */
 #define LAF_PROT_NONE   0x0
@@ -128,8 +138,12 @@ enum laf_policy_kind {
 
 /* madvise advice (Linux values) */
 #define LAF_MADV_DONTNEED    4
+#define LAF_MADV_DONTFORK    10
+#define LAF_MADV_DOFORK      11
 #define LAF_MADV_HUGEPAGE    14
 #define LAF_MADV_NOHUGEPAGE  15
+#define LAF_MADV_WIPEONFORK  18
+#define LAF_MADV_KEEPONFORK  19
 
 /* prctl(PR_SET_THP_DISABLE) */
 #define LAF_PR_SET_THP_DISABLE          41
@@ -231,6 +245,15 @@ struct laf_policy {
 /*
  * struct laf_stats - every counter.  Kernel names where the kernel has one.
  *
+ * laf_get_stats(mm): the event counters that mm caused (faults*, pgfault,
+ * min_flt, anon_fault_*, pgreuse, ...) and its gauges (mm_anonpages,
+ * nr_ptes, nr_pmds, nr_vmas, pages_touched, zero_pages_touched), with the
+ * machine-wide gauges (nr_anon, nr_anon_partially_mapped, lru_pages,
+ * deferred_split_queue, ram/free/pinned pages, memcg_*).
+ * laf_machine_get_stats(): the event counters summed over every mm that
+ * lived on the machine, the mm gauges over the live ones, the same
+ * machine-wide gauges.  With one mm, both are the same.
+ *
  * Per-order (hugepages-<N>kB/stats/): anon_fault_alloc, anon_fault_fallback,
  * anon_fault_fallback_charge, split, split_deferred, nr_anon,
  * nr_anon_partially_mapped, and anon_fault_declined (the anon_beside_full
@@ -269,6 +292,7 @@ struct laf_stats {
 	uint64_t thp_split_pmd;
 	uint64_t thp_split_page;
 	uint64_t thp_deferred_split_page;
+	uint64_t pgreuse;            /* vmstat PGREUSE: a write fault reused the page in place */
 
 	/* mm counters */
 	int64_t mm_anonpages;        /* MM_ANONPAGES (RSS anon), in base pages */
@@ -290,6 +314,7 @@ struct laf_stats {
 	uint64_t faults_read;        /* do_anonymous_page, read */
 	uint64_t faults_write;       /* do_anonymous_page, write */
 	uint64_t faults_wp;          /* do_wp_page */
+	uint64_t faults_wp_copy;     /* wp_page_copy(): COW copies, the zero page included */
 	uint64_t faults_pmd;         /* handled at PMD level (THP, huge zero, huge wp) */
 	uint64_t faults_retried;     /* returned without mapping (race/-EAGAIN): re-faulted */
 	uint64_t faults_userfault;   /* handed to userfaultfd */
@@ -401,7 +426,25 @@ void laf_config_default(struct laf_config *cfg);
 void laf_policy_default(struct laf_policy *pol, uint32_t page_shift);
 
 int laf_mm_create(const struct laf_config *cfg, laf_mm **out);
+/* exit_mmap() and free; a private machine (laf_mm_create()) goes with its last mm */
 void laf_mm_destroy(laf_mm *mm);
+
+/* machines and fork */
+int laf_machine_create(const struct laf_config *cfg, laf_machine **out);
+/* destroys every mm still on the machine (exit_mmap()), then the machine */
+void laf_machine_destroy(laf_machine *machine);
+int laf_mm_create_on(laf_machine *machine, laf_mm **out);
+/* the THP knobs of the machine (laf_set_policy() on any of its mms does the same) */
+int laf_machine_set_policy(laf_machine *machine, const struct laf_policy *pol);
+/* the machine of @mm (NULL for NULL) */
+laf_machine *laf_mm_machine(laf_mm *mm);
+/* fork(): dup_mmap() of @mm into a new mm on the same machine */
+int laf_mm_fork(laf_mm *mm, laf_mm **child);
+/* event counters summed over every mm that lived on the machine + the gauges */
+int laf_machine_get_stats(laf_machine *machine, struct laf_stats *st);
+int laf_machine_check_invariants(laf_machine *machine, char *msg, size_t msglen);
+/* the number of live mms on the machine */
+int laf_machine_nr_mms(laf_machine *machine, size_t *nr);
 int laf_get_geometry(laf_mm *mm, struct laf_geometry *geo);
 /* The geometry a config would give, without creating an mm (same checks as laf_mm_create). */
 int laf_geometry_from_config(const struct laf_config *cfg, struct laf_geometry *geo);

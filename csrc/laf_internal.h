@@ -53,14 +53,30 @@ static inline uint64_t task_size_for(unsigned int page_shift)
  * struct page - 16 bytes per emulated frame (the kernel spends 64).
  *
  * head page of a folio: flags (PG_*, order, index bits 32..39), refcount,
- *   mapcount (the large mapcount: one per PTE mapping, one per PMD mapping)
- *   and index (folio->index bits 0..31).
- * tail page: PG_tail, head = pfn of the head (compound_head()).
+ *   mapcount and index (folio->index bits 0..31).  mapcount is the page's
+ *   own _mapcount (PTE mappings of this page over every mm, stored as a
+ *   count, not minus one); for an order-0 folio that is the folio mapcount.
+ * tail page: PG_tail (+ PG_anon_exclusive), head = pfn of the head
+ *   (compound_head()), mapcount = the page's _mapcount.
+ * the first tail pages of a large folio carry the per-folio mapcounts, as
+ *   the kernel's struct folio overlays page[1] (include/linux/mm_types.h);
+ *   anon large folios have order >= 2, so page[1..3] exist:
+ *     page[1].index         _large_mapcount (PTE + PMD mappings, all mms)
+ *     page[1].flags >> 16   _nr_pages_mapped without ENTIRELY_MAPPED (pages
+ *                           with a PTE mapping anywhere; ENTIRELY_MAPPED is
+ *                           _entire_mapcount > 0)
+ *     page[2].flags >> 16   _entire_mapcount (PMD mappings)
+ *     page[2].index         _mm_id_mapcount[0] | _mm_id_mapcount[1] << 16
+ *     page[3].index         _mm_id[0] | _mm_id[1] << 16 | MM_IDS_SHARED_BIT
+ *   Counts are stored as counts (the kernel stores them minus one; a free
+ *   MM-id slot is id MM_ID_DUMMY with count 0 here).  16 bits suffice: one
+ *   mm maps a folio at most once per page (no mremap), and a PMD folio has
+ *   at most 8192 pages (64K base pages).
  * free buddy block head: PG_buddy, order, buddy_next / buddy_prev list links.
  *
- * folio->mapping (the anon_vma) is implied: pylaf emulates one mm without
- * fork or mremap, so index << PAGE_SHIFT is the folio's virtual address and
- * the VMA (and its anon_vma) that maps it follows from the address.
+ * folio->mapping (the anon_vma) is implied: there is no mremap, and fork
+ * keeps every address, so index << PAGE_SHIFT is the folio's virtual address
+ * in every mm that maps it (rmap walks look there: deferred split).
  */
 struct page {
 	uint32_t flags;
@@ -89,6 +105,8 @@ struct page {
 #define PG_pinned            0x0400
 #define PG_deferred_queued   0x0800
 #define PG_memcg             0x1000  /* folio is charged to the memcg */
+#define PG_anon_exclusive    0x2000  /* PageAnonExclusive(), per page */
+#define PG_large_rmap_shift  16      /* page[1], page[2]: 16-bit folio counts */
 #define PG_ORDER_SHIFT 24
 #define PG_INDEX_HI_SHIFT 16
 #define PG_INDEX_HI_MASK (0xffu << PG_INDEX_HI_SHIFT)
@@ -152,7 +170,39 @@ struct laf_inject_state {
 	bool in_race;
 };
 
-struct laf_mm {
+/*
+ * struct laf_geometry_consts - the arch constants (PAGE_SHIFT, PMD_SHIFT,
+ * TASK_SIZE, ...) the kernel has at compile time.  The machine owns them
+ * (set from its config); each mm carries a copy for its fast paths.
+ */
+#define LAF_GEOMETRY_FIELDS                                                  \
+	unsigned int page_shift;                                             \
+	uint64_t page_size;                                                  \
+	unsigned int ptrs_per_pte;      /* also ptrs_per_pmd */              \
+	unsigned int pmd_shift;                                              \
+	unsigned int pmd_order;                                              \
+	uint64_t pmd_size;                                                   \
+	unsigned int pud_shift;                                              \
+	uint64_t task_size;                                                  \
+	unsigned int max_page_order;                                         \
+	int arch_pte_order;                                                  \
+	unsigned int cont_pte_order;
+
+/*
+ * MM ids (include/linux/mm_types.h, CONFIG_MM_ID): 15 bits here (the kernel
+ * keeps 31 but notes PID_MAX_LIMIT allows 15); 0 is MM_ID_DUMMY.
+ */
+#define MM_ID_DUMMY 0
+#define MM_ID_MAX 0x7fffu
+#define FOLIO_MM_IDS_SHARED_BIT 0x80000000u
+
+/*
+ * struct laf_machine - the emulated machine: RAM (memmap + buddy), the
+ * memcg, the THP knobs and policy, the zero page and huge zero folio, the
+ * deferred-split queue, the machine-wide gauges, fault injection, the lock,
+ * and the address spaces living on it.
+ */
+struct laf_machine {
 	struct laf_config cfg;
 	struct laf_policy pol;
 	/* huge_anon_orders_{always,madvise,inherit}: the per-size knobs as the
@@ -161,29 +211,8 @@ struct laf_mm {
 	unsigned long huge_anon_orders_madvise;
 	unsigned long huge_anon_orders_inherit;
 
-	/* geometry */
-	unsigned int page_shift;
-	uint64_t page_size;
-	unsigned int ptrs_per_pte;      /* also ptrs_per_pmd */
-	unsigned int pmd_shift;
-	unsigned int pmd_order;
-	uint64_t pmd_size;
-	unsigned int pud_shift;
-	uint64_t task_size;
-	uint64_t mmap_base;
-	unsigned int max_page_order;
-	int arch_pte_order;
-	unsigned int cont_pte_order;
-
-	/* page tables: pgd[va >> pud_shift] -> PMD table */
-	struct pmd_table **pgd;
-	size_t pgd_entries;
-
-	/* VMAs: sorted, non-overlapping (the maple tree's contract) */
-	struct laf_vma *vmas;
-	size_t nr_vmas, cap_vmas;
-	size_t vma_cache;
-	uint64_t next_anon_vma;
+	LAF_GEOMETRY_FIELDS
+	uint64_t mmap_base;             /* the default for new mms */
 
 	/* physical memory: memmap + buddy free lists */
 	struct page *memmap;
@@ -210,15 +239,53 @@ struct laf_mm {
 	uint64_t memcg_limit;   /* pages; LAF_MEMCG_UNLIMITED: no memory.max */
 	uint64_t memcg_charged;
 
-	/* prctl(PR_SET_THP_DISABLE) */
+	struct deferred_split deferred;
+	struct laf_inject_state inject;
+	/*
+	 * gauges of the whole machine (nr_anon, nr_anon_partially_mapped,
+	 * lru_pages, deferred_split_queue) live in @gauges; @dead sums the
+	 * event counters of every mm that has exited.
+	 */
+	struct laf_stats gauges;
+	struct laf_stats dead;
+
+	/* the live address spaces */
+	struct laf_mm **mms;
+	size_t nr_mms, cap_mms;
+	uint32_t next_mm_id;
+	bool private_machine;    /* created by laf_mm_create(): goes with its last mm */
+
+	volatile int busy;
+};
+
+/*
+ * struct laf_mm - one address space (mm_struct): VMAs, page tables, RSS,
+ * fault counts, prctl state, per-mm event counters; @machine owns the rest.
+ */
+struct laf_mm {
+	struct laf_machine *machine;
+	uint32_t mm_id;
+
+	LAF_GEOMETRY_FIELDS
+	uint64_t mmap_base;
+
+	/* page tables: pgd[va >> pud_shift] -> PMD table */
+	struct pmd_table **pgd;
+	size_t pgd_entries;
+
+	/* VMAs: sorted, non-overlapping (the maple tree's contract) */
+	struct laf_vma *vmas;
+	size_t nr_vmas, cap_vmas;
+	size_t vma_cache;
+	uint64_t next_anon_vma;
+
+	/* prctl(PR_SET_THP_DISABLE): MMF_DISABLE_THP_MASK, inherited on fork */
 	bool mmf_disable_thp_completely;
 	bool mmf_disable_thp_except_advised;
 
-	struct deferred_split deferred;
-	struct laf_inject_state inject;
+	/* event counters this mm caused + its gauges (mm_anonpages, nr_ptes,
+	 * nr_pmds, pages_touched, zero_pages_touched) */
 	struct laf_stats st;
-
-	volatile int busy;
 };
 
 struct vm_fault {
@@ -266,22 +333,85 @@ static inline int next_order(unsigned long *orders, int prev)
 }
 
 /* free_area_empty(): no free block of @order, deferred blocks included */
-static inline bool free_area_empty(const struct laf_mm *mm, unsigned int order)
+static inline bool free_area_empty(const struct laf_machine *m, unsigned int order)
 {
-	return mm->free_head[order] == NO_PFN &&
-	       (order != mm->max_page_order || mm->deferred_start == mm->deferred_end);
+	return m->free_head[order] == NO_PFN &&
+	       (order != m->max_page_order || m->deferred_start == m->deferred_end);
+}
+
+static inline struct page *machine_page(struct laf_machine *m, uint64_t pfn)
+{
+	return &m->memmap[pfn];
 }
 
 static inline struct page *pfn_to_page(struct laf_mm *mm, uint64_t pfn)
 {
-	return &mm->memmap[pfn];
+	return &mm->machine->memmap[pfn];
 }
 
 /* compound_head() */
 static inline uint64_t compound_head_pfn(struct laf_mm *mm, uint64_t pfn)
 {
-	struct page *p = &mm->memmap[pfn];
+	struct page *p = &mm->machine->memmap[pfn];
 	return (p->flags & PG_tail) ? p->head : pfn;
+}
+
+/* ---- large-folio mapcounts (the struct folio fields in page[1..3]) ---- */
+static inline int32_t folio_large_mapcount(const struct page *head)
+{
+	return (int32_t)head[1].index;
+}
+
+static inline void folio_set_large_mapcount_raw(struct page *head, int32_t v)
+{
+	head[1].index = (uint32_t)v;
+}
+
+static inline uint32_t folio_hi16(const struct page *p)
+{
+	return p->flags >> PG_large_rmap_shift;
+}
+
+static inline void folio_set_hi16(struct page *p, uint32_t v)
+{
+	p->flags = (p->flags & 0xffffu) | (v << PG_large_rmap_shift);
+}
+
+/* _nr_pages_mapped & FOLIO_PAGES_MAPPED: pages with a PTE mapping anywhere */
+static inline uint32_t folio_nr_pages_mapped(const struct page *head) { return folio_hi16(&head[1]); }
+static inline void folio_set_nr_pages_mapped(struct page *head, uint32_t v) { folio_set_hi16(&head[1], v); }
+static inline uint32_t folio_entire_mapcount(const struct page *head) { return folio_hi16(&head[2]); }
+static inline void folio_set_entire_mapcount(struct page *head, uint32_t v) { folio_set_hi16(&head[2], v); }
+
+static inline uint32_t folio_mm_id(const struct page *head, int idx)
+{
+	return (head[3].index >> (16 * idx)) & MM_ID_MAX;
+}
+
+static inline void folio_set_mm_id(struct page *head, int idx, uint32_t id)
+{
+	head[3].index = (head[3].index & ~(MM_ID_MAX << (16 * idx))) | (id << (16 * idx));
+}
+
+static inline uint32_t folio_mm_id_mapcount(const struct page *head, int idx)
+{
+	return (head[2].index >> (16 * idx)) & 0xffffu;
+}
+
+static inline void folio_set_mm_id_mapcount(struct page *head, int idx, uint32_t v)
+{
+	head[2].index = (head[2].index & ~(0xffffu << (16 * idx))) | (v << (16 * idx));
+}
+
+static inline bool folio_maybe_shared_bit(const struct page *head)
+{
+	return head[3].index & FOLIO_MM_IDS_SHARED_BIT;
+}
+
+/* folio_mapcount(): the large mapcount, or the one page's _mapcount */
+static inline int32_t folio_mapcount(const struct page *head)
+{
+	return page_order(head) ? folio_large_mapcount(head) : head->mapcount;
 }
 
 static inline bool userfaultfd_armed(const struct laf_vma *vma)
@@ -295,15 +425,15 @@ static inline bool userfaultfd_missing(const struct laf_vma *vma)
 }
 
 /* ---- page_alloc.c ---- */
-int memmap_check_size(const struct laf_mm *mm);
-int memmap_init(struct laf_mm *mm);
-void memmap_free(struct laf_mm *mm);
-void memmap_get_info(const struct laf_mm *mm, struct laf_memmap_info *info);
-int mem_cgroup_check_max(const struct laf_mm *mm, uint64_t limit_bytes);
-void mem_cgroup_init(struct laf_mm *mm, uint64_t limit_bytes);
-int mem_cgroup_set_max(struct laf_mm *mm, uint64_t limit_bytes);
-uint32_t __rmqueue(struct laf_mm *mm, unsigned int order);
-void __free_pages_ok(struct laf_mm *mm, uint64_t pfn, unsigned int order);
+int memmap_check_size(const struct laf_machine *m);
+int memmap_init(struct laf_machine *m);
+void memmap_free(struct laf_machine *m);
+void memmap_get_info(const struct laf_machine *m, struct laf_memmap_info *info);
+int mem_cgroup_check_max(const struct laf_machine *m, uint64_t limit_bytes);
+void mem_cgroup_init(struct laf_machine *m, uint64_t limit_bytes);
+int mem_cgroup_set_max(struct laf_machine *m, uint64_t limit_bytes);
+uint32_t __rmqueue(struct laf_machine *m, unsigned int order);
+void __free_pages_ok(struct laf_machine *m, uint64_t pfn, unsigned int order);
 uint32_t vma_alloc_folio(struct laf_mm *mm, unsigned int order);
 void free_folio(struct laf_mm *mm, uint64_t pfn);
 int mem_cgroup_charge(struct laf_mm *mm, uint64_t pfn, unsigned int order);
@@ -311,8 +441,8 @@ uint32_t pte_alloc_one(struct laf_mm *mm);
 void pte_free(struct laf_mm *mm, uint32_t pfn);
 void folio_put_refs(struct laf_mm *mm, uint64_t pfn, int refs);
 static inline void folio_put(struct laf_mm *mm, uint64_t pfn) { folio_put_refs(mm, pfn, 1); }
-int phys_fragment(struct laf_mm *mm, int max_free_order);
-int phys_unfragment(struct laf_mm *mm);
+int phys_fragment(struct laf_machine *m, int max_free_order);
+int phys_unfragment(struct laf_machine *m);
 
 /**
  * update_hiwater_rss() - include/linux/mm.h: raise the RSS high-water mark.
@@ -340,6 +470,15 @@ void free_all_pgtables(struct laf_mm *mm);
 vm_fault_t handle_mm_fault(struct laf_mm *mm, struct laf_vma *vma, uint64_t address, unsigned int flags, int *kind);
 void zap_page_range(struct laf_mm *mm, struct laf_vma *vma, uint64_t start, uint64_t end);
 void folio_add_new_anon_rmap(struct laf_mm *mm, uint64_t pfn, struct laf_vma *vma, uint64_t address);
+void folio_add_anon_rmap_ptes(struct laf_mm *mm, uint64_t head, uint64_t pfn, unsigned int nr,
+			      bool exclusive);
+void folio_remove_rmap_ptes(struct laf_mm *mm, uint64_t head, uint64_t pfn, unsigned int nr);
+void folio_remove_rmap_pmd(struct laf_mm *mm, uint64_t head);
+void folio_try_dup_anon_rmap_ptes(struct laf_mm *dst, uint64_t head, uint64_t pfn, unsigned int nr);
+void folio_try_dup_anon_rmap_pmd(struct laf_mm *dst, uint64_t head);
+void folio_add_large_mapcount(struct laf_mm *mm, struct page *head, int diff);
+void zap_pte_range(struct laf_mm *mm, pmd_t *pmd, uint64_t addr, uint64_t end);
+void contpte_unfold_block(struct laf_mm *mm, pte_t *ptes, unsigned int idx);
 void deferred_split_folio(struct laf_mm *mm, uint64_t pfn, bool partially_mapped);
 int folio_size_order(struct laf_mm *mm, uint64_t pfn);
 
@@ -350,10 +489,12 @@ void __split_huge_pmd(struct laf_mm *mm, struct laf_vma *vma, pmd_t *pmd, uint64
 void split_huge_pmd_address(struct laf_mm *mm, struct laf_vma *vma, uint64_t address);
 void zap_huge_pmd(struct laf_mm *mm, pmd_t *pmd);
 uint64_t deferred_split_scan(struct laf_mm *mm);
+int copy_huge_pmd(struct laf_mm *dst, struct laf_mm *src, pmd_t *dst_pmd, pmd_t *src_pmd,
+		  uint64_t addr, struct laf_vma *dst_vma, struct laf_vma *src_vma);
 
 /* ---- policy.c ---- */
-int policy_validate(const struct laf_mm *mm, const struct laf_policy *pol);
-void policy_apply(struct laf_mm *mm, const struct laf_policy *pol);
+int policy_validate(const struct laf_machine *m, const struct laf_policy *pol);
+void policy_apply(struct laf_machine *m, const struct laf_policy *pol);
 bool policy_pmd_allowed(struct laf_mm *mm, struct laf_vma *vma);
 unsigned long policy_anon_orders(struct laf_mm *mm, struct laf_vma *vma, uint64_t address);
 bool policy_charge_in_alloc_loop(const struct laf_mm *mm);
@@ -363,6 +504,7 @@ void policy_auto_update(struct laf_mm *mm, struct laf_vma *vma, uint64_t addr, u
 struct laf_vma *find_vma(struct laf_mm *mm, uint64_t addr);
 int vmf_anon_prepare(struct laf_mm *mm, struct laf_vma *vma);
 int vma_modify_flags_uffd(struct laf_mm *mm, uint64_t start, uint64_t end, uint64_t set);
+int insert_vm_struct(struct laf_mm *mm, const struct laf_vma *vma);
 
 /* ---- userfaultfd.c ---- */
 int userfaultfd_register(struct laf_mm *mm, uint64_t start, uint64_t len, int mode);
@@ -381,12 +523,18 @@ int access_range(struct laf_mm *mm, uint64_t start, uint64_t len, uint64_t strid
 int __laf_lookup(struct laf_mm *mm, uint64_t addr, uint64_t *pte, struct laf_folio_info *fi);
 int read_ptes(struct laf_mm *mm, uint64_t start, size_t npages, uint64_t *ptes, int8_t *orders);
 
+/* ---- fork.c ---- */
+int dup_mmap(struct laf_mm *mm, struct laf_mm *oldmm);
+void exit_mmap(struct laf_mm *mm);
+struct laf_mm *mm_alloc(struct laf_machine *m);
+void mm_free(struct laf_mm *mm);
+
 /* ---- bodies of the public entry points (api.c wraps them in the busy guard) ---- */
 int __laf_mmap(struct laf_mm *mm, uint64_t addr, uint64_t len, int prot, int flags, uint64_t *out);
 int __laf_munmap(struct laf_mm *mm, uint64_t start, uint64_t len);
 int __laf_madvise(struct laf_mm *mm, uint64_t start, uint64_t len, int advice);
 int __laf_prctl(struct laf_mm *mm, int option, uint64_t arg2, uint64_t arg3, int64_t *out);
-int __laf_check_invariants(struct laf_mm *mm, char *msg, size_t msglen);
+int __laf_check_invariants(struct laf_machine *m, char *msg, size_t msglen);
 int laf_access(struct laf_mm *mm, uint64_t addr, bool write, struct laf_fault_result *res);
 
 #endif /* PYLAF_LAF_INTERNAL_H */

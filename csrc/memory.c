@@ -13,9 +13,12 @@
  * plus the teardown side: zap_page_range() → zap_pte_range() with
  * per-folio batching, folio_remove_rmap_ptes() and deferred split.
  *
+ * plus the rmap side (folio_add_new_anon_rmap(), folio_remove_rmap_ptes(),
+ * the fork duplication helpers) with the 6.18 large-folio mapcounts, and
+ * copy-on-write (do_wp_page(): reuse or wp_page_copy()).
+ *
  * Not emulated: swap (no swap entries ever exist), file/shared mappings,
- * NUMA, mlock, KSM, fork/COW of shared folios (one mm, so every anon folio
- * is exclusive).
+ * NUMA, mlock, KSM, GUP pins.
  */
 #include <stdlib.h>
 
@@ -24,35 +27,272 @@
 /* ---------------------------------------------------------------- rmap */
 
 /**
+ * folio_add_large_mapcount - folio_add_return_large_mapcount() (CONFIG_MM_ID)
+ * @mm: the mm adding the mappings
+ * @head: head page of a large folio
+ * @diff: mappings added (> 0)
+ *
+ * Dup of include/linux/rmap.h: _large_mapcount += diff; the mm's MM-id slot
+ * grows, or it takes a free slot (slot 0: "maybe mapped shared" if other
+ * mappings existed; slot 1: always shared); a third mm changes only
+ * _large_mapcount (both slots are taken, so the bit is already set).
+ */
+void folio_add_large_mapcount(struct laf_mm *mm, struct page *head, int diff)
+{
+	int32_t newc = folio_large_mapcount(head) + diff;
+	uint32_t id = mm->mm_id;
+
+	folio_set_large_mapcount_raw(head, newc);
+	if (folio_mm_id(head, 0) == id) {
+		folio_set_mm_id_mapcount(head, 0, folio_mm_id_mapcount(head, 0) + (uint32_t)diff);
+	} else if (folio_mm_id(head, 1) == id) {
+		folio_set_mm_id_mapcount(head, 1, folio_mm_id_mapcount(head, 1) + (uint32_t)diff);
+	} else if (folio_mm_id(head, 0) == MM_ID_DUMMY) {
+		folio_set_mm_id(head, 0, id);
+		folio_set_mm_id_mapcount(head, 0, (uint32_t)diff);
+		if (newc != diff)	/* other mappings already */
+			head[3].index |= FOLIO_MM_IDS_SHARED_BIT;
+	} else if (folio_mm_id(head, 1) == MM_ID_DUMMY) {
+		folio_set_mm_id(head, 1, id);
+		folio_set_mm_id_mapcount(head, 1, (uint32_t)diff);
+		head[3].index |= FOLIO_MM_IDS_SHARED_BIT;
+	}
+}
+
+/*
+ * folio_sub_large_mapcount - folio_sub_return_large_mapcount(): the slot of
+ * @mm shrinks; an emptied slot is freed, and then (or when @mm owned no
+ * slot) the shared bit clears if one slot holds every remaining mapping.
+ */
+static void folio_sub_large_mapcount(struct laf_mm *mm, struct page *head, int diff)
+{
+	int32_t newc = folio_large_mapcount(head) - diff;
+	uint32_t id = mm->mm_id;
+	int k;
+
+	folio_set_large_mapcount_raw(head, newc);
+	for (k = 0; k < 2; k++) {
+		int32_t c;
+
+		if (folio_mm_id(head, k) != id)
+			continue;
+		c = (int32_t)folio_mm_id_mapcount(head, k) - diff;
+		if (c > 0) {
+			folio_set_mm_id_mapcount(head, k, (uint32_t)c);
+			return;
+		}
+		folio_set_mm_id_mapcount(head, k, 0);
+		folio_set_mm_id(head, k, MM_ID_DUMMY);
+		break;
+	}
+	if ((int32_t)folio_mm_id_mapcount(head, 0) == newc ||
+	    (int32_t)folio_mm_id_mapcount(head, 1) == newc)
+		head[3].index &= ~FOLIO_MM_IDS_SHARED_BIT;
+}
+
+/**
  * folio_add_new_anon_rmap - add the first mapping of a new anon folio
  * @mm: address space
  * @pfn: head pfn
  * @vma: the VMA it is mapped into (its anon_vma is the folio's mapping)
  * @address: virtual address of the head page
  *
- * Dup of mm/rmap.c with RMAP_EXCLUSIVE: sets folio->index, the anon flag,
- * AnonExclusive and _mapcount on every page (counted as per-page work), and
- * for a PTE-mapped folio the large mapcount nr; for a PMD-mapped THP the
- * entire mapcount (large mapcount 1).  nr_anon[order]++ for large folios
- * (mod_mthp_stat ignores order 0).
+ * Dup of mm/rmap.c with RMAP_EXCLUSIVE and CONFIG_PAGE_MAPCOUNT: sets
+ * folio->index and the anon flag.  Small folio: _mapcount 1, AnonExclusive.
+ * PTE-mapped large folio: every page _mapcount 1 and AnonExclusive,
+ * _large_mapcount = _nr_pages_mapped = nr, MM-id slot 0 = @mm with nr.
+ * PMD-mapped THP: only the head is AnonExclusive; _entire_mapcount 1,
+ * _large_mapcount 1 (slot 0 = @mm with 1), per-page counts 0.
+ * nr_anon[order]++ for large folios (mod_mthp_stat ignores order 0).
  */
 void folio_add_new_anon_rmap(struct laf_mm *mm, uint64_t pfn, struct laf_vma *vma,
 			     uint64_t address)
 {
 	struct page *head = pfn_to_page(mm, pfn);
-	unsigned int order = page_order(head), nr = 1u << order;
+	unsigned int order = page_order(head), nr = 1u << order, i;
 
 	(void)vma;
 	folio_set_index(head, address >> mm->page_shift);
-	head->flags |= PG_anon;
-	if (order == mm->pmd_order && order > 0 && (head->flags & PG_pmd_mapped))
+	head->flags |= PG_anon | PG_anon_exclusive;
+	if (!order) {
 		head->mapcount = 1;
-	else
-		head->mapcount = (int32_t)nr;
+	} else if (order == mm->pmd_order && (head->flags & PG_pmd_mapped)) {
+		head->mapcount = 0;
+		folio_set_entire_mapcount(head, 1);
+		folio_set_nr_pages_mapped(head, 0);
+		folio_set_large_mapcount_raw(head, 1);
+		head[2].index = 0;
+		head[3].index = 0;
+		folio_set_mm_id(head, 0, mm->mm_id);
+		folio_set_mm_id_mapcount(head, 0, 1);
+	} else {
+		/* tails below the PMD order: already done by vma_alloc_folio() */
+		head->mapcount = 1;
+		for (i = order < mm->pmd_order ? nr : 1; i < nr; i++) {
+			head[i].mapcount = 1;
+			head[i].flags |= PG_anon_exclusive;
+		}
+		folio_set_entire_mapcount(head, 0);
+		folio_set_nr_pages_mapped(head, nr);
+		folio_set_large_mapcount_raw(head, (int32_t)nr);
+		head[2].index = 0;
+		head[3].index = 0;
+		folio_set_mm_id(head, 0, mm->mm_id);
+		folio_set_mm_id_mapcount(head, 0, nr);
+	}
 	if (order > 0)
-		mm->st.nr_anon[order]++;
+		mm->machine->gauges.nr_anon[order]++;
 	mm->st.per_folio_ops++;
 	mm->st.per_page_ops += nr;
+}
+
+/**
+ * folio_add_anon_rmap_ptes - PTE-map @nr pages of an existing anon folio
+ * @head: head pfn; @pfn: first page; @exclusive: RMAP_EXCLUSIVE
+ *
+ * __folio_add_rmap() (PTE level) + __folio_add_anon_rmap(): each page's
+ * _mapcount++ (a page going from unmapped to mapped raises
+ * _nr_pages_mapped), folio_add_large_mapcount(), AnonExclusive per page
+ * when @exclusive.  Used by __split_huge_pmd().
+ */
+void folio_add_anon_rmap_ptes(struct laf_mm *mm, uint64_t head, uint64_t pfn, unsigned int nr,
+			      bool exclusive)
+{
+	struct page *hp = pfn_to_page(mm, head), *p = pfn_to_page(mm, pfn);
+	unsigned int i, first = 0;
+
+	if (!page_order(hp)) {
+		hp->mapcount++;
+		if (exclusive)
+			hp->flags |= PG_anon_exclusive;
+		return;
+	}
+	for (i = 0; i < nr; i++) {
+		first += p[i].mapcount++ == 0;
+		if (exclusive)
+			p[i].flags |= PG_anon_exclusive;
+	}
+	folio_set_nr_pages_mapped(hp, folio_nr_pages_mapped(hp) + first);
+	folio_add_large_mapcount(mm, hp, (int)nr);
+}
+
+/* the large-folio part of folio_remove_rmap_ptes(), out of line */
+static __attribute__((noinline)) void folio_remove_rmap_ptes_large(struct laf_mm *mm, uint64_t head,
+								   uint64_t pfn, unsigned int nr)
+{
+	struct page *hp = pfn_to_page(mm, head), *p = pfn_to_page(mm, pfn);
+	unsigned int i, last = 0, left;
+
+	if ((int32_t)nr == folio_large_mapcount(hp)) {
+		/*
+		 * The last mappings go, so the caller's folio_put_refs() frees
+		 * the folio (refcount == mapcount here): the per-page
+		 * _mapcount stores are skipped (the next prep_compound_tail()
+		 * rewrites them); the folio fields are cleared as the
+		 * kernel's would end.
+		 */
+		LAF_BUG_ON(hp->refcount != (int32_t)nr);
+		folio_set_large_mapcount_raw(hp, 0);
+		folio_set_nr_pages_mapped(hp, 0);
+		hp[2].index = 0;
+		hp[3].index = 0;
+		return;
+	}
+	folio_sub_large_mapcount(mm, hp, (int)nr);
+	for (i = 0; i < nr; i++)
+		last += --p[i].mapcount == 0;
+	if (!last)
+		return;
+	left = folio_nr_pages_mapped(hp) - last;
+	folio_set_nr_pages_mapped(hp, left);
+	if (!folio_entire_mapcount(hp) && left && (hp->flags & PG_anon))
+		deferred_split_folio(mm, head, true);
+}
+
+/**
+ * folio_remove_rmap_ptes - remove @nr PTE mappings of pages of one folio
+ * @head: head pfn; @pfn: first page
+ *
+ * Dup of __folio_remove_rmap() (PTE level, CONFIG_PAGE_MAPCOUNT): a small
+ * folio's _mapcount--.  Large: folio_sub_large_mapcount(), each page's
+ * _mapcount--; pages whose last mapping went leave _nr_pages_mapped; the
+ * folio is partially mapped when some did, no PMD maps it, and pages remain
+ * mapped: then deferred_split_folio().  The caller drops the references.
+ */
+void folio_remove_rmap_ptes(struct laf_mm *mm, uint64_t head, uint64_t pfn, unsigned int nr)
+{
+	struct page *hp = pfn_to_page(mm, head);
+
+	mm->st.per_folio_ops++;
+	if (likely(!page_order(hp)))
+		hp->mapcount -= (int32_t)nr;
+	else
+		folio_remove_rmap_ptes_large(mm, head, pfn, nr);
+}
+
+/**
+ * folio_remove_rmap_pmd - remove one PMD mapping of a PMD-sized folio
+ *
+ * __folio_remove_rmap() (PMD level): _large_mapcount and _entire_mapcount
+ * drop; when the last entire mapping goes, the folio is partially mapped if
+ * some but not all of its pages stay PTE-mapped (deferred split).
+ */
+void folio_remove_rmap_pmd(struct laf_mm *mm, uint64_t head)
+{
+	struct page *hp = pfn_to_page(mm, head);
+	uint32_t entire = folio_entire_mapcount(hp) - 1, mapped;
+
+	folio_sub_large_mapcount(mm, hp, 1);
+	folio_set_entire_mapcount(hp, entire);
+	if (entire)
+		return;
+	hp->flags &= ~PG_pmd_mapped;
+	mapped = folio_nr_pages_mapped(hp);
+	if (mapped && mapped < (1u << page_order(hp)) && (hp->flags & PG_anon))
+		deferred_split_folio(mm, head, true);
+}
+
+/**
+ * folio_try_dup_anon_rmap_ptes - share @nr PTE-mapped pages with a child
+ * @dst: the child mm
+ *
+ * __folio_try_dup_anon_rmap() (PTE level): no GUP pins are emulated, so it
+ * never fails.  Clears PageAnonExclusive on every page, each page's
+ * _mapcount++ and folio_add_large_mapcount(@dst, nr) (the child takes an
+ * MM-id slot: the folio becomes "maybe mapped shared"); a small folio's
+ * _mapcount++.  The caller takes the references.
+ */
+void folio_try_dup_anon_rmap_ptes(struct laf_mm *dst, uint64_t head, uint64_t pfn, unsigned int nr)
+{
+	struct page *hp = pfn_to_page(dst, head), *p = pfn_to_page(dst, pfn);
+	unsigned int i;
+
+	if (!page_order(hp)) {
+		hp->flags &= ~PG_anon_exclusive;
+		hp->mapcount++;
+		return;
+	}
+	for (i = 0; i < nr; i++) {
+		p[i].flags &= ~PG_anon_exclusive;
+		p[i].mapcount++;
+	}
+	folio_add_large_mapcount(dst, hp, (int)nr);
+	dst->st.per_page_ops += nr;
+}
+
+/**
+ * folio_try_dup_anon_rmap_pmd - share a PMD-mapped THP with a child
+ *
+ * __folio_try_dup_anon_rmap() (PMD level): clears PageAnonExclusive on the
+ * head, _entire_mapcount++, folio_add_large_mapcount(@dst, 1).
+ */
+void folio_try_dup_anon_rmap_pmd(struct laf_mm *dst, uint64_t head)
+{
+	struct page *hp = pfn_to_page(dst, head);
+
+	hp->flags &= ~PG_anon_exclusive;
+	folio_set_entire_mapcount(hp, folio_entire_mapcount(hp) + 1);
+	folio_add_large_mapcount(dst, hp, 1);
 }
 
 /* folio_add_lru_vma() */
@@ -61,7 +301,7 @@ static inline void folio_add_lru_vma(struct laf_mm *mm, uint64_t pfn)
 	struct page *head = pfn_to_page(mm, pfn);
 
 	head->flags |= PG_lru;
-	mm->st.lru_pages += 1L << page_order(head);
+	mm->machine->gauges.lru_pages += 1L << page_order(head);
 	mm->st.per_folio_ops++;
 }
 
@@ -90,12 +330,12 @@ void deferred_split_folio(struct laf_mm *mm, uint64_t pfn, bool partially_mapped
 	if (!(head->flags & PG_partially_mapped)) {
 		head->flags |= PG_partially_mapped;
 		mm->st.split_deferred[order]++;
-		mm->st.nr_anon_partially_mapped[order]++;
+		mm->machine->gauges.nr_anon_partially_mapped[order]++;
 		if (order >= mm->pmd_order)
 			mm->st.thp_deferred_split_page++;
 	}
 	if (!(head->flags & PG_deferred_queued)) {
-		struct deferred_split *q = &mm->deferred;
+		struct deferred_split *q = &mm->machine->deferred;
 
 		if (q->nr == q->cap) {
 			size_t ncap = q->cap ? q->cap * 2 : 64;
@@ -108,7 +348,7 @@ void deferred_split_folio(struct laf_mm *mm, uint64_t pfn, bool partially_mapped
 		}
 		q->pfns[q->nr++] = (uint32_t)pfn;
 		head->flags |= PG_deferred_queued;
-		mm->st.deferred_split_queue++;
+		mm->machine->gauges.deferred_split_queue++;
 	}
 }
 
@@ -193,7 +433,7 @@ static int laf_access_one(struct laf_mm *mm, uint64_t addr, bool write, int *kin
 
 static void maybe_inject_race(struct laf_mm *mm)
 {
-	struct laf_inject_state *in = &mm->inject;
+	struct laf_inject_state *in = &mm->machine->inject;
 	int kind;
 	uint32_t v, n;
 
@@ -311,8 +551,8 @@ static int alloc_anon_folio(struct vm_fault *vmf, uint32_t *pfnp, bool charge)
 	if (!orders)
 		goto fallback;
 
-	if (unlikely(mm->inject.pte_map_fail)) {
-		mm->inject.pte_map_fail--;
+	if (unlikely(mm->machine->inject.pte_map_fail)) {
+		mm->machine->inject.pte_map_fail--;
 		return ALLOC_EAGAIN;
 	}
 	pte = pte_offset_map(mm, vmf->pmd, align_down(vmf->address, mm->pmd_size));
@@ -331,7 +571,7 @@ static int alloc_anon_folio(struct vm_fault *vmf, uint32_t *pfnp, bool charge)
 		goto fallback;
 
 	while (orders) {
-		if (unlikely(mm->pol.anon_beside_full) &&
+		if (unlikely(mm->machine->pol.anon_beside_full) &&
 		    !anon_beside_full(mm, vma, pte, vmf->address, order)) {
 			mm->st.anon_fault_declined[order]++;
 			order = next_order(&orders, order);
@@ -395,7 +635,7 @@ static vm_fault_t do_anonymous_page(struct vm_fault *vmf)
 			return 0;
 		if (userfaultfd_missing(vma))
 			return handle_userfault(mm);
-		entry = pfn_pte(mm->zero_pfn, LAF_PTE_PRESENT | LAF_PTE_SPECIAL | LAF_PTE_YOUNG);
+		entry = pfn_pte(mm->machine->zero_pfn, LAF_PTE_PRESENT | LAF_PTE_SPECIAL | LAF_PTE_YOUNG);
 		set_ptes(mm, align_down(vmf->address, mm->page_size), pte, entry, 1);
 		mm->st.per_folio_ops++;	/* update_mmu_cache_range() */
 		mm->st.zero_page_maps++;
@@ -462,70 +702,153 @@ static vm_fault_t do_anonymous_page(struct vm_fault *vmf)
 }
 
 /**
- * do_wp_page - write to a present, write-protected PTE
+ * wp_can_reuse_anon_folio - may a write reuse this non-exclusive anon folio?
+ * @head: head pfn of the folio
  *
- * uffd-wp protected → handed to userfaultfd.  The zero page → wp_page_copy()
- * of an order-0 zeroed folio (upstream never builds an mTHP here).  An anon
- * page is always PageAnonExclusive here (one mm, no fork/GUP pins), so it is
- * reused (made writable) in place.
+ * Dup of mm/memory.c (6.18).  Large (__wp_can_reuse_large_anon_folio(),
+ * CONFIG_MM_ID): no if at most one mapping is left (the last page is
+ * copied and the folio freed), no if "maybe mapped shared", no unless every
+ * reference is a mapping (_large_mapcount == refcount).  Small: reuse only
+ * with the one reference of its one mapping (no KSM, swap cache or
+ * per-CPU LRU batches here; folio_move_anon_rmap() has nothing to move).
  */
-static vm_fault_t do_wp_page(struct vm_fault *vmf)
+static bool wp_can_reuse_anon_folio(struct laf_mm *mm, uint64_t head)
+{
+	struct page *hp = pfn_to_page(mm, head);
+
+	if (page_order(hp)) {
+		if (folio_large_mapcount(hp) <= 1)
+			return false;
+		if (folio_maybe_shared_bit(hp))
+			return false;
+		return folio_large_mapcount(hp) == hp->refcount;
+	}
+	return hp->refcount == 1;
+}
+
+/**
+ * wp_page_reuse - make the one faulting PTE writable (pgreuse)
+ *
+ * maybe_mkwrite(pte_mkdirty(pte_mkyoung())): only this PTE, whatever the
+ * folio size.  arm64: ptep_set_access_flags() changes the write bit, so
+ * contpte_ptep_set_access_flags() unfolds the block first.
+ */
+static vm_fault_t wp_page_reuse(struct vm_fault *vmf)
+{
+	struct laf_mm *mm = vmf->mm;
+	pte_t old = *vmf->pte;
+	uint64_t addr = align_down(vmf->address, mm->page_size);
+
+	if (mm->cont_pte_order && (old & LAF_PTE_CONT)) {
+		unsigned int cont = 1u << mm->cont_pte_order, k;
+		pte_t *first = vmf->pte - (pte_index(mm, addr) & (cont - 1));
+
+		for (k = 0; k < cont; k++)
+			first[k] &= ~(pte_t)LAF_PTE_CONT;
+		mm->st.contpte_unfolds++;
+		old &= ~(pte_t)LAF_PTE_CONT;
+	}
+	*vmf->pte = old | LAF_PTE_YOUNG | LAF_PTE_DIRTY |
+		    ((vmf->vma->vm_flags & LAF_VM_WRITE) ? LAF_PTE_WRITE : 0);
+	mm->st.pgreuse++;
+	mm->st.faults_wp++;
+	vmf->kind = LAF_FK_WP;
+	return 0;
+}
+
+/**
+ * wp_page_copy - give the faulting page a private order-0 copy
+ * @old_head: head pfn of the old folio, NO_PFN for the zero page
+ *
+ * Dup of mm/memory.c: vmf_anon_prepare(); folio_prealloc() an order-0
+ * folio (zeroed for the zero page, else one page copied) whatever the old
+ * folio's size; under the PTL, if the PTE is unchanged: the zero page's
+ * replacement counts MM_ANONPAGES + 1 (an anon copy replaces an anon page:
+ * no change); ptep_clear_flush() (arm64 unfolds a contpte block first),
+ * folio_add_new_anon_rmap(), folio_add_lru_vma(), one PTE, then
+ * folio_remove_rmap_pte() on the old page (deferred split as
+ * __folio_remove_rmap() decides) and the old mapping's reference dropped.
+ * Counts faults_wp and faults_wp_copy.
+ */
+static vm_fault_t wp_page_copy(struct vm_fault *vmf, uint64_t old_head)
 {
 	struct laf_mm *mm = vmf->mm;
 	struct laf_vma *vma = vmf->vma;
 	pte_t old = *vmf->pte, entry;
 	uint64_t addr = align_down(vmf->address, mm->page_size);
+	bool zero = old_head == NO_PFN;
 	uint32_t pfn;
 
-	if ((old & LAF_PTE_UFFD_WP) && (vma->vm_flags & LAF_VM_UFFD_WP))
-		return handle_userfault(mm);
-
-	if (!pte_special(old)) {
-		/*
-		 * One mm, no fork: every anon page is PageAnonExclusive, so
-		 * do_wp_page() reuses it (wp_page_reuse()) whatever the folio size.
-		 * arm64: ptep_set_access_flags() changes the write bit, so
-		 * contpte_ptep_set_access_flags() unfolds the block first.
-		 */
-		if (mm->cont_pte_order && (old & LAF_PTE_CONT)) {
-			unsigned int cont = 1u << mm->cont_pte_order, k;
-			pte_t *first = vmf->pte - (pte_index(mm, addr) & (cont - 1));
-
-			for (k = 0; k < cont; k++)
-				first[k] &= ~(pte_t)LAF_PTE_CONT;
-			mm->st.contpte_unfolds++;
-			old &= ~(pte_t)LAF_PTE_CONT;
-		}
-		*vmf->pte = old | LAF_PTE_WRITE | LAF_PTE_DIRTY | LAF_PTE_YOUNG;
-		mm->st.faults_wp++;
-		vmf->kind = LAF_FK_WP;
-		return 0;
-	}
-
-	/* wp_page_copy() of the zero page: folio_prealloc(need_zero = true) */
 	vmf_anon_prepare(mm, vma);
-	pfn = folio_prealloc(mm, true, true);
+	pfn = folio_prealloc(mm, zero, true);
 	if (pfn == NO_PFN)
 		return LAF_VM_FAULT_OOM;
+	if (!zero)
+		mm->st.per_page_ops++;	/* __wp_page_copy_user(): one page */
 	if (*vmf->pte != old) {		/* vmf_pte_changed(): raced */
 		folio_put(mm, pfn);
 		return 0;
 	}
-	entry = pfn_pte(pfn, LAF_PTE_PRESENT | LAF_PTE_YOUNG | LAF_PTE_WRITE | LAF_PTE_DIRTY);
-	/* ptep_clear_flush() of the zero-page entry */
-	if (old & LAF_PTE_TOUCHED)
-		mm->st.zero_pages_touched--;
+	entry = pfn_pte(pfn, LAF_PTE_PRESENT | LAF_PTE_YOUNG | LAF_PTE_DIRTY |
+			((vma->vm_flags & LAF_VM_WRITE) ? LAF_PTE_WRITE : 0));
+	if (mm->cont_pte_order && (old & LAF_PTE_CONT))
+		contpte_unfold_block(mm, vmf->pmd->ptes, pte_index(mm, addr));
+	/* ptep_clear_flush() of the old entry */
+	if (old & LAF_PTE_TOUCHED) {
+		if (zero)
+			mm->st.zero_pages_touched--;
+		else
+			mm->st.pages_touched--;
+	}
 	*vmf->pte = 0;
 	mm->st.ptes_cleared++;
-	mm->st.mm_anonpages++;				/* inc_mm_counter() */
-	update_hiwater_rss(mm);
+	if (zero) {
+		mm->st.mm_anonpages++;		/* inc_mm_counter() */
+		update_hiwater_rss(mm);
+	}
 	folio_add_new_anon_rmap(mm, pfn, vma, addr);
 	folio_add_lru_vma(mm, pfn);
 	set_ptes(mm, addr, vmf->pte, entry, 1);
+	if (!zero) {
+		folio_remove_rmap_ptes(mm, old_head, pte_pfn(old), 1);
+		folio_put(mm, old_head);
+	}
 	mm->st.folios_mapped[0]++;
 	mm->st.faults_wp++;
+	mm->st.faults_wp_copy++;
 	vmf->kind = LAF_FK_WP;
 	return 0;
+}
+
+/**
+ * do_wp_page - write to a present, write-protected PTE
+ *
+ * Dup of mm/memory.c (6.18), private anon mappings: uffd-wp protected →
+ * handed to userfaultfd.  An anon page that is PageAnonExclusive, or whose
+ * folio wp_can_reuse_anon_folio() allows, becomes exclusive and is reused
+ * in place (wp_page_reuse(): one PTE).  Otherwise, and for the zero page,
+ * wp_page_copy().
+ */
+static vm_fault_t do_wp_page(struct vm_fault *vmf)
+{
+	struct laf_mm *mm = vmf->mm;
+	pte_t old = *vmf->pte;
+	uint64_t pfn, head;
+	struct page *page;
+
+	if ((old & LAF_PTE_UFFD_WP) && (vmf->vma->vm_flags & LAF_VM_UFFD_WP))
+		return handle_userfault(mm);
+	if (pte_special(old))
+		return wp_page_copy(vmf, NO_PFN);
+	pfn = pte_pfn(old);
+	head = compound_head_pfn(mm, pfn);
+	page = pfn_to_page(mm, pfn);
+	if ((pfn_to_page(mm, head)->flags & PG_anon) &&
+	    ((page->flags & PG_anon_exclusive) || wp_can_reuse_anon_folio(mm, head))) {
+		page->flags |= PG_anon_exclusive;
+		return wp_page_reuse(vmf);
+	}
+	return wp_page_copy(vmf, head);
 }
 
 static vm_fault_t handle_pte_fault(struct vm_fault *vmf)
@@ -746,7 +1069,7 @@ static inline void account_touched_clear(struct laf_mm *mm, pte_t pte)
 }
 
 /* arm64 contpte_try_unfold_partial(): repaint a partially covered block */
-static void contpte_unfold_block(struct laf_mm *mm, pte_t *ptes, unsigned int idx)
+void contpte_unfold_block(struct laf_mm *mm, pte_t *ptes, unsigned int idx)
 {
 	unsigned int cont = 1u << mm->cont_pte_order, start = idx & ~(cont - 1), i;
 
@@ -764,7 +1087,7 @@ static void contpte_unfold_block(struct laf_mm *mm, pte_t *ptes, unsigned int id
  * folio_remove_rmap_ptes() (a large anon folio left partially mapped goes
  * to deferred_split_folio()), then folio_put_refs() frees it at zero.
  */
-static void zap_pte_range(struct laf_mm *mm, pmd_t *pmd, uint64_t addr, uint64_t end)
+void zap_pte_range(struct laf_mm *mm, pmd_t *pmd, uint64_t addr, uint64_t end)
 {
 	pte_t *ptes = pmd->ptes;
 	unsigned int i = pte_index(mm, addr);
@@ -816,10 +1139,7 @@ static void zap_pte_range(struct laf_mm *mm, pmd_t *pmd, uint64_t addr, uint64_t
 		mm->st.ptes_cleared += n;
 		mm->st.per_page_ops += 2 * n;	/* PTE clear + per-page mapcount */
 		mm->st.mm_anonpages -= n;
-		hp->mapcount -= (int32_t)n;	/* folio_remove_rmap_ptes() */
-		mm->st.per_folio_ops++;
-		if (hp->mapcount > 0 && (hp->flags & PG_anon))
-			deferred_split_folio(mm, head, true);
+		folio_remove_rmap_ptes(mm, head, pfn, n);
 		folio_put_refs(mm, head, (int)n);
 		i += n;
 	}

@@ -31,74 +31,74 @@
 
 #include "laf_internal.h"
 
-static inline void add_to_free_list(struct laf_mm *mm, uint32_t pfn, unsigned int order)
+static inline void add_to_free_list(struct laf_machine *m, uint32_t pfn, unsigned int order)
 {
-	struct page *p = pfn_to_page(mm, pfn);
-	uint32_t head = mm->free_head[order];
+	struct page *p = machine_page(m, pfn);
+	uint32_t head = m->free_head[order];
 
 	p->flags = PG_buddy | (order << PG_ORDER_SHIFT);
 	p->buddy_next = head;
 	p->buddy_prev = NO_PFN;
 	p->index = 0;
 	if (head != NO_PFN)
-		mm->memmap[head].buddy_prev = pfn;
-	mm->free_head[order] = pfn;
-	mm->free_count[order]++;
-	mm->nr_free += 1ULL << order;
+		m->memmap[head].buddy_prev = pfn;
+	m->free_head[order] = pfn;
+	m->free_count[order]++;
+	m->nr_free += 1ULL << order;
 }
 
-static inline void del_page_from_free_list(struct laf_mm *mm, uint32_t pfn, unsigned int order)
+static inline void del_page_from_free_list(struct laf_machine *m, uint32_t pfn, unsigned int order)
 {
-	struct page *p = pfn_to_page(mm, pfn);
+	struct page *p = machine_page(m, pfn);
 
 	if (p->buddy_prev != NO_PFN)
-		mm->memmap[p->buddy_prev].buddy_next = p->buddy_next;
+		m->memmap[p->buddy_prev].buddy_next = p->buddy_next;
 	else
-		mm->free_head[order] = p->buddy_next;
+		m->free_head[order] = p->buddy_next;
 	if (p->buddy_next != NO_PFN)
-		mm->memmap[p->buddy_next].buddy_prev = p->buddy_prev;
+		m->memmap[p->buddy_next].buddy_prev = p->buddy_prev;
 	p->flags = 0;
 	p->buddy_next = 0;
 	p->buddy_prev = 0;
-	mm->free_count[order]--;
-	mm->nr_free -= 1ULL << order;
+	m->free_count[order]--;
+	m->nr_free -= 1ULL << order;
 }
 
 /**
  * __free_one_page - return a naturally aligned block to the buddy lists
- * @mm: the emulated machine
+ * @m: the emulated machine
  * @pfn: first frame, aligned to 2^@order
  * @order: block order
  *
  * Dup of mm/page_alloc.c: merge with the buddy (pfn ^ (1 << order)) while it
  * is a free block of the same order, then queue the merged block.
  */
-static void __free_one_page(struct laf_mm *mm, uint64_t pfn, unsigned int order)
+static void __free_one_page(struct laf_machine *m, uint64_t pfn, unsigned int order)
 {
-	while (order < mm->max_page_order) {
+	while (order < m->max_page_order) {
 		uint64_t buddy = pfn ^ (1ULL << order);
 		struct page *bp;
 
-		if (buddy + (1ULL << order) > mm->nr_frames)
+		if (buddy + (1ULL << order) > m->nr_frames)
 			break;
-		bp = pfn_to_page(mm, buddy);
+		bp = machine_page(m, buddy);
 		if (!(bp->flags & PG_buddy) || page_order(bp) != order)
 			break;
-		del_page_from_free_list(mm, (uint32_t)buddy, order);
+		del_page_from_free_list(m, (uint32_t)buddy, order);
 		pfn &= ~(1ULL << order);
 		order++;
 	}
-	add_to_free_list(mm, (uint32_t)pfn, order);
+	add_to_free_list(m, (uint32_t)pfn, order);
 }
 
-void __free_pages_ok(struct laf_mm *mm, uint64_t pfn, unsigned int order)
+void __free_pages_ok(struct laf_machine *m, uint64_t pfn, unsigned int order)
 {
-	__free_one_page(mm, pfn, order);
+	__free_one_page(m, pfn, order);
 }
 
 /**
  * deferred_grow_zone - initialise the highest deferred section
- * @mm: the emulated machine
+ * @m: the emulated machine
  *
  * Dup of mm/mm_init.c deferred_grow_zone() (DEFERRED_STRUCT_PAGE_INIT), at
  * section granularity: when the allocator finds no free block, the struct
@@ -116,22 +116,22 @@ void __free_pages_ok(struct laf_mm *mm, uint64_t pfn, unsigned int order)
  * count deferred blocks; they are moved, not added.
  * Return: true if a section was initialised.
  */
-static __attribute__((noinline, cold)) bool deferred_grow_zone(struct laf_mm *mm)
+static __attribute__((noinline, cold)) bool deferred_grow_zone(struct laf_machine *m)
 {
-	unsigned int max = mm->max_page_order;
-	uint64_t end = mm->deferred_end, start, pfn;
+	unsigned int max = m->max_page_order;
+	uint64_t end = m->deferred_end, start, pfn;
 
-	if (end == mm->deferred_start)
+	if (end == m->deferred_start)
 		return false;
-	LAF_BUG_ON(mm->free_head[max] != NO_PFN);
-	start = align_down(end - 1, mm->section_pages);
-	if (start < mm->deferred_start)
-		start = mm->deferred_start;
-	mm->free_count[max] -= (end - start) >> max;
-	mm->nr_free -= end - start;
+	LAF_BUG_ON(m->free_head[max] != NO_PFN);
+	start = align_down(end - 1, m->section_pages);
+	if (start < m->deferred_start)
+		start = m->deferred_start;
+	m->free_count[max] -= (end - start) >> max;
+	m->nr_free -= end - start;
 	for (pfn = start; pfn < end; pfn += 1ULL << max)
-		add_to_free_list(mm, (uint32_t)pfn, max);
-	mm->deferred_end = start;
+		add_to_free_list(m, (uint32_t)pfn, max);
+	m->deferred_end = start;
 	return true;
 }
 
@@ -143,30 +143,30 @@ static __attribute__((noinline, cold)) bool deferred_grow_zone(struct laf_mm *mm
  * get_page_from_freelist()).
  * Return: first pfn, or NO_PFN when no free block of order >= @order exists.
  */
-uint32_t __rmqueue(struct laf_mm *mm, unsigned int order)
+uint32_t __rmqueue(struct laf_machine *m, unsigned int order)
 {
-	uint32_t head = mm->free_head[order];
+	uint32_t head = m->free_head[order];
 	unsigned int o;
 
 	if (likely(head != NO_PFN)) {	/* exact fit: nothing to expand() */
-		del_page_from_free_list(mm, head, order);
+		del_page_from_free_list(m, head, order);
 		return head;
 	}
-	for (o = order + 1; o <= mm->max_page_order; o++) {
-		uint32_t pfn = mm->free_head[o];
+	for (o = order + 1; o <= m->max_page_order; o++) {
+		uint32_t pfn = m->free_head[o];
 
 		if (pfn == NO_PFN)
 			continue;
-		del_page_from_free_list(mm, pfn, o);
+		del_page_from_free_list(m, pfn, o);
 		/* expand(): keep the low half, queue the high halves */
 		while (o > order) {
 			o--;
-			add_to_free_list(mm, pfn + (1u << o), o);
+			add_to_free_list(m, pfn + (1u << o), o);
 		}
 		return pfn;
 	}
-	if (mm->deferred_end != mm->deferred_start && deferred_grow_zone(mm))
-		return __rmqueue(mm, order);
+	if (m->deferred_end != m->deferred_start && deferred_grow_zone(m))
+		return __rmqueue(m, order);
 	return NO_PFN;
 }
 
@@ -180,34 +180,34 @@ uint32_t __rmqueue(struct laf_mm *mm, unsigned int order)
  * yet queued.  Only the few smaller blocks at the two ends of RAM are queued
  * now, so creating a machine costs O(1) host memory whatever its RAM size.
  */
-static void buddy_init(struct laf_mm *mm)
+static void buddy_init(struct laf_machine *m)
 {
-	unsigned int max = mm->max_page_order, o;
+	unsigned int max = m->max_page_order, o;
 	uint64_t pfn;
 
 	for (o = 0; o < LAF_NR_ORDERS; o++) {
-		mm->free_head[o] = NO_PFN;
-		mm->free_count[o] = 0;
+		m->free_head[o] = NO_PFN;
+		m->free_count[o] = 0;
 	}
-	mm->nr_free = 0;
-	mm->deferred_start = mm->deferred_end = 0;
-	mm->memmap[0].flags = PG_reserved;
-	mm->zero_pfn = 0;
+	m->nr_free = 0;
+	m->deferred_start = m->deferred_end = 0;
+	m->memmap[0].flags = PG_reserved;
+	m->zero_pfn = 0;
 	pfn = 1;
-	while (pfn < mm->nr_frames) {
+	while (pfn < m->nr_frames) {
 		o = max;
-		while (o && ((pfn & ((1ULL << o) - 1)) || pfn + (1ULL << o) > mm->nr_frames))
+		while (o && ((pfn & ((1ULL << o) - 1)) || pfn + (1ULL << o) > m->nr_frames))
 			o--;
 		if (o == max) {
 			/* full blocks are one run: [first, last] */
-			if (mm->deferred_start == mm->deferred_end)
-				mm->deferred_start = mm->deferred_end = pfn;
-			LAF_BUG_ON(mm->deferred_end != pfn);
-			mm->deferred_end = pfn + (1ULL << max);
-			mm->free_count[max]++;
-			mm->nr_free += 1ULL << max;
+			if (m->deferred_start == m->deferred_end)
+				m->deferred_start = m->deferred_end = pfn;
+			LAF_BUG_ON(m->deferred_end != pfn);
+			m->deferred_end = pfn + (1ULL << max);
+			m->free_count[max]++;
+			m->nr_free += 1ULL << max;
 		} else {
-			add_to_free_list(mm, (uint32_t)pfn, o);
+			add_to_free_list(m, (uint32_t)pfn, o);
 		}
 		pfn += 1ULL << o;
 	}
@@ -255,9 +255,9 @@ uint64_t laf_max_ram_bytes(uint32_t page_shift)
  * laf_max_ram_bytes().
  * Return: 0 or LAF_ERANGE.
  */
-int memmap_check_size(const struct laf_mm *mm)
+int memmap_check_size(const struct laf_machine *m)
 {
-	return mm->nr_frames > max_ram_frames() ? LAF_ERANGE : 0;
+	return m->nr_frames > max_ram_frames() ? LAF_ERANGE : 0;
 }
 
 /**
@@ -268,27 +268,27 @@ int memmap_check_size(const struct laf_mm *mm)
  * is initialised a section at a time by deferred_grow_zone().
  * Return: 0 or LAF_ENOMEM.
  */
-int memmap_init(struct laf_mm *mm)
+int memmap_init(struct laf_machine *m)
 {
-	unsigned int sbits = SECTION_SIZE_BITS - mm->page_shift;
+	unsigned int sbits = SECTION_SIZE_BITS - m->page_shift;
 
-	mm->memmap_bytes = mm->nr_frames * sizeof(struct page);
-	mm->memmap = mmap(NULL, mm->memmap_bytes, PROT_READ | PROT_WRITE,
+	m->memmap_bytes = m->nr_frames * sizeof(struct page);
+	m->memmap = mmap(NULL, m->memmap_bytes, PROT_READ | PROT_WRITE,
 			  MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
-	if (mm->memmap == MAP_FAILED) {
-		mm->memmap = NULL;
+	if (m->memmap == MAP_FAILED) {
+		m->memmap = NULL;
 		return LAF_ENOMEM;
 	}
-	mm->section_pages = 1ULL << (sbits > mm->max_page_order ? sbits : mm->max_page_order);
-	buddy_init(mm);
+	m->section_pages = 1ULL << (sbits > m->max_page_order ? sbits : m->max_page_order);
+	buddy_init(m);
 	return 0;
 }
 
-void memmap_free(struct laf_mm *mm)
+void memmap_free(struct laf_machine *m)
 {
-	if (mm->memmap)
-		munmap(mm->memmap, mm->memmap_bytes);
-	mm->memmap = NULL;
+	if (m->memmap)
+		munmap(m->memmap, m->memmap_bytes);
+	m->memmap = NULL;
 }
 
 /**
@@ -298,50 +298,60 @@ void memmap_free(struct laf_mm *mm)
  * deferred run (the eagerly queued ends of RAM, or a grown section); the last
  * section may be short.
  */
-void memmap_get_info(const struct laf_mm *mm, struct laf_memmap_info *info)
+void memmap_get_info(const struct laf_machine *m, struct laf_memmap_info *info)
 {
-	uint64_t sp = mm->section_pages, de = mm->deferred_end;
-	uint64_t first = align_up(mm->deferred_start, sp) / sp;
-	uint64_t last = (de == mm->nr_frames ? align_up(de, sp) : de) / sp;
+	uint64_t sp = m->section_pages, de = m->deferred_end;
+	uint64_t first = align_up(m->deferred_start, sp) / sp;
+	uint64_t last = (de == m->nr_frames ? align_up(de, sp) : de) / sp;
 
 	info->section_pages = sp;
-	info->nr_sections = (mm->nr_frames + sp - 1) / sp;
+	info->nr_sections = (m->nr_frames + sp - 1) / sp;
 	info->sections_initialised = info->nr_sections - (last > first ? last - first : 0);
-	info->deferred_pages = mm->deferred_end - mm->deferred_start;
-	info->memmap_bytes = mm->memmap_bytes;
-	info->max_ram_bytes = laf_max_ram_bytes(mm->page_shift);
+	info->deferred_pages = m->deferred_end - m->deferred_start;
+	info->memmap_bytes = m->memmap_bytes;
+	info->max_ram_bytes = laf_max_ram_bytes(m->page_shift);
 }
 
 /**
  * vma_alloc_folio - allocate a folio of @order (no memcg charge)
  *
  * Emulates vma_alloc_folio() + prep_compound_page(): the head gets refcount 1
- * and mapcount 0, each tail points at the head.  LAF_INJECT_ALLOC_FAIL makes
+ * and mapcount 0, each tail points at the head (below the PMD order a tail
+ * also gets the per-page rmap state folio_add_new_anon_rmap() would give).  LAF_INJECT_ALLOC_FAIL makes
  * the next allocations of an order fail.
  * Return: head pfn or NO_PFN.
  */
 uint32_t vma_alloc_folio(struct laf_mm *mm, unsigned int order)
 {
+	struct laf_machine *m = mm->machine;
 	uint32_t pfn;
 	struct page *head;
 	unsigned int i, nr = 1u << order;
 
-	if (unlikely(mm->inject.alloc_fail[order])) {
-		mm->inject.alloc_fail[order]--;
+	if (unlikely(m->inject.alloc_fail[order])) {
+		m->inject.alloc_fail[order]--;
 		return NO_PFN;
 	}
-	pfn = __rmqueue(mm, order);
+	pfn = __rmqueue(m, order);
 	if (pfn == NO_PFN)
 		return NO_PFN;
-	head = pfn_to_page(mm, pfn);
+	head = machine_page(m, pfn);
 	head->flags = PG_head | (order << PG_ORDER_SHIFT);
 	head->refcount = 1;
 	head->mapcount = 0;
 	head->index = 0;
 	if (nr > 1) {
-		/* prep_compound_tail(): one 16-byte store per tail page */
+		/*
+		 * prep_compound_tail(): one 16-byte store per tail page.  Below
+		 * the PMD order the folio can only be PTE-mapped as a whole by
+		 * folio_add_new_anon_rmap(), so the same store also sets what
+		 * that does per page (AnonExclusive, _mapcount 1): the fault
+		 * path touches each struct page once.
+		 */
 		typedef uint32_t page_vec __attribute__((vector_size(sizeof(struct page))));
-		const page_vec tail = { PG_tail, pfn, 0, 0 };
+		const page_vec tail = order < mm->pmd_order ?
+				      (page_vec){ PG_tail | PG_anon_exclusive, pfn, 1, 0 } :
+				      (page_vec){ PG_tail, pfn, 0, 0 };
 
 		_Static_assert(sizeof(struct page) == 16, "struct page is 4 x 32 bits");
 		for (i = 1; i < nr; i++)
@@ -352,10 +362,10 @@ uint32_t vma_alloc_folio(struct laf_mm *mm, unsigned int order)
 	return pfn;
 }
 
-static void memcg_uncharge(struct laf_mm *mm, struct page *head, unsigned int nr)
+static void memcg_uncharge(struct laf_machine *m, struct page *head, unsigned int nr)
 {
 	if (head->flags & PG_memcg) {
-		mm->memcg_charged -= nr;
+		m->memcg_charged -= nr;
 		head->flags &= ~PG_memcg;
 	}
 }
@@ -369,21 +379,27 @@ static void memcg_uncharge(struct laf_mm *mm, struct page *head, unsigned int nr
  */
 void free_folio(struct laf_mm *mm, uint64_t pfn)
 {
-	struct page *head = pfn_to_page(mm, pfn);
+	struct laf_machine *m = mm->machine;
+	struct page *head = machine_page(m, pfn);
 	unsigned int order = page_order(head), i, nr = 1u << order;
 
 	LAF_BUG_ON(!(head->flags & PG_head));
 	if (head->flags & PG_lru)
-		mm->st.lru_pages -= nr;
+		m->gauges.lru_pages -= nr;
 	if (head->flags & PG_anon) {
 		if (order > 0)
-			mm->st.nr_anon[order]--;
+			m->gauges.nr_anon[order]--;
 		if (head->flags & PG_partially_mapped)
-			mm->st.nr_anon_partially_mapped[order]--;
+			m->gauges.nr_anon_partially_mapped[order]--;
 		if (head->flags & PG_deferred_queued)
-			mm->st.deferred_split_queue--;
+			m->gauges.deferred_split_queue--;
 	}
-	memcg_uncharge(mm, head, nr);
+	memcg_uncharge(m, head, nr);
+	/*
+	 * tails: flags and head; their _mapcount and the folio fields of
+	 * page[1..3] are rewritten by the next prep_compound_tail() or
+	 * split (a free frame's other fields are never read)
+	 */
 	for (i = 1; i < nr; i++) {
 		head[i].flags = 0;
 		head[i].head = 0;
@@ -393,7 +409,7 @@ void free_folio(struct laf_mm *mm, uint64_t pfn)
 	head->mapcount = 0;
 	head->index = 0;
 	mm->st.per_folio_ops++;
-	__free_one_page(mm, pfn, order);
+	__free_one_page(m, pfn, order);
 }
 
 /**
@@ -415,20 +431,21 @@ void folio_put_refs(struct laf_mm *mm, uint64_t pfn, int refs)
  */
 int mem_cgroup_charge(struct laf_mm *mm, uint64_t pfn, unsigned int order)
 {
+	struct laf_machine *m = mm->machine;
 	uint64_t nr = 1ULL << order;
-	struct page *head = pfn_to_page(mm, pfn);
+	struct page *head = machine_page(m, pfn);
 
 	mm->st.per_folio_ops++;
-	if (unlikely(mm->inject.charge_fail[order])) {
-		mm->inject.charge_fail[order]--;
+	if (unlikely(m->inject.charge_fail[order])) {
+		m->inject.charge_fail[order]--;
 		mm->st.memcg_max_events++;
 		return LAF_ENOMEM;
 	}
-	if (mm->memcg_charged + nr > mm->memcg_limit) {	/* LAF_MEMCG_UNLIMITED: never */
+	if (m->memcg_charged + nr > m->memcg_limit) {	/* LAF_MEMCG_UNLIMITED: never */
 		mm->st.memcg_max_events++;
 		return LAF_ENOMEM;
 	}
-	mm->memcg_charged += nr;
+	m->memcg_charged += nr;
 	head->flags |= PG_memcg;
 	return 0;
 }
@@ -437,23 +454,23 @@ int mem_cgroup_charge(struct laf_mm *mm, uint64_t pfn, unsigned int order)
  * mem_cgroup_check_max - is @limit_bytes a valid memory.max?
  * Return: 0, or LAF_EINVAL unless LAF_MEMCG_UNLIMITED or page-aligned.
  */
-int mem_cgroup_check_max(const struct laf_mm *mm, uint64_t limit_bytes)
+int mem_cgroup_check_max(const struct laf_machine *m, uint64_t limit_bytes)
 {
-	if (limit_bytes != LAF_MEMCG_UNLIMITED && (limit_bytes & (mm->page_size - 1)))
+	if (limit_bytes != LAF_MEMCG_UNLIMITED && (limit_bytes & (m->page_size - 1)))
 		return LAF_EINVAL;
 	return 0;
 }
 
-static uint64_t memcg_limit_pages(const struct laf_mm *mm, uint64_t limit_bytes)
+static uint64_t memcg_limit_pages(const struct laf_machine *m, uint64_t limit_bytes)
 {
 	return limit_bytes == LAF_MEMCG_UNLIMITED ? LAF_MEMCG_UNLIMITED
-						  : limit_bytes >> mm->page_shift;
+						  : limit_bytes >> m->page_shift;
 }
 
 /* mem_cgroup_init - memory.max at creation (already checked by mem_cgroup_check_max()) */
-void mem_cgroup_init(struct laf_mm *mm, uint64_t limit_bytes)
+void mem_cgroup_init(struct laf_machine *m, uint64_t limit_bytes)
 {
-	mm->memcg_limit = memcg_limit_pages(mm, limit_bytes);
+	m->memcg_limit = memcg_limit_pages(m, limit_bytes);
 }
 
 /**
@@ -466,15 +483,15 @@ void mem_cgroup_init(struct laf_mm *mm, uint64_t limit_bytes)
  * thread is inside" here) and does not reclaim.
  * Return: 0, LAF_EINVAL (unaligned) or LAF_ERANGE (below usage).
  */
-int mem_cgroup_set_max(struct laf_mm *mm, uint64_t limit_bytes)
+int mem_cgroup_set_max(struct laf_machine *m, uint64_t limit_bytes)
 {
-	uint64_t pages = memcg_limit_pages(mm, limit_bytes);
+	uint64_t pages = memcg_limit_pages(m, limit_bytes);
 
-	if (mem_cgroup_check_max(mm, limit_bytes))
+	if (mem_cgroup_check_max(m, limit_bytes))
 		return LAF_EINVAL;
-	if (pages < mm->memcg_charged)
+	if (pages < m->memcg_charged)
 		return LAF_ERANGE;
-	mm->memcg_limit = pages;
+	m->memcg_limit = pages;
 	return 0;
 }
 
@@ -484,28 +501,30 @@ int mem_cgroup_set_max(struct laf_mm *mm, uint64_t limit_bytes)
  */
 uint32_t pte_alloc_one(struct laf_mm *mm)
 {
-	uint32_t pfn = __rmqueue(mm, 0);
+	struct laf_machine *m = mm->machine;
+	uint32_t pfn = __rmqueue(m, 0);
 
 	if (pfn == NO_PFN) {
 		/* direct reclaim: the deferred-split shrinker may free frames */
 		if (deferred_split_scan(mm))
-			pfn = __rmqueue(mm, 0);
+			pfn = __rmqueue(m, 0);
 		if (pfn == NO_PFN)
 			return NO_PFN;
 	}
-	mm->memmap[pfn].flags = PG_pgtable;
-	mm->memmap[pfn].refcount = 1;
+	m->memmap[pfn].flags = PG_pgtable;
+	m->memmap[pfn].refcount = 1;
 	return pfn;
 }
 
 void pte_free(struct laf_mm *mm, uint32_t pfn)
 {
-	struct page *p = pfn_to_page(mm, pfn);
+	struct laf_machine *m = mm->machine;
+	struct page *p = machine_page(m, pfn);
 
 	LAF_BUG_ON(!(p->flags & PG_pgtable));
 	p->flags = 0;
 	p->refcount = 0;
-	__free_one_page(mm, pfn, 0);
+	__free_one_page(m, pfn, 0);
 }
 
 /*
@@ -514,19 +533,19 @@ void pte_free(struct laf_mm *mm, uint32_t pfn)
  */
 
 /* Hold frame @pfn (an unmovable allocation that never goes away). */
-static int pin_frame(struct laf_mm *mm, uint32_t pfn)
+static int pin_frame(struct laf_machine *m, uint32_t pfn)
 {
-	if (mm->nr_pinned == mm->cap_pinned) {
-		size_t ncap = mm->cap_pinned ? mm->cap_pinned * 2 : 256;
-		uint32_t *n = realloc(mm->pinned, ncap * sizeof(*n));
+	if (m->nr_pinned == m->cap_pinned) {
+		size_t ncap = m->cap_pinned ? m->cap_pinned * 2 : 256;
+		uint32_t *n = realloc(m->pinned, ncap * sizeof(*n));
 
 		if (!n)
 			return LAF_ENOMEM;
-		mm->pinned = n;
-		mm->cap_pinned = ncap;
+		m->pinned = n;
+		m->cap_pinned = ncap;
 	}
-	mm->pinned[mm->nr_pinned++] = pfn;
-	mm->memmap[pfn].flags = PG_pinned;
+	m->pinned[m->nr_pinned++] = pfn;
+	m->memmap[pfn].flags = PG_pinned;
 	return 0;
 }
 
@@ -540,30 +559,30 @@ static int pin_frame(struct laf_mm *mm, uint32_t pfn)
  * function does this; compaction (which could undo it) is not emulated.
  * Return: 0, LAF_EINVAL (order out of [0, MAX_PAGE_ORDER)) or LAF_ENOMEM.
  */
-int phys_fragment(struct laf_mm *mm, int max_free_order)
+int phys_fragment(struct laf_machine *m, int max_free_order)
 {
 	unsigned int o, piece;
 
-	if (max_free_order < 0 || max_free_order >= (int)mm->max_page_order)
+	if (max_free_order < 0 || max_free_order >= (int)m->max_page_order)
 		return LAF_EINVAL;
 	piece = (unsigned int)max_free_order + 1;
-	for (o = mm->max_page_order; o > (unsigned int)max_free_order; o--) {
-		while (!free_area_empty(mm, o)) {
-			uint32_t pfn = __rmqueue(mm, o);
+	for (o = m->max_page_order; o > (unsigned int)max_free_order; o--) {
+		while (!free_area_empty(m, o)) {
+			uint32_t pfn = __rmqueue(m, o);
 			uint64_t p, nr = 1ULL << o, step = 1ULL << piece;
 
 			for (p = pfn; p < pfn + nr; p += step) {
 				uint64_t last = p + step - 1, q;
-				int err = pin_frame(mm, (uint32_t)last);
+				int err = pin_frame(m, (uint32_t)last);
 
 				if (err) {
 					for (q = p; q < pfn + nr; q++)
-						__free_pages_ok(mm, q, 0);
+						__free_pages_ok(m, q, 0);
 					return err;
 				}
 				for (q = p; q < last; q++) {
-					mm->memmap[q].flags = 0;
-					__free_pages_ok(mm, q, 0);
+					m->memmap[q].flags = 0;
+					__free_pages_ok(m, q, 0);
 				}
 			}
 		}
@@ -575,14 +594,14 @@ int phys_fragment(struct laf_mm *mm, int max_free_order)
  * phys_unfragment - free every frame phys_fragment() pinned
  * The buddy merges them back (__free_one_page()).  Return: 0.
  */
-int phys_unfragment(struct laf_mm *mm)
+int phys_unfragment(struct laf_machine *m)
 {
 	size_t i;
 
-	for (i = 0; i < mm->nr_pinned; i++) {
-		mm->memmap[mm->pinned[i]].flags = 0;
-		__free_pages_ok(mm, mm->pinned[i], 0);
+	for (i = 0; i < m->nr_pinned; i++) {
+		m->memmap[m->pinned[i]].flags = 0;
+		__free_pages_ok(m, m->pinned[i], 0);
 	}
-	mm->nr_pinned = 0;
+	m->nr_pinned = 0;
 	return 0;
 }

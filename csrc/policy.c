@@ -71,7 +71,7 @@ static inline bool valid_upstream_mode(int m)
  * policy_validate - reject a policy the kernel (or the proposal) would refuse
  * Return: LAF_OK or LAF_EINVAL.
  */
-int policy_validate(const struct laf_mm *mm, const struct laf_policy *pol)
+int policy_validate(const struct laf_machine *m, const struct laf_policy *pol)
 {
 	int o;
 
@@ -93,7 +93,7 @@ int policy_validate(const struct laf_mm *mm, const struct laf_policy *pol)
 		return LAF_EINVAL;
 	}
 	for (o = 0; o < LAF_NR_ORDERS; o++) {
-		bool anon_order = o >= 2 && o <= (int)mm->pmd_order;
+		bool anon_order = o >= 2 && o <= (int)m->pmd_order;
 
 		if (!valid_upstream_mode(pol->per_size[o]))
 			return LAF_EINVAL;
@@ -103,7 +103,7 @@ int policy_validate(const struct laf_mm *mm, const struct laf_policy *pol)
 	}
 	if (pol->kind == LAF_POLICY_FIXED &&
 	    !(pol->fixed_order == 0 ||
-	      (pol->fixed_order >= 2 && pol->fixed_order <= (int)mm->pmd_order)))
+	      (pol->fixed_order >= 2 && pol->fixed_order <= (int)m->pmd_order)))
 		return LAF_EINVAL;
 	return LAF_OK;
 }
@@ -138,12 +138,12 @@ static unsigned long orders_with(const struct laf_policy *pol, int mode, unsigne
  * per-size values become the huge_anon_orders_{always,madvise,inherit}
  * bitmasks that thp_vma_allowable_orders() reads at each fault.
  */
-void policy_apply(struct laf_mm *mm, const struct laf_policy *pol)
+void policy_apply(struct laf_machine *m, const struct laf_policy *pol)
 {
-	mm->pol = *pol;
-	mm->huge_anon_orders_always = orders_with(pol, LAF_THP_ALWAYS, mm->pmd_order);
-	mm->huge_anon_orders_madvise = orders_with(pol, LAF_THP_MADVISE, mm->pmd_order);
-	mm->huge_anon_orders_inherit = orders_with(pol, LAF_THP_INHERIT, mm->pmd_order);
+	m->pol = *pol;
+	m->huge_anon_orders_always = orders_with(pol, LAF_THP_ALWAYS, m->pmd_order);
+	m->huge_anon_orders_madvise = orders_with(pol, LAF_THP_MADVISE, m->pmd_order);
+	m->huge_anon_orders_inherit = orders_with(pol, LAF_THP_INHERIT, m->pmd_order);
 }
 
 /* thp_vma_allowable_orders(vma, vm_flags, TVA_PAGEFAULT, orders) */
@@ -151,12 +151,12 @@ static unsigned long thp_vma_allowable_orders(struct laf_mm *mm, struct laf_vma 
 					      unsigned long orders)
 {
 	bool hinted = vma->vm_flags & LAF_VM_HUGEPAGE;
-	unsigned long mask = mm->huge_anon_orders_always;
+	unsigned long mask = mm->machine->huge_anon_orders_always;
 
 	if (hinted)
-		mask |= mm->huge_anon_orders_madvise;
-	if (mm->pol.enabled == LAF_THP_ALWAYS || (hinted && mm->pol.enabled != LAF_THP_NEVER))
-		mask |= mm->huge_anon_orders_inherit;
+		mask |= mm->machine->huge_anon_orders_madvise;
+	if (mm->machine->pol.enabled == LAF_THP_ALWAYS || (hinted && mm->machine->pol.enabled != LAF_THP_NEVER))
+		mask |= mm->machine->huge_anon_orders_inherit;
 	orders &= mask;
 	if (!orders)
 		return 0;
@@ -174,7 +174,7 @@ static bool laf_thp_eligible(struct laf_mm *mm, struct laf_vma *vma)
 
 	if (vma_thp_disabled(mm, vma))
 		return false;
-	switch (mm->pol.enabled) {
+	switch (mm->machine->pol.enabled) {
 	case LAF_THP_ALWAYS:
 		return true;
 	case LAF_THP_MADVISE:
@@ -192,15 +192,15 @@ static bool laf_enabled(struct laf_mm *mm, struct laf_vma *vma)
 
 	if (vma_thp_disabled(mm, vma))
 		return false;
-	switch (mm->pol.kind) {
+	switch (mm->machine->pol.kind) {
 	case LAF_POLICY_LAF_V3:
 		return true;
 	case LAF_POLICY_HUANG_A:
-		return mm->pol.enabled != LAF_THP_NEVER;
+		return mm->machine->pol.enabled != LAF_THP_NEVER;
 	case LAF_POLICY_HUANG_B:
 		return laf_thp_eligible(mm, vma);
 	case LAF_POLICY_HUANG_SYSFS:
-		switch (mm->pol.enabled) {
+		switch (mm->machine->pol.enabled) {
 		case LAF_THP_ALWAYS:
 		case LAF_THP_SMALL:
 		case LAF_THP_AUTO:
@@ -226,8 +226,8 @@ static int anon_folio_order(struct laf_mm *mm, struct laf_vma *vma)
 {
 	int order = mm->arch_pte_order > LAF_COSTLY_ORDER ? mm->arch_pte_order : LAF_COSTLY_ORDER;
 	bool uncapped = laf_thp_eligible(mm, vma) ||
-			(mm->pol.kind == LAF_POLICY_HUANG_SYSFS &&
-			 mm->pol.enabled == LAF_THP_SMALL && (vma->vm_flags & LAF_VM_HUGEPAGE));
+			(mm->machine->pol.kind == LAF_POLICY_HUANG_SYSFS &&
+			 mm->machine->pol.enabled == LAF_THP_SMALL && (vma->vm_flags & LAF_VM_HUGEPAGE));
 
 	if (!uncapped && order > anon_folio_max_order_unhinted(mm))
 		order = anon_folio_max_order_unhinted(mm);
@@ -238,12 +238,12 @@ static int anon_folio_order(struct laf_mm *mm, struct laf_vma *vma)
 
 bool policy_pmd_allowed(struct laf_mm *mm, struct laf_vma *vma)
 {
-	switch (mm->pol.kind) {
+	switch (mm->machine->pol.kind) {
 	case LAF_POLICY_UPSTREAM:
 		return thp_vma_allowable_orders(mm, vma, 1UL << mm->pmd_order) != 0;
 	case LAF_POLICY_FIXED:
 		/* header: VM_NOHUGEPAGE, prctl and uffd force order 0 (PMD order too) */
-		return mm->pol.fixed_order == (int)mm->pmd_order && !vma_thp_disabled(mm, vma) &&
+		return mm->machine->pol.fixed_order == (int)mm->pmd_order && !vma_thp_disabled(mm, vma) &&
 		       !userfaultfd_armed(vma);
 	default:
 		return laf_thp_eligible(mm, vma);
@@ -256,19 +256,19 @@ unsigned long policy_anon_orders(struct laf_mm *mm, struct laf_vma *vma, uint64_
 	int prefer;
 
 	(void)address;
-	switch (mm->pol.kind) {
+	switch (mm->machine->pol.kind) {
 	case LAF_POLICY_UPSTREAM:
 		return thp_vma_allowable_orders(mm, vma, below_pmd);
 	case LAF_POLICY_FIXED:
-		if (vma_thp_disabled(mm, vma) || mm->pol.fixed_order < 2)
+		if (vma_thp_disabled(mm, vma) || mm->machine->pol.fixed_order < 2)
 			return 0;
-		return (1UL << mm->pol.fixed_order) & below_pmd;
+		return (1UL << mm->machine->pol.fixed_order) & below_pmd;
 	default:
 		break;
 	}
 	if (!laf_enabled(mm, vma))
 		return 0;
-	if (mm->pol.kind == LAF_POLICY_HUANG_SYSFS && mm->pol.enabled == LAF_THP_AUTO &&
+	if (mm->machine->pol.kind == LAF_POLICY_HUANG_SYSFS && mm->machine->pol.enabled == LAF_THP_AUTO &&
 	    !(vma->vm_flags & LAF_VM_HUGEPAGE)) {
 		int ramp = vma->auto_order;
 
@@ -287,14 +287,14 @@ unsigned long policy_anon_orders(struct laf_mm *mm, struct laf_vma *vma, uint64_
 
 bool policy_charge_in_alloc_loop(const struct laf_mm *mm)
 {
-	return mm->pol.kind == LAF_POLICY_UPSTREAM || mm->pol.kind == LAF_POLICY_FIXED;
+	return mm->machine->pol.kind == LAF_POLICY_UPSTREAM || mm->machine->pol.kind == LAF_POLICY_FIXED;
 }
 
 void policy_auto_update(struct laf_mm *mm, struct laf_vma *vma, uint64_t addr, unsigned int order)
 {
 	uint64_t size = mm->page_size << order;
 
-	if (mm->pol.kind != LAF_POLICY_HUANG_SYSFS || mm->pol.enabled != LAF_THP_AUTO)
+	if (mm->machine->pol.kind != LAF_POLICY_HUANG_SYSFS || mm->machine->pol.enabled != LAF_THP_AUTO)
 		return;
 	if (align_down(addr, mm->page_size) == vma->auto_next) {
 		vma->auto_order = vma->auto_order < 2 ? 2 : vma->auto_order + 2;

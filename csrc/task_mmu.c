@@ -38,7 +38,7 @@ static void fill_folio_info(struct laf_mm *mm, uint64_t head, struct laf_folio_i
 	fi->index = folio_index(p);
 	fi->order = (int32_t)page_order(p);
 	fi->refcount = p->refcount;
-	fi->mapcount = p->mapcount;
+	fi->mapcount = (p->flags & PG_huge_zero) ? p->mapcount : folio_mapcount(p);
 	fi->flags = ((p->flags & PG_anon) ? LAF_FOLIO_ANON : 0) |
 		    ((p->flags & PG_lru) ? LAF_FOLIO_LRU : 0) |
 		    ((p->flags & PG_pmd_mapped) ? LAF_FOLIO_PMD_MAPPED : 0) |

@@ -1594,6 +1594,432 @@ static bool test_memcg_zero_limit(void)
 	return true;
 }
 
+/* ------------------------------------------------- fork and COW (issue 9) */
+
+/*
+ * Expected values: docs/kernel-findings.md §5 (6.18.44-fc, 4K pages, measured
+ * per process with getrusage() around its own accesses: min_flt here).
+ * "64K" = hugepages-64kB=always, the rest default; "PMD" = global madvise,
+ * 2048kB inherit, MADV_HUGEPAGE on the 2M region.
+ */
+
+/* fork @mm; the child joins the live list (checked and destroyed after the test) */
+static laf_mm *fork_of(laf_mm *mm)
+{
+	laf_mm *child = NULL;
+
+	if (nr_live == MAX_MMS || laf_mm_fork(mm, &child) || !child)
+		return NULL;
+	live[nr_live++] = child;
+	return child;
+}
+
+/* exit_mmap() of @mm before the test ends; the machine must stay consistent */
+static bool exit_mm(laf_mm *mm, laf_mm *survivor)
+{
+	char msg[512];
+	int i;
+
+	for (i = 0; i < nr_live; i++)
+		if (live[i] == mm) {
+			live[i] = live[--nr_live];
+			break;
+		}
+	laf_mm_destroy(mm);
+	if (laf_check_invariants(survivor, msg, sizeof(msg))) {
+		fprintf(stderr, "after exit: %s\n", msg);
+		return false;
+	}
+	return true;
+}
+
+static uint64_t min_flt(laf_mm *mm)
+{
+	return stats(mm).min_flt;
+}
+
+/* mm with 64K mTHP always; 1 MiB at BASE filled with 16 x 64K folios */
+static laf_mm *fork_setup_64k(void)
+{
+	laf_mm *mm = mm_small();
+
+	if (!mm || set_upstream(mm, LAF_THP_MADVISE, 1UL << 4, LAF_THP_INHERIT) ||
+	    map_fixed(mm, BASE, 1 * M) != BASE || touch(mm, BASE, 1 * M, 1) != 16)
+		return NULL;
+	return mm;
+}
+
+static char pic64k[257], pic4k[257];
+
+static void init_pictures(void)
+{
+	memset(pic64k, 'F', 256);
+	memset(pic4k, 'p', 256);
+}
+
+static bool test_fork_cow_child_write(void)
+{
+	laf_mm *mm = fork_setup_64k(), *child;
+	struct laf_folio_info fi;
+	struct laf_stats s0;
+	uint64_t f;
+
+	init_pictures();
+	ASSERT_TRUE(mm);
+	child = fork_of(mm);
+	ASSERT_TRUE(child);
+	/* page tables copied, mapcounts doubled, both sides write-protected */
+	ASSERT_STREQ(pte_picture(child, BASE, 256), pic64k);
+	ASSERT_OK(laf_lookup(child, BASE, NULL, &fi));
+	ASSERT_EQ(fi.order, 4);
+	ASSERT_EQ(fi.mapcount, 32);
+	ASSERT_EQ(fi.refcount, 32);
+	ASSERT_EQ(stats(child).mm_anonpages, 256);
+	f = min_flt(child);
+	s0 = stats(child);
+	ASSERT_EQ(touch(child, BASE, 1 * M, 1), 256);
+	ASSERT_EQ(min_flt(child) - f, 256);
+	ASSERT_EQ(stats(child).pgreuse - s0.pgreuse, 0);
+	ASSERT_EQ(stats(child).faults_wp_copy - s0.faults_wp_copy, 256);
+	ASSERT_EQ(stats(child).anon_fault_alloc[4] - s0.anon_fault_alloc[4], 0);
+	ASSERT_EQ(stats(child).split_deferred[4] - s0.split_deferred[4], 0);
+	ASSERT_STREQ(pte_picture(child, BASE, 256), pic4k);
+	ASSERT_TRUE(exit_mm(child, mm));
+	f = min_flt(mm);
+	s0 = stats(mm);
+	ASSERT_EQ(touch(mm, BASE, 1 * M, 1), 256);
+	ASSERT_EQ(min_flt(mm) - f, 256);
+	ASSERT_EQ(stats(mm).pgreuse - s0.pgreuse, 256);
+	ASSERT_EQ(stats(mm).faults_wp_copy - s0.faults_wp_copy, 0);
+	ASSERT_STREQ(pte_picture(mm, BASE, 256), pic64k);
+	ASSERT_EQ(stats(mm).nr_anon[4], 16);
+	return true;
+}
+
+static bool test_fork_cow_child_read_or_none(void)
+{
+	int read;
+
+	init_pictures();
+	for (read = 0; read < 2; read++) {
+		laf_mm *mm = fork_setup_64k(), *child;
+		uint64_t f, r;
+
+		ASSERT_TRUE(mm);
+		child = fork_of(mm);
+		ASSERT_TRUE(child);
+		if (read) {
+			f = min_flt(child);
+			ASSERT_EQ(touch(child, BASE, 1 * M, 0), 0);
+			ASSERT_EQ(min_flt(child) - f, 0);
+		}
+		ASSERT_TRUE(exit_mm(child, mm));
+		f = min_flt(mm);
+		r = stats(mm).pgreuse;
+		ASSERT_EQ(touch(mm, BASE, 1 * M, 1), 256);
+		ASSERT_EQ(min_flt(mm) - f, 256);
+		ASSERT_EQ(stats(mm).pgreuse - r, 256);
+		ASSERT_STREQ(pte_picture(mm, BASE, 256), pic64k);
+	}
+	return true;
+}
+
+static bool test_fork_cow_child_alive(void)
+{
+	laf_mm *mm = fork_setup_64k(), *child;
+	struct laf_stats s0;
+	uint64_t f;
+
+	init_pictures();
+	ASSERT_TRUE(mm);
+	child = fork_of(mm);
+	ASSERT_TRUE(child);
+	f = min_flt(mm);
+	s0 = stats(mm);
+	ASSERT_EQ(touch(mm, BASE, 1 * M, 1), 256);
+	ASSERT_EQ(min_flt(mm) - f, 256);
+	ASSERT_EQ(stats(mm).pgreuse - s0.pgreuse, 0);
+	ASSERT_EQ(stats(mm).faults_wp_copy - s0.faults_wp_copy, 256);
+	ASSERT_EQ(stats(mm).split_deferred[4] - s0.split_deferred[4], 0);
+	ASSERT_STREQ(pte_picture(mm, BASE, 256), pic4k);
+	ASSERT_EQ(touch(mm, BASE, 1 * M, 1), 0);
+	ASSERT_STREQ(pte_picture(child, BASE, 256), pic64k);
+	/* child-after-parent: the 64K folios are the child's alone now: all reuse */
+	f = min_flt(child);
+	s0 = stats(child);
+	ASSERT_EQ(touch(child, BASE, 1 * M, 1), 256);
+	ASSERT_EQ(min_flt(child) - f, 256);
+	ASSERT_EQ(stats(child).pgreuse - s0.pgreuse, 256);
+	ASSERT_STREQ(pte_picture(child, BASE, 256), pic64k);
+	ASSERT_EQ(touch(mm, BASE, 1 * M, 1), 0);
+	return true;
+}
+
+/* last-page / two-pages: MADV_DONTNEED all but @keep pages of each 64K folio */
+static bool fork_kept_pages(unsigned int keep, uint64_t want_reuse, const char *block)
+{
+	laf_mm *mm = fork_setup_64k(), *child;
+	struct laf_stats s0;
+	char want[257];
+	uint64_t f, a;
+	unsigned int i;
+
+	ASSERT_TRUE(mm);
+	for (a = BASE; a < BASE + 1 * M; a += 64 * K)
+		ASSERT_OK(laf_madvise(mm, a + keep * 4 * K, (16 - keep) * 4 * K, LAF_MADV_DONTNEED));
+	child = fork_of(mm);
+	ASSERT_TRUE(child);
+	ASSERT_TRUE(exit_mm(child, mm));
+	f = min_flt(mm);
+	s0 = stats(mm);
+	ASSERT_EQ(touch(mm, BASE, 1 * M, 1), 256);
+	ASSERT_EQ(min_flt(mm) - f, 256);
+	ASSERT_EQ(stats(mm).pgreuse - s0.pgreuse, want_reuse);
+	for (i = 0; i < 16; i++)
+		memcpy(want + 16 * i, block, 16);
+	want[256] = 0;
+	ASSERT_STREQ(pte_picture(mm, BASE, 256), want);
+	if (keep == 1) {
+		ASSERT_EQ(stats(mm).nr_anon[4] - s0.nr_anon[4], -16);
+		ASSERT_EQ(stats(mm).nr_anon_partially_mapped[4] - s0.nr_anon_partially_mapped[4], -16);
+	}
+	return true;
+}
+
+static bool test_fork_cow_last_page(void)
+{
+	return fork_kept_pages(1, 0, "pppppppppppppppp");
+}
+
+static bool test_fork_cow_two_pages(void)
+{
+	return fork_kept_pages(2, 32, "FFpppppppppppppp");
+}
+
+static bool test_fork_zero_pages(void)
+{
+	laf_mm *mm = mm_small(), *child;
+	uint64_t out, f;
+	struct laf_stats s0;
+	char zero[257];
+
+	ASSERT_TRUE(mm);
+	ASSERT_OK(set_upstream(mm, LAF_THP_MADVISE, 1UL << 4, LAF_THP_INHERIT));
+	/* zero_fork guard: PROT_NONE neighbours, read-only touched: no anon_vma */
+	ASSERT_OK(laf_mmap(mm, BASE - 64 * K, 64 * K, LAF_PROT_NONE, LAF_MAP_FIXED, &out));
+	ASSERT_OK(laf_mmap(mm, BASE + 1 * M, 64 * K, LAF_PROT_NONE, LAF_MAP_FIXED, &out));
+	ASSERT_EQ(map_fixed(mm, BASE, 1 * M), BASE);
+	ASSERT_EQ(touch(mm, BASE, 1 * M, 0), 256);
+	child = fork_of(mm);
+	ASSERT_TRUE(child);
+	ASSERT_STREQ(pte_picture(child, BASE, 4), "....");	/* vma_needs_copy() false */
+	f = min_flt(child);
+	ASSERT_EQ(touch(child, BASE, 1 * M, 0), 256);
+	ASSERT_EQ(min_flt(child) - f, 256);
+	ASSERT_TRUE(exit_mm(child, mm));
+	/* zero-anon: one written page gives the VMA an anon_vma: zero PTEs copied */
+	ASSERT_EQ(touch(mm, BASE, 4 * K, 1), 1);
+	child = fork_of(mm);
+	ASSERT_TRUE(child);
+	memset(zero, 'z', 256);
+	zero[0] = 'p';
+	zero[256] = 0;
+	ASSERT_STREQ(pte_picture(child, BASE, 256), zero);
+	f = min_flt(child);
+	ASSERT_EQ(touch(child, BASE, 1 * M, 0), 0);
+	ASSERT_EQ(min_flt(child) - f, 0);
+	ASSERT_TRUE(exit_mm(child, mm));
+	f = min_flt(mm);
+	s0 = stats(mm);
+	ASSERT_EQ(touch(mm, BASE, 1 * M, 1), 256);
+	ASSERT_EQ(min_flt(mm) - f, 256);
+	ASSERT_EQ(stats(mm).pgreuse - s0.pgreuse, 1);
+	ASSERT_EQ(stats(mm).faults_wp_copy - s0.faults_wp_copy, 255);
+	return true;
+}
+
+/* PMD settings: 2M at BASE, MADV_HUGEPAGE, filled with one PMD THP */
+static laf_mm *fork_setup_pmd(int write)
+{
+	laf_mm *mm = mm_small();
+
+	if (!mm || set_upstream(mm, LAF_THP_MADVISE, 0, LAF_THP_INHERIT) ||
+	    map_fixed(mm, BASE, 2 * M) != BASE ||
+	    laf_madvise(mm, BASE, 2 * M, LAF_MADV_HUGEPAGE) || touch(mm, BASE, 2 * M, write) != 1)
+		return NULL;
+	return mm;
+}
+
+static bool test_fork_pmd(void)
+{
+	laf_mm *mm, *child;
+	struct laf_stats s0;
+	uint64_t f;
+	char h[513], p[513];
+
+	memset(h, 'H', 512);
+	memset(p, 'p', 512);
+	h[512] = p[512] = 0;
+	/* pmd-alive: 1 split + 512 copies in 512 faults; the child keeps the THP */
+	mm = fork_setup_pmd(1);
+	ASSERT_TRUE(mm);
+	child = fork_of(mm);
+	ASSERT_TRUE(child);
+	ASSERT_STREQ(pte_picture(child, BASE, 512), h);
+	f = min_flt(mm);
+	s0 = stats(mm);
+	ASSERT_EQ(touch(mm, BASE, 2 * M, 1), 512);
+	ASSERT_EQ(min_flt(mm) - f, 512);
+	ASSERT_EQ(stats(mm).thp_split_pmd - s0.thp_split_pmd, 1);
+	ASSERT_EQ(stats(mm).pgreuse - s0.pgreuse, 0);
+	ASSERT_STREQ(pte_picture(mm, BASE, 512), p);
+	ASSERT_STREQ(pte_picture(child, BASE, 512), h);
+	ASSERT_TRUE(exit_mm(child, mm));
+
+	/* pmd-exit: the child exits, the parent's write reuses the PMD: 1 fault */
+	mm = fork_setup_pmd(1);
+	ASSERT_TRUE(mm);
+	child = fork_of(mm);
+	ASSERT_TRUE(child);
+	ASSERT_TRUE(exit_mm(child, mm));
+	f = min_flt(mm);
+	s0 = stats(mm);
+	ASSERT_EQ(touch(mm, BASE, 2 * M, 1), 1);
+	ASSERT_EQ(min_flt(mm) - f, 1);
+	ASSERT_EQ(stats(mm).thp_split_pmd - s0.thp_split_pmd, 0);
+	ASSERT_STREQ(pte_picture(mm, BASE, 512), h);
+
+	/* pmd-child-write: the child splits and copies; the parent then reuses */
+	child = fork_of(mm);
+	ASSERT_TRUE(child);
+	f = min_flt(child);
+	s0 = stats(child);
+	ASSERT_EQ(touch(child, BASE, 2 * M, 1), 512);
+	ASSERT_EQ(min_flt(child) - f, 512);
+	ASSERT_EQ(stats(child).thp_split_pmd - s0.thp_split_pmd, 1);
+	ASSERT_STREQ(pte_picture(child, BASE, 512), p);
+	ASSERT_TRUE(exit_mm(child, mm));
+	f = min_flt(mm);
+	ASSERT_EQ(touch(mm, BASE, 2 * M, 1), 1);
+	ASSERT_EQ(min_flt(mm) - f, 1);
+	ASSERT_STREQ(pte_picture(mm, BASE, 512), h);
+	return true;
+}
+
+static bool test_fork_huge_zero_pmd(void)
+{
+	laf_mm *mm = fork_setup_pmd(0), *child;
+	struct laf_stats s0;
+	uint64_t f;
+	char z[513], h[513];
+
+	memset(z, 'Z', 512);
+	memset(h, 'H', 512);
+	z[512] = h[512] = 0;
+	ASSERT_TRUE(mm);
+	ASSERT_STREQ(pte_picture(mm, BASE, 512), z);
+	child = fork_of(mm);
+	ASSERT_TRUE(child);
+	f = min_flt(child);
+	ASSERT_EQ(touch(child, BASE, 2 * M, 0), 0);	/* hzero: the zero PMD was copied */
+	ASSERT_EQ(min_flt(child) - f, 0);
+	/* hzero-child-write: the child gets its own THP, the parent keeps the zero PMD */
+	s0 = stats(child);
+	ASSERT_EQ(touch(child, BASE, 2 * M, 1), 1);
+	ASSERT_EQ(stats(child).thp_fault_alloc - s0.thp_fault_alloc, 1);
+	ASSERT_EQ(stats(child).anon_fault_alloc[9] - s0.anon_fault_alloc[9], 1);
+	ASSERT_STREQ(pte_picture(child, BASE, 512), h);
+	ASSERT_STREQ(pte_picture(mm, BASE, 512), z);
+	s0 = stats(mm);
+	f = min_flt(mm);
+	ASSERT_EQ(touch(mm, BASE, 2 * M, 1), 1);
+	ASSERT_EQ(min_flt(mm) - f, 1);
+	ASSERT_EQ(stats(mm).thp_fault_alloc - s0.thp_fault_alloc, 1);
+	return true;
+}
+
+static bool test_fork_dontfork_wipeonfork(void)
+{
+	laf_mm *mm = fork_setup_64k(), *child;
+	struct laf_vma_info v[4];
+	char zero[257];
+	size_t n;
+	uint64_t f;
+
+	init_pictures();
+	ASSERT_TRUE(mm);
+	/* dontfork: a hole in the child; the parent's PTEs stay writable */
+	ASSERT_OK(laf_madvise(mm, BASE, 1 * M, LAF_MADV_DONTFORK));
+	child = fork_of(mm);
+	ASSERT_TRUE(child);
+	ASSERT_OK(laf_get_vmas(child, v, 4, &n));
+	ASSERT_EQ(n, 0);
+	ASSERT_EQ(fault(child, BASE, 0).access, LAF_ACCESS_SIGSEGV);
+	ASSERT_TRUE(exit_mm(child, mm));
+	ASSERT_EQ(touch(mm, BASE, 1 * M, 1), 0);
+	ASSERT_OK(laf_madvise(mm, BASE, 1 * M, LAF_MADV_DOFORK));
+	ASSERT_OK(laf_get_vmas(mm, v, 4, &n));
+	ASSERT_EQ(n, 1);
+	ASSERT_EQ(v[0].vm_flags & LAF_VM_DONTCOPY, 0);
+	/* wipeonfork: the child refaults zero-filled memory: 256 read faults */
+	ASSERT_OK(laf_madvise(mm, BASE, 1 * M, LAF_MADV_WIPEONFORK));
+	child = fork_of(mm);
+	ASSERT_TRUE(child);
+	ASSERT_OK(laf_get_vmas(child, v, 4, &n));
+	ASSERT_EQ(n, 1);
+	ASSERT_EQ(v[0].anon_vma, 0);
+	ASSERT_TRUE(v[0].vm_flags & LAF_VM_WIPEONFORK);
+	f = min_flt(child);
+	ASSERT_EQ(touch(child, BASE, 1 * M, 0), 256);
+	ASSERT_EQ(min_flt(child) - f, 256);
+	memset(zero, 'z', 256);
+	zero[256] = 0;
+	ASSERT_STREQ(pte_picture(child, BASE, 256), zero);
+	ASSERT_TRUE(exit_mm(child, mm));
+	ASSERT_EQ(touch(mm, BASE, 1 * M, 1), 0);
+	ASSERT_STREQ(pte_picture(mm, BASE, 256), pic64k);
+	ASSERT_OK(laf_madvise(mm, BASE, 1 * M, LAF_MADV_KEEPONFORK));
+	return true;
+}
+
+static bool test_fork_machine_stats(void)
+{
+	struct laf_config cfg;
+	laf_machine *m = NULL;
+	laf_mm *a = NULL, *b = NULL;
+	struct laf_stats ms, sa, sb;
+	size_t nr;
+	uint64_t out;
+	char msg[256];
+
+	laf_config_default(&cfg);
+	cfg.ram_bytes = 64 * M;
+	ASSERT_OK(laf_machine_create(&cfg, &m));
+	ASSERT_OK(laf_mm_create_on(m, &a));
+	ASSERT_TRUE(laf_mm_machine(a) == m);
+	ASSERT_OK(laf_mmap(a, BASE, 256 * K, LAF_PROT_READ | LAF_PROT_WRITE, LAF_MAP_FIXED, &out));
+	ASSERT_EQ(touch(a, BASE, 256 * K, 1), 64);
+	ASSERT_OK(laf_mm_fork(a, &b));
+	ASSERT_OK(laf_machine_nr_mms(m, &nr));
+	ASSERT_EQ(nr, 2);
+	ASSERT_EQ(touch(b, BASE, 128 * K, 1), 32);	/* 32 COW copies in the child */
+	ASSERT_OK(laf_machine_check_invariants(m, msg, sizeof(msg)));
+	ASSERT_OK(laf_get_stats(a, &sa));
+	ASSERT_OK(laf_get_stats(b, &sb));
+	ASSERT_OK(laf_machine_get_stats(m, &ms));
+	ASSERT_EQ(ms.min_flt, sa.min_flt + sb.min_flt);
+	ASSERT_EQ(ms.faults_wp_copy, 32);
+	ASSERT_EQ(ms.mm_anonpages, 128);
+	ASSERT_EQ(ms.free_pages, sa.free_pages);
+	laf_mm_destroy(b);		/* its events stay in the machine's sums */
+	ASSERT_OK(laf_machine_get_stats(m, &ms));
+	ASSERT_EQ(ms.faults_wp_copy, 32);
+	ASSERT_EQ(ms.mm_anonpages, 64);
+	ASSERT_OK(laf_machine_check_invariants(m, msg, sizeof(msg)));
+	laf_machine_destroy(m);		/* exits a too */
+	return true;
+}
+
 typedef bool (*test_fn)(void);
 
 #define T(name) { #name, test_##name }
@@ -1642,6 +2068,16 @@ static const struct { const char *name; test_fn fn; } tests[] = {
 	T(mmap_len_wraps),
 	T(uffd_validate_range),
 	T(top_of_address_space),
+	T(fork_cow_child_write),
+	T(fork_cow_child_read_or_none),
+	T(fork_cow_child_alive),
+	T(fork_cow_last_page),
+	T(fork_cow_two_pages),
+	T(fork_zero_pages),
+	T(fork_pmd),
+	T(fork_huge_zero_pmd),
+	T(fork_dontfork_wipeonfork),
+	T(fork_machine_stats),
 };
 
 /* After each test: every mm it created must pass laf_check_invariants(). */

@@ -189,7 +189,7 @@ int mfill_atomic(struct laf_mm *mm, uint64_t start, uint64_t len, bool zeropage,
 		if (zeropage) {	/* mfill_atomic_pte_zeropage() */
 			if (!pte_none(*pte))
 				return LAF_EEXIST;
-			entry = pfn_pte(mm->zero_pfn, LAF_PTE_PRESENT | LAF_PTE_SPECIAL | LAF_PTE_YOUNG);
+			entry = pfn_pte(mm->machine->zero_pfn, LAF_PTE_PRESENT | LAF_PTE_SPECIAL | LAF_PTE_YOUNG);
 			set_ptes(mm, addr, pte, entry, 1);
 			mm->st.zero_page_maps++;
 			continue;
@@ -211,7 +211,7 @@ int mfill_atomic(struct laf_mm *mm, uint64_t start, uint64_t len, bool zeropage,
 		}
 		folio_add_new_anon_rmap(mm, pfn, vma, addr);
 		pfn_to_page(mm, pfn)->flags |= PG_lru;
-		mm->st.lru_pages++;
+		mm->machine->gauges.lru_pages++;
 		mm->st.mm_anonpages++;
 		update_hiwater_rss(mm);
 		entry = pfn_pte(pfn, LAF_PTE_PRESENT | LAF_PTE_YOUNG | LAF_PTE_DIRTY);

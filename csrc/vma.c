@@ -475,7 +475,9 @@ int __laf_madvise(struct laf_mm *mm, uint64_t start, uint64_t len, int advice)
 	if (start & (mm->page_size - 1))
 		return LAF_EINVAL;
 	if (advice != LAF_MADV_DONTNEED && advice != LAF_MADV_HUGEPAGE &&
-	    advice != LAF_MADV_NOHUGEPAGE)
+	    advice != LAF_MADV_NOHUGEPAGE && advice != LAF_MADV_DONTFORK &&
+	    advice != LAF_MADV_DOFORK && advice != LAF_MADV_WIPEONFORK &&
+	    advice != LAF_MADV_KEEPONFORK)
 		return LAF_EINVAL;
 	/*
 	 * mm/madvise.c is_valid_madvise(): a non-zero len that PAGE_ALIGN()
@@ -495,6 +497,18 @@ int __laf_madvise(struct laf_mm *mm, uint64_t start, uint64_t len, int advice)
 		return madvise_dontneed(mm, start, end);
 	case LAF_MADV_HUGEPAGE:	/* hugepage_madvise() */
 		return modify_flags_range(mm, start, end, LAF_VM_NOHUGEPAGE, LAF_VM_HUGEPAGE, false);
+	/*
+	 * madvise_vma_behavior(): VM_DONTCOPY / VM_WIPEONFORK set or cleared
+	 * (every emulated VMA is private anon, so WIPEONFORK is allowed)
+	 */
+	case LAF_MADV_DONTFORK:
+		return modify_flags_range(mm, start, end, 0, LAF_VM_DONTCOPY, false);
+	case LAF_MADV_DOFORK:
+		return modify_flags_range(mm, start, end, LAF_VM_DONTCOPY, 0, false);
+	case LAF_MADV_WIPEONFORK:
+		return modify_flags_range(mm, start, end, 0, LAF_VM_WIPEONFORK, false);
+	case LAF_MADV_KEEPONFORK:
+		return modify_flags_range(mm, start, end, LAF_VM_WIPEONFORK, 0, false);
 	default:
 		return modify_flags_range(mm, start, end, LAF_VM_HUGEPAGE, LAF_VM_NOHUGEPAGE, false);
 	}
@@ -525,6 +539,22 @@ int __laf_prctl(struct laf_mm *mm, int option, uint64_t arg2, uint64_t arg3, int
 		mm->mmf_disable_thp_completely = false;
 		mm->mmf_disable_thp_except_advised = false;
 	}
+	return 0;
+}
+
+/**
+ * insert_vm_struct - add a copy of @vma to @mm, no merge (mm/vma.c)
+ *
+ * dup_mmap() stores the child's VMAs one by one, in address order, exactly
+ * as the parent has them (the kernel duplicates the maple tree): no
+ * merging, whatever the neighbours.  @vma must not overlap a VMA of @mm.
+ * Return: 0 or LAF_ENOMEM.
+ */
+int insert_vm_struct(struct laf_mm *mm, const struct laf_vma *vma)
+{
+	if (vma_reserve(mm, 1))
+		return LAF_ENOMEM;
+	vma_insert_at(mm, vma_index(mm, vma->vm_start), vma);
 	return 0;
 }
 

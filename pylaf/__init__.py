@@ -29,6 +29,7 @@ from pylaf.address_space import (
 from pylaf.config import Config
 from pylaf.errors import ClosedError, InvariantError, LafBusyError, LafError, LafMemoryError, LafValueError
 from pylaf.geometry import Geometry
+from pylaf.machine import Machine
 from pylaf.policy import Policy, parse_thp_anon
 from pylaf.results import results_to_frame
 from pylaf.sizes import format_size, order_of, parse_size
@@ -61,6 +62,7 @@ __all__ = [
                             "LafError",
                             "LafMemoryError",
                             "LafValueError",
+                            "Machine",
                             "Policy",
                             "Pte",
                             "PteFlags",

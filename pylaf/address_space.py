@@ -1,4 +1,4 @@
-"""AddressSpace: one emulated process (mm_struct) on its own emulated machine.
+"""AddressSpace: one emulated process (mm_struct) on an emulated machine.
 
 >>> from pylaf import AddressSpace, Config, Policy
 >>> with AddressSpace(Config(policy=Policy.upstream(sizes={"64K": "always"}))) as mm:
@@ -7,17 +7,22 @@
 ...     mm.stats().anon_fault_alloc["64K"] > 0
 True
 
+``AddressSpace(config)`` is a private :class:`~pylaf.machine.Machine` with one
+address space (closing the space closes that machine); ``machine.address_space()``
+and :meth:`AddressSpace.fork` put several on one machine (``mm.machine``).
+
 Threads: every method may be called from any thread.  Like a task under
-``mmap_lock``, one call at a time runs in the C core: a second concurrent call
-on the same AddressSpace raises :class:`LafBusyError` instead of waiting (the
-C core's guard).  The batch calls release the GIL, so separate AddressSpaces
-run in parallel on separate threads.
+``mmap_lock``, one call at a time per machine runs in the C core: a second
+concurrent call on any address space of the same machine raises
+:class:`LafBusyError` instead of waiting (the C core's guard).  The batch
+calls release the GIL, so address spaces of separate machines run in parallel
+on separate threads.
 
 Lifetime: every call into the core holds a reference on the C mm (an
 in-flight count under a lock).  :meth:`AddressSpace.close` marks the space
 closed at once, so that no new call starts, then *waits* for the calls in
-flight to return and only then frees the mm: no thread ever holds a freed
-handle.  After ``close()`` every method raises :class:`ClosedError`.
+flight to return and only then frees the mm (``exit_mmap()``): no thread
+ever holds a freed handle.  :meth:`AddressSpace.exit` is the same.  After ``close()`` every method raises :class:`ClosedError`.
 ``copy.copy``, ``copy.deepcopy`` and ``pickle`` raise ``TypeError``: an
 AddressSpace owns its C state.
 """
@@ -34,6 +39,7 @@ from pylaf._ffi import ffi, lib
 from pylaf.config import Config
 from pylaf.errors import ClosedError, InvariantError, LafValueError, check
 from pylaf.geometry import Geometry
+from pylaf.machine import Machine
 from pylaf.policy import Policy
 from pylaf.records import (
     MADVISE,
@@ -54,7 +60,7 @@ from pylaf.sizes import format_size
 from pylaf.stats import Stats, stats_from_c
 
 _NOT_COPYABLE = ("an AddressSpace owns its emulated machine and cannot be copied or pickled: "
-                 "use AddressSpace.fork() (planned) or a new AddressSpace")
+                 "use AddressSpace.fork() or a new AddressSpace")
 
 
 class _InFlight:
@@ -97,23 +103,38 @@ class AddressSpace:
             config = Config(**kwargs)
         elif kwargs:
             raise TypeError("pass either a Config or keyword arguments, not both")
-        self.config = config
-        ccfg = ffi.new("struct laf_config *")
-        config.fill_c(ccfg)
+        machine = Machine(config)
         out = ffi.new("laf_mm **")
-        check(lib.laf_mm_create(ccfg, out), "laf_mm_create")
-        self._handle: Any = ffi.gc(out[0], lib.laf_mm_destroy, size=int(config.ram) // 64)
+        with machine._call as m:
+            check(lib.laf_mm_create_on(m, out), "laf_mm_create_on")
+        self._init_on(machine, out[0], private=True)
+
+    @classmethod
+    def _adopt(cls, machine: Machine, raw: Any) -> AddressSpace:
+        """Wrap a ``laf_mm *`` the core made on ``machine`` (create_on, fork)."""
+        space = cls.__new__(cls)
+        space._init_on(machine, raw, private=False)
+        return space
+
+    def _init_on(self, machine: Machine, raw: Any, *, private: bool) -> None:
+        #: the machine this address space lives on
+        self.machine = machine
+        self._private = private
+        self.config = machine.config
+        mhandle = machine._raw
+
+        def destroy(mm: Any, _keep: Any = mhandle) -> None:
+            lib.laf_mm_destroy(mm)  # _keep: the machine outlives its mm
+
+        self._handle: Any = ffi.gc(raw, destroy)
         self._lock = threading.Lock()
         self._idle = threading.Condition(self._lock)
         self._inflight = 0
         self._closing = False
         self._in_flight = _InFlight(self)
-        geo = ffi.new("struct laf_geometry *")
-        check(lib.laf_get_geometry(self._handle, geo))
-        #: this machine's page geometry (``laf_get_geometry()``)
-        self.geometry: Geometry = Geometry.from_c(geo)
-        self._policy = config.policy
-        self.set_policy(config.policy)
+        #: the machine's page geometry
+        self.geometry: Geometry = machine.geometry
+        machine._register(self)
 
     # --------------------------------------------------------- geometry
     @property
@@ -167,14 +188,33 @@ class AddressSpace:
         return self._closing
 
     def close(self) -> None:
-        """Free everything (idempotent).  New calls raise ClosedError at once;
-        calls already inside the core run to their end before the mm is freed."""
+        """exit_mmap() and free the mm (idempotent); a private machine goes too.
+        New calls raise ClosedError at once; calls already inside the core run
+        to their end before the mm is freed."""
         with self._lock:
             self._closing = True
             self._idle.wait_for(lambda: self._inflight == 0)
             handle, self._handle = self._handle, None
         if handle is not None:
             ffi.release(handle)
+        if self._private:
+            self.machine.close()
+
+    def exit(self) -> None:
+        """The process exits: ``exit_mmap()`` (folios whose last mapping goes are
+        freed, partially unmapped ones queued for deferred split); the address
+        space is closed afterwards.  Same as :meth:`close`."""
+        self.close()
+
+    def fork(self) -> AddressSpace:
+        """fork(): a child address space on the same machine, built as Linux 6.18
+        ``dup_mmap()`` / ``copy_page_range()`` do (csrc/fork.c): anonymous
+        folios are shared and write-protected in both, ``MADV_DONTFORK``
+        ranges are left out, ``MADV_WIPEONFORK`` ones come up empty."""
+        out = ffi.new("laf_mm **")
+        with self._in_flight as mm:
+            check(lib.laf_mm_fork(mm, out), "fork")
+        return AddressSpace._adopt(self.machine, out[0])
 
     def __enter__(self) -> AddressSpace:
         return self
@@ -185,7 +225,7 @@ class AddressSpace:
     def __repr__(self) -> str:
         state = "closed" if self.closed else f"{len(self.vmas())} VMAs"
         return (f"<AddressSpace {format_size(self.page_size)} pages, {self.config.arch}, "
-                f"policy {self._policy.label}, {state}>")
+                f"policy {self.policy.label}, {state}>")
 
     def __copy__(self) -> AddressSpace:
         raise TypeError(_NOT_COPYABLE)
@@ -199,17 +239,19 @@ class AddressSpace:
     # -------------------------------------------------------------- policy
     @property
     def policy(self) -> Policy:
-        return self._policy
+        """The machine's THP policy (sysfs is machine-wide)."""
+        return self.machine.policy
 
     def set_policy(self, policy: Policy | str) -> None:
-        """Switch the THP policy; takes effect at the next fault (as sysfs does)."""
+        """Switch the machine's THP policy; takes effect at the next fault of
+        every address space on it (as sysfs does)."""
         if isinstance(policy, str):
             policy = Policy.parse(policy)
         cpol = ffi.new("struct laf_policy *")
         policy.fill_c(cpol, self.geometry)
         with self._in_flight as mm:
             check(lib.laf_set_policy(mm, cpol), f"set_policy({policy.label})")
-        self._policy = policy
+        self.machine._policy_changed(policy)
 
     def set_memcg_limit(self, limit: Optional[int | str]) -> None:
         """memory.max of the mm's memcg (None: unlimited, 0: nothing may be
@@ -252,7 +294,8 @@ class AddressSpace:
             check(lib.laf_munmap(mm, a, n), f"munmap({a:#x}, {length!r})")
 
     def madvise(self, addr: int, length: int | str, advice: str | int) -> None:
-        """MADV_DONTNEED, MADV_HUGEPAGE or MADV_NOHUGEPAGE over a range.
+        """MADV_DONTNEED, MADV_HUGEPAGE, MADV_NOHUGEPAGE, MADV_DONTFORK,
+        MADV_DOFORK, MADV_WIPEONFORK or MADV_KEEPONFORK over a range.
 
         Like the kernel, a range with unmapped holes raises after applying the
         advice to the mapped parts.
@@ -260,7 +303,7 @@ class AddressSpace:
         if isinstance(advice, str):
             if advice not in MADVISE:
                 raise ValueError(f"unknown madvise advice {advice!r} "
-                                 f"(expected MADV_DONTNEED, MADV_HUGEPAGE or MADV_NOHUGEPAGE)")
+                                 f"(expected one of {', '.join(k for k in MADVISE if k.isupper())})")
             adv = MADVISE[advice]
         else:
             adv = args.c_int("advice", advice)
@@ -416,6 +459,9 @@ class AddressSpace:
 
     # ---------------------------------------------------------- inspection
     def stats(self) -> Stats:
+        """This mm's event counters (faults, min_flt, pgreuse, ...) and gauges
+        (mm_anonpages, nr_ptes, nr_vmas), with the machine-wide gauges (nr_anon,
+        free_pages, memcg_*); see :meth:`Machine.stats` for the sums."""
         cst = ffi.new("struct laf_stats *")
         with self._in_flight as mm:
             check(lib.laf_get_stats(mm, cst))
@@ -474,7 +520,8 @@ class AddressSpace:
         return ptes, orders
 
     def check_invariants(self) -> None:
-        """Cross-check all emulated state; raises InvariantError naming what is wrong."""
+        """Cross-check all emulated state of the machine (every address space on
+        it); raises InvariantError naming what is wrong."""
         msg = ffi.new("char[512]")
         with self._in_flight as mm:
             rv = lib.laf_check_invariants(mm, msg, 512)

@@ -48,6 +48,8 @@ class Stats:
     thp_split_pmd: int
     thp_split_page: int
     thp_deferred_split_page: int
+    #: vmstat PGREUSE: a write fault reused the page in place (mm/memory.c wp_page_reuse())
+    pgreuse: int
     #: MM_ANONPAGES (RSS anon), in base pages
     mm_anonpages: int
     #: PTE tables, deposited ones included
@@ -73,6 +75,8 @@ class Stats:
     faults_write: int
     #: do_wp_page
     faults_wp: int
+    #: wp_page_copy(): COW copies, the zero page included
+    faults_wp_copy: int
     #: handled at PMD level (THP, huge zero, huge wp)
     faults_pmd: int
     #: returned without mapping (race/-EAGAIN): re-faulted

@@ -78,8 +78,9 @@ def _public(cls: type) -> dict[str, object]:
     return {n: m for n, m in inspect.getmembers(cls) if not n.startswith("_")}
 
 
-#: public names of AddressSpace that Reference deliberately lacks: the cffi handle
-NOT_ON_REFERENCE = {"mm"}
+#: public names of AddressSpace that Reference deliberately lacks: the cffi handle; fork and
+#: exit until the reference model's machine/mm split lands (issue 9, a parallel branch)
+NOT_ON_REFERENCE = {"mm", "fork", "exit"}
 #: public names of Reference that AddressSpace lacks (the model's state and geometry)
 ONLY_ON_REFERENCE = {"geo", "mm", "ram_pages"}
 
@@ -108,7 +109,9 @@ def test_instance_attributes_match() -> None:
              and not n.startswith("_")}
     with AddressSpace(cfg) as c, Reference(cfg) as r:
         # geometry: the model derives its own (test_geometry_matches_the_c_core)
-        names = ({n for n in vars(c) if not n.startswith("_")} | props) - {"geometry", "closed", "mm"}
+        # machine: until the reference model's RefMachine lands (issue 9, a parallel branch)
+        names = ({n for n in vars(c) if not n.startswith("_")} | props) - {"geometry", "closed", "mm",
+                                                                           "machine"}
         assert names - set(dir(r)) == set()
         for n in names - {"config"}:
             assert getattr(c, n) == getattr(r, n), n

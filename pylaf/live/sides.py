@@ -230,6 +230,7 @@ class EmulatorLacks(Exception):
     nor disagreement."""
 
 
+NO_MPROTECT = "emulator has no mprotect yet"
 NO_FORK = "emulator has no fork yet"
 
 _PROTS = {"rw": "rw", "r": "r", "none": ""}
@@ -252,6 +253,9 @@ def emulator_can_run(program: CheckProgram, mm_type: type = AddressSpace) -> Opt
     """None, or why the emulator cannot run *program* yet (a SKIP)."""
     if program.forks and not (hasattr(mm_type, "fork") and hasattr(mm_type, "exit")):
         return NO_FORK
+    ops = {ln.split()[1] if ln.startswith("@") else ln.split()[0] for ln in program.lines()}
+    if "mprotect" in ops and not hasattr(mm_type, "mprotect"):
+        return NO_MPROTECT
     return None
 
 
@@ -331,7 +335,7 @@ class _EmulatorRun:
             raise EmulatorLacks(f"emulator has no MADV_{tok[4].upper()} yet")
         mprotect = getattr(proc.mm, "mprotect", None)
         if tok[0] == "mprotect" and mprotect is None:
-            raise EmulatorLacks("emulator has no mprotect yet")
+            raise EmulatorLacks(NO_MPROTECT)
         try:
             if tok[0] == "munmap":
                 proc.mm.munmap(start, length)

@@ -75,11 +75,11 @@ PER_ORDER_COUNTERS = (
 SCALAR_COUNTERS = (
     "pgfault", "min_flt", "thp_fault_alloc", "thp_fault_fallback", "thp_fault_fallback_charge",
     "thp_zero_page_alloc", "thp_zero_page_alloc_failed", "thp_split_pmd", "thp_split_page",
-    "thp_deferred_split_page",
+    "thp_deferred_split_page", "pgreuse",
     "mm_anonpages", "nr_ptes", "nr_pmds", "nr_vmas",
     "ram_pages", "free_pages", "pinned_pages", "memcg_charged", "memcg_limit", "memcg_max_events",
     "lru_pages",
-    "faults", "faults_read", "faults_write", "faults_wp", "faults_pmd", "faults_retried",
+    "faults", "faults_read", "faults_write", "faults_wp", "faults_wp_copy", "faults_pmd", "faults_retried",
     "faults_userfault", "faults_oom", "faults_sigsegv", "faults_sigbus", "hits",
     "set_ptes_calls", "ptes_written", "ptes_cleared", "per_page_ops", "per_folio_ops",
     "zero_page_maps", "huge_zero_pmd_maps", "contpte_blocks", "contpte_unfolds", "bytes_zeroed",
