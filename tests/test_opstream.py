@@ -40,7 +40,7 @@ def replay_both(trace: F.Trace, policy: str, **cfg: Any) -> dict[str, tuple[Repl
     out = {}
     for engine in ("python", "compiled"):
         with AddressSpace(Config(policy=Policy.parse(policy), **cfg)) as mm:
-            rep = replay_into(mm, trace, engine=engine)  # type: ignore[arg-type]
+            rep = replay_into(mm, trace, engine=engine)
             mm.check_invariants()
             out[engine] = (rep, snapshot(mm))
     return out
@@ -142,7 +142,7 @@ def test_run_ops_checks_its_array() -> None:
     ops = op_array(4)
     with AddressSpace(Config(ram="64M")) as mm:
         with pytest.raises(TypeError, match="numpy array"):
-            mm.run_ops(ops.tolist())  # type: ignore[arg-type]
+            mm.run_ops(ops.tolist())
         with pytest.raises(TypeError, match="dtype"):
             mm.run_ops(np.zeros(4, dtype=np.uint64))
         with pytest.raises(TypeError, match="dtype"):
