@@ -63,6 +63,7 @@ class Results:
         self.scale = load_jsonl("scale64G.jsonl")
         self.kernel: dict[str, Any] = load_json("costmodel.json")
         self.callgrind = (RESULTS_DIR / "callgrind.txt").read_text()
+        self.replay: dict[str, Any] = load_json("replay_speed.json")
 
     def c_case(self, mode: str, order: int, pattern: str, teardown: bool = False) -> dict[str, Any]:
         for r in self.c[mode]:
@@ -289,6 +290,17 @@ def t_callgrind(r: Results) -> str:
     return table(["path (256 MiB)", "instructions"], rows)
 
 
+def t_replay_speed(r: Results) -> str:
+    """bench/replay_speed.py: medians, events/s = recorded events / median."""
+    def cell(t: Mapping[str, Any], k: str) -> str:
+        return f"{t['median_ms'][k]:.3f} ms = {t['events_per_s'][k] / 1e6:.2f} M ev/s"
+    rows = [(t["trace"], f"{t['events']:,}", f"{t['records']:,}", cell(t, "python"),
+             f"**{cell(t, 'compiled')}**", cell(t, "run_ops"), f"{t['speedup']:.0f}x",
+             str(t["identical"]).lower()) for t in r.replay["traces"]]
+    return table(["trace", "events", "records", "Python engine (median)", "compiled (median)",
+                  "run_ops alone", "speed-up", "identical"], rows)
+
+
 TABLES: dict[str, Callable[[Results], str]] = {
     "machine": t_machine,
     "summary": t_summary,
@@ -300,6 +312,7 @@ TABLES: dict[str, Callable[[Results], str]] = {
     "pylaf-bench": t_pylaf_bench,
     "kernel": t_kernel,
     "callgrind": t_callgrind,
+    "replay-speed": t_replay_speed,
 }
 
 

@@ -493,6 +493,111 @@ int laf_get_memmap_info(laf_mm *mm, struct laf_memmap_info *info);
  */
 uint64_t laf_max_ram_bytes(uint32_t page_shift);
 
+/*
+ * The op stream (laf_run_ops(), csrc/ops.c): a whole workload or trace replay
+ * as an array of fixed-size records executed by one call, under the busy
+ * flag, without returning to the caller between records.
+ *
+ * Record fields by op (addr/len in bytes; unused fields must be 0):
+ *  LAF_OP_NOP       nothing.
+ *  LAF_OP_MAP       mmap(addr, len, prot = arg, LAF_MAP_* flags = arg2).
+ *                   LAF_OPF_REPLACE: munmap(addr, len) first (a MAP_FIXED
+ *                   mapping replacing what was there).  LAF_OPF_MOVED: after
+ *                   mapping, re-create the pages the last LAF_OP_MOVE_PAGES
+ *                   noted (see there).
+ *  LAF_OP_UNMAP     munmap(addr, len).  LAF_OPF_ALL: every VMA, one munmap
+ *                   per VMA in address order (a process's exit; addr/len 0);
+ *                   it also drops pages noted by LAF_OP_MOVE_PAGES.
+ *  LAF_OP_MADVISE   madvise(addr, len, advice = arg).
+ *  LAF_OP_TOUCH     accesses at addr, addr + arg, ... below addr + len
+ *                   (arg = stride, non-zero; len = 1 is one access);
+ *                   LAF_OPF_WRITE: stores, else loads.
+ *  LAF_OP_PRCTL     prctl(option = arg, arg2 = addr, arg3 = len).
+ *  LAF_OP_POPULATE  pages present without a fault (UFFDIO_REGISTER missing,
+ *                   UFFDIO_COPY or, with LAF_OPF_ZERO, UFFDIO_ZEROPAGE,
+ *                   then UFFDIO_UNREGISTER) over [addr, addr + len).
+ *  LAF_OP_MOVE_PAGES note which pages of [addr, addr + len) hold a folio and
+ *                   which the zero page, for the next LAF_OP_MAP with
+ *                   LAF_OPF_MOVED, which re-creates them as LAF_OP_POPULATE
+ *                   runs (folio pages first) at its own addr (trace replay's
+ *                   stand-in for mremap() moving pages).
+ *  LAF_OP_PROTECT, LAF_OP_REMAP, LAF_OP_FORK, LAF_OP_EXIT
+ *                   mprotect(), mremap(), fork(), exit(): reserved, LAF_ENOSYS
+ *                   until the core has them.
+ * mm: the address space a record acts on; 0 is laf_run_ops()'s @mm (the
+ * only one until fork exists), any other index is a per-record LAF_EINVAL.
+ * LAF_OPF_RELATIVE: addr is an offset from the address the last successful
+ * LAF_OP_MAP of the stream returned (a workload mapping with no hint).
+ */
+enum laf_op_code {
+	LAF_OP_NOP = 0,
+	LAF_OP_MAP = 1,
+	LAF_OP_UNMAP = 2,
+	LAF_OP_MADVISE = 3,
+	LAF_OP_TOUCH = 4,
+	LAF_OP_PRCTL = 5,
+	LAF_OP_POPULATE = 6,
+	LAF_OP_MOVE_PAGES = 7,
+	LAF_OP_PROTECT = 8,
+	LAF_OP_REMAP = 9,
+	LAF_OP_FORK = 10,
+	LAF_OP_EXIT = 11,
+	LAF_OP_NR = 12,
+};
+
+/* struct laf_op.flags */
+#define LAF_OPF_WRITE    0x0001  /* LAF_OP_TOUCH: stores */
+#define LAF_OPF_ZERO     0x0002  /* LAF_OP_POPULATE: zero-page PTEs */
+#define LAF_OPF_REPLACE  0x0004  /* LAF_OP_MAP: munmap the range first */
+#define LAF_OPF_MOVED    0x0008  /* LAF_OP_MAP: re-create the pages LAF_OP_MOVE_PAGES noted */
+#define LAF_OPF_ALL      0x0010  /* LAF_OP_UNMAP: every VMA */
+#define LAF_OPF_RELATIVE 0x0020  /* addr is relative to the last LAF_OP_MAP's address */
+#define LAF_OPF_QUIET    0x0040  /* a failure of this record is not counted */
+#define LAF_OPF_STOP     0x0080  /* stop the stream if this record fails */
+
+struct laf_op {
+	uint16_t op;       /* enum laf_op_code */
+	uint16_t flags;    /* LAF_OPF_* */
+	uint32_t mm;       /* address-space index: 0 = laf_run_ops()'s mm */
+	uint64_t addr;
+	uint64_t len;
+	uint64_t arg;      /* prot, advice, stride, prctl option, ... (per op) */
+	uint64_t arg2;     /* LAF_OP_MAP: LAF_MAP_* flags */
+};
+
+/*
+ * Rows of struct laf_ops_result.errors: the step that failed.  A step is the
+ * record's op (its code is the row), except: LAF_OPS_STEP_RECORD (row 0) is
+ * a record refused as a whole (unknown op, mm index, bad fields, reserved op)
+ * and a populate (a LAF_OP_POPULATE record or a LAF_OPF_MOVED re-creation)
+ * fails either in its registration or in its fill.
+ */
+#define LAF_OPS_STEP_RECORD        0
+#define LAF_OPS_STEP_UFFD_REGISTER 12   /* LAF_OP_NR */
+#define LAF_OPS_STEP_UFFD_FILL     13
+#define LAF_OPS_NR_STEPS           14
+/* Columns: -errno (LAF_EUCLEAN = -117 is the largest) */
+#define LAF_OPS_NR_ERRNO           128
+
+struct laf_ops_result {
+	uint64_t done;          /* records executed (failed ones included) */
+	uint64_t failed;        /* records with at least one counted failure */
+	int64_t first_error;    /* index of the first failing record, -1 if none */
+	int32_t first_errno;    /* its (negative) code, 0 if none */
+	int32_t stopped;        /* 1: a LAF_OPF_STOP record failed and ended the stream */
+	uint64_t last_map_addr; /* address of the last successful LAF_OP_MAP */
+	struct laf_touch_summary touch; /* every LAF_OP_TOUCH access (first_error: record index) */
+	uint64_t errors[LAF_OPS_NR_STEPS][LAF_OPS_NR_ERRNO]; /* failures by step and -errno */
+};
+
+/*
+ * Execute @n records of @ops in order on @mm (one busy-flag section).
+ * Return: LAF_OK after the stream ran (per-record failures are in @res, never
+ * the return value), LAF_EINVAL for a NULL @res or @ops with @n > 0,
+ * LAF_EBUSY if another thread holds @mm.
+ */
+int laf_run_ops(laf_mm *mm, const struct laf_op *ops, size_t n, struct laf_ops_result *res);
+
 /* --- END CFFI CDEF --- */
 
 #ifdef __cplusplus

@@ -529,6 +529,48 @@ void exit_mmap(struct laf_mm *mm);
 struct laf_mm *mm_alloc(struct laf_machine *m);
 void mm_free(struct laf_mm *mm);
 
+/* ---- the one-thread guard of the entry points (api.c, ops.c) ---- */
+/**
+ * machine_enter - take the machine's busy flag (the emulator's mmap_lock,
+ * zone lock and PTL in one)
+ *
+ * One thread at a time per machine: a non-blocking flag; an entry point on
+ * an mm takes the flag of its machine (mm_enter()).  cffi releases the GIL during
+ * every call, so a second Python thread really can get here concurrently.
+ * Simplified: the kernel's mmap_lock is a sleeping rwsem (readers for
+ * faults, a writer for VMA changes); here a second caller gets -EBUSY.
+ * Return: 0, LAF_EINVAL for a NULL mm, LAF_EBUSY if another thread is inside.
+ */
+static inline int machine_enter(struct laf_machine *m)
+{
+	if (!m)
+		return LAF_EINVAL;
+	if (__atomic_exchange_n(&m->busy, 1, __ATOMIC_ACQUIRE))
+		return LAF_EBUSY;
+	return 0;
+}
+
+static inline void machine_exit(struct laf_machine *m)
+{
+	__atomic_store_n(&m->busy, 0, __ATOMIC_RELEASE);
+}
+
+static inline int mm_enter(struct laf_mm *mm)
+{
+	if (!mm)
+		return LAF_EINVAL;
+	return machine_enter(mm->machine);
+}
+
+/**
+ * mm_exit - release the busy flag taken by mm_enter() (the machine's)
+ */
+static inline void mm_exit(struct laf_mm *mm)
+{
+	machine_exit(mm->machine);
+}
+
+
 /* ---- bodies of the public entry points (api.c wraps them in the busy guard) ---- */
 int __laf_mmap(struct laf_mm *mm, uint64_t addr, uint64_t len, int prot, int flags, uint64_t *out);
 int __laf_munmap(struct laf_mm *mm, uint64_t start, uint64_t len);

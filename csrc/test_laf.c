@@ -2020,6 +2020,185 @@ static bool test_fork_machine_stats(void)
 	return true;
 }
 
+/* ------------------------------------------------------ op streams (ops.c) */
+
+static struct laf_op op_rec(int op, int flags, uint64_t addr, uint64_t len, uint64_t arg,
+			    uint64_t arg2)
+{
+	struct laf_op o;
+
+	memset(&o, 0, sizeof(o));
+	o.op = (uint16_t)op;
+	o.flags = (uint16_t)flags;
+	o.addr = addr;
+	o.len = len;
+	o.arg = arg;
+	o.arg2 = arg2;
+	return o;
+}
+
+/*
+ * A stream gives the state and counters of the same calls made one by one:
+ * mmap with no hint, a strided write run relative to it, MADV_DONTNEED of
+ * half, the run again, a one-access read, munmap of a quarter.
+ */
+static bool test_run_ops_same_as_calls(void)
+{
+	laf_mm *a = mm_small(), *b = mm_small();
+	int rw = LAF_PROT_READ | LAF_PROT_WRITE;
+	struct laf_ops_result res;
+	struct laf_touch_summary s1, s2;
+	struct laf_stats sa, sb;
+	struct laf_op ops[7];
+	uint64_t base;
+
+	ASSERT_TRUE(a && b);
+	ASSERT_OK(set_upstream(a, LAF_THP_ALWAYS, 1UL << 4, LAF_THP_NEVER));
+	ASSERT_OK(set_upstream(b, LAF_THP_ALWAYS, 1UL << 4, LAF_THP_NEVER));
+	ops[0] = op_rec(LAF_OP_MAP, 0, 0, 1 * M, rw, 0);
+	ops[1] = op_rec(LAF_OP_TOUCH, LAF_OPF_WRITE | LAF_OPF_RELATIVE, 0, 1 * M, 4 * K, 0);
+	ops[2] = op_rec(LAF_OP_MADVISE, LAF_OPF_RELATIVE, 0, 512 * K, LAF_MADV_DONTNEED, 0);
+	ops[3] = op_rec(LAF_OP_TOUCH, LAF_OPF_WRITE | LAF_OPF_RELATIVE, 0, 1 * M, 4 * K, 0);
+	ops[4] = op_rec(LAF_OP_TOUCH, LAF_OPF_RELATIVE, 600 * K + 8, 1, 1, 0);
+	ops[5] = op_rec(LAF_OP_UNMAP, LAF_OPF_RELATIVE, 768 * K, 256 * K, 0, 0);
+	/* an offset that wraps past 2^64 from the mapping: refused, nothing done */
+	ops[6] = op_rec(LAF_OP_TOUCH, LAF_OPF_RELATIVE, UINT64_MAX, 1, 1, 0);
+	ASSERT_OK(laf_run_ops(a, ops, 7, &res));
+	ASSERT_EQ(res.done, 7);
+	ASSERT_EQ(res.failed, 1);
+	ASSERT_EQ(res.first_error, 6);
+	ASSERT_EQ(res.errors[LAF_OPS_STEP_RECORD][-LAF_EINVAL], 1);
+	ASSERT_EQ(res.touch.accesses, 256 + 256 + 1);
+	ASSERT_EQ(res.touch.hits + res.touch.faulted, res.touch.accesses);
+
+	ASSERT_OK(laf_mmap(b, 0, 1 * M, rw, 0, &base));
+	ASSERT_EQ(base, res.last_map_addr);
+	ASSERT_OK(laf_touch_range(b, base, 1 * M, 4 * K, 1, &s1));
+	ASSERT_OK(laf_madvise(b, base, 512 * K, LAF_MADV_DONTNEED));
+	ASSERT_OK(laf_touch_range(b, base, 1 * M, 4 * K, 1, &s2));
+	ASSERT_EQ(fault(b, base + 600 * K + 8, 0).access, LAF_ACCESS_HIT);
+	ASSERT_EQ(res.touch.faulted, s1.faulted + s2.faulted);
+	ASSERT_TRUE(s1.faulted < 256);	/* 64K folios: fewer faults than pages */
+	ASSERT_OK(laf_munmap(b, base + 768 * K, 256 * K));
+	sa = stats(a);
+	sb = stats(b);
+	ASSERT_TRUE(memcmp(&sa, &sb, sizeof(sa)) == 0);
+	return true;
+}
+
+/*
+ * Every field of a record is untrusted: an unknown op, an mm index other
+ * than 0, a run or range that wraps past 2^64, a zero stride, an int field
+ * out of range and the reserved ops (LAF_ENOSYS) are per-record failures,
+ * counted by step and errno; the stream goes on, and a failing LAF_OPF_STOP
+ * record ends it.
+ */
+static bool test_run_ops_bad_records(void)
+{
+	laf_mm *mm = mm_small();
+	struct laf_ops_result res;
+	struct laf_op ops[16];
+	size_t n = 0;
+
+	ASSERT_TRUE(mm);
+	ops[n++] = op_rec(999, 0, 0, 0, 0, 0);
+	ops[n] = op_rec(LAF_OP_MAP, 0, BASE, 64 * K, LAF_PROT_READ, LAF_MAP_FIXED);
+	ops[n++].mm = 1;
+	ops[n] = op_rec(LAF_OP_TOUCH, 0, BASE, 4 * K, 4 * K, 0);
+	ops[n++].mm = UINT32_MAX;
+	ops[n++] = op_rec(LAF_OP_TOUCH, LAF_OPF_WRITE, UINT64_MAX - 8, 4 * K, 4 * K, 0);
+	ops[n++] = op_rec(LAF_OP_TOUCH, 0, BASE, 4 * K, 0, 0);
+	ops[n++] = op_rec(LAF_OP_MAP, 0, BASE, 64 * K, 1ULL << 40, LAF_MAP_FIXED);
+	ops[n++] = op_rec(LAF_OP_MAP, 0, BASE, UINT64_MAX, LAF_PROT_READ, LAF_MAP_FIXED);
+	ops[n++] = op_rec(LAF_OP_POPULATE, 0, UINT64_MAX - 4 * K + 1, 8 * K, 0, 0);
+	ops[n++] = op_rec(LAF_OP_MADVISE, 0, 0, UINT64_MAX, LAF_MADV_DONTNEED, 0);
+	ops[n++] = op_rec(LAF_OP_MOVE_PAGES, 0, UINT64_MAX - 4 * K + 1, 8 * K, 0, 0);
+	ops[n++] = op_rec(LAF_OP_PROTECT, 0, BASE, 4 * K, LAF_PROT_READ, 0);
+	ops[n++] = op_rec(LAF_OP_REMAP, 0, BASE, 4 * K, 0, 0);
+	ops[n++] = op_rec(LAF_OP_FORK, 0, 0, 0, 0, 0);
+	ops[n++] = op_rec(LAF_OP_EXIT, 0, 0, 0, 0, 0);
+	ops[n++] = op_rec(LAF_OP_TOUCH, LAF_OPF_RELATIVE, UINT64_MAX - 1, 1, 1, 0);
+	ASSERT_EQ(n, 15);
+	ASSERT_OK(laf_run_ops(mm, ops, n, &res));
+	ASSERT_EQ(res.done, n);
+	ASSERT_EQ(res.failed, n - 1);	/* the RELATIVE touch: last_map_addr is 0, a SIGSEGV */
+	ASSERT_EQ(res.first_error, 0);
+	ASSERT_EQ(res.first_errno, LAF_EINVAL);
+	ASSERT_EQ(res.errors[LAF_OPS_STEP_RECORD][-LAF_EINVAL], 4); /* op, 2 mm, populate */
+	ASSERT_EQ(res.errors[LAF_OP_MOVE_PAGES][-LAF_EINVAL], 1);
+	ASSERT_EQ(res.errors[LAF_OPS_STEP_RECORD][-LAF_ENOSYS], 4);
+	ASSERT_EQ(res.errors[LAF_OP_TOUCH][-LAF_EINVAL], 2);
+	ASSERT_EQ(res.errors[LAF_OP_MAP][-LAF_EINVAL], 1);
+	ASSERT_EQ(res.errors[LAF_OP_MAP][-LAF_ENOMEM], 1);
+	ASSERT_EQ(res.errors[LAF_OP_MADVISE][-LAF_EINVAL], 1);
+	ASSERT_EQ(res.touch.accesses, 1);
+	ASSERT_EQ(res.touch.sigsegv, 1);
+	ASSERT_EQ(res.touch.first_error, 14);
+	ASSERT_EQ(stats(mm).nr_vmas, 0);
+
+	/* LAF_OPF_QUIET: not counted; LAF_OPF_STOP: the stream ends there */
+	ops[0] = op_rec(LAF_OP_UNMAP, LAF_OPF_QUIET, 1, 4 * K, 0, 0);
+	ops[1] = op_rec(LAF_OP_MAP, LAF_OPF_STOP, BASE, 64 * K, LAF_PROT_READ | LAF_PROT_WRITE,
+			LAF_MAP_FIXED);
+	ops[2] = op_rec(LAF_OP_MAP, LAF_OPF_STOP, BASE, 64 * K, LAF_PROT_READ, LAF_MAP_FIXED);
+	ops[3] = op_rec(LAF_OP_TOUCH, LAF_OPF_WRITE, BASE, 64 * K, 4 * K, 0);
+	ASSERT_OK(laf_run_ops(mm, ops, 4, &res));
+	ASSERT_EQ(res.done, 3);
+	ASSERT_EQ(res.failed, 1);
+	ASSERT_EQ(res.first_error, 2);
+	ASSERT_EQ(res.first_errno, LAF_EEXIST);
+	ASSERT_EQ(res.stopped, 1);
+	ASSERT_EQ(res.errors[LAF_OP_UNMAP][-LAF_EINVAL], 0);
+	ASSERT_EQ(res.touch.accesses, 0);
+
+	ASSERT_EQ(laf_run_ops(mm, ops, 1, NULL), LAF_EINVAL);
+	ASSERT_EQ(laf_run_ops(mm, NULL, 1, &res), LAF_EINVAL);
+	ASSERT_OK(laf_run_ops(mm, NULL, 0, &res));
+	ASSERT_EQ(res.done, 0);
+	return true;
+}
+
+/*
+ * LAF_OP_MOVE_PAGES then LAF_OP_MAP with LAF_OPF_MOVED: folio pages come
+ * back as order-0 pages and zero-page pages as zero-page PTEs at the
+ * target, populated (no faults); LAF_OP_UNMAP with LAF_OPF_ALL empties
+ * the address space.
+ */
+static bool test_run_ops_move_pages(void)
+{
+	laf_mm *mm = mm_small();
+	int rw = LAF_PROT_READ | LAF_PROT_WRITE;
+	uint64_t to = BASE + 16 * M, faults, ptes[16];
+	struct laf_ops_result res;
+	struct laf_op ops[8];
+	int8_t orders[16];
+
+	ASSERT_TRUE(mm);
+	ops[0] = op_rec(LAF_OP_MAP, 0, BASE, 64 * K, rw, LAF_MAP_FIXED);
+	ops[1] = op_rec(LAF_OP_TOUCH, LAF_OPF_WRITE, BASE + 4 * K, 8 * K, 4 * K, 0);
+	ops[2] = op_rec(LAF_OP_TOUCH, 0, BASE + 40 * K, 1, 1, 0);
+	ops[3] = op_rec(LAF_OP_MOVE_PAGES, 0, BASE, 64 * K, to, 0);
+	ops[4] = op_rec(LAF_OP_UNMAP, 0, BASE, 64 * K, 0, 0);
+	ops[5] = op_rec(LAF_OP_MAP, LAF_OPF_MOVED | LAF_OPF_REPLACE, to, 64 * K, rw, LAF_MAP_FIXED);
+	ASSERT_OK(laf_run_ops(mm, ops, 6, &res));
+	ASSERT_EQ(res.failed, 0);
+	faults = stats(mm).faults;
+	ASSERT_EQ(faults, 3);
+	ASSERT_OK(laf_read_ptes(mm, to, 16, ptes, orders));
+	ASSERT_EQ(orders[0], LAF_ORDER_NONE);
+	ASSERT_EQ(orders[1], 0);
+	ASSERT_EQ(orders[2], 0);
+	ASSERT_EQ(orders[3], LAF_ORDER_NONE);
+	ASSERT_EQ(orders[10], LAF_ORDER_ZERO);
+	ASSERT_EQ(stats(mm).mm_anonpages, 2);
+	ops[0] = op_rec(LAF_OP_UNMAP, LAF_OPF_ALL, 0, 0, 0, 0);
+	ASSERT_OK(laf_run_ops(mm, ops, 1, &res));
+	ASSERT_EQ(res.failed, 0);
+	ASSERT_EQ(stats(mm).nr_vmas, 0);
+	ASSERT_EQ(stats(mm).mm_anonpages, 0);
+	return true;
+}
+
 typedef bool (*test_fn)(void);
 
 #define T(name) { #name, test_##name }
@@ -2078,6 +2257,9 @@ static const struct { const char *name; test_fn fn; } tests[] = {
 	T(fork_huge_zero_pmd),
 	T(fork_dontfork_wipeonfork),
 	T(fork_machine_stats),
+	T(run_ops_same_as_calls),
+	T(run_ops_bad_records),
+	T(run_ops_move_pages),
 };
 
 /* After each test: every mm it created must pass laf_check_invariants(). */

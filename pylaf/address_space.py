@@ -40,6 +40,7 @@ from pylaf.config import Config
 from pylaf.errors import ClosedError, InvariantError, LafValueError, check
 from pylaf.geometry import Geometry
 from pylaf.machine import Machine
+from pylaf.opstream import OP_DTYPE, OpsResult, result_from_c
 from pylaf.policy import Policy
 from pylaf.records import (
     MADVISE,
@@ -416,6 +417,21 @@ class AddressSpace:
         with self._in_flight as mm:
             check(lib.laf_touch_range(mm, a, n, st, int(w), s), f"touch_range({a:#x}, {length!r})")
         return self._summary(s, None)
+
+    def run_ops(self, ops: np.ndarray) -> OpsResult:
+        """Execute an op stream (:mod:`pylaf.opstream`) in one C call.
+
+        ``ops``: a 1-D, C-contiguous, 8-byte aligned array of
+        :data:`~pylaf.opstream.OP_DTYPE` (TypeError / LafValueError otherwise).
+        A record that fails is counted in the result, never raised.
+        """
+        arr = args.record_array("ops", ops, OP_DTYPE, ffi.alignof("struct laf_op"))
+        n = arr.shape[0]
+        optr = ffi.from_buffer("struct laf_op[]", arr) if n else ffi.NULL
+        res = ffi.new("struct laf_ops_result *")
+        with self._in_flight as mm:
+            check(lib.laf_run_ops(mm, optr, n, res), "run_ops")
+        return result_from_c(res)
 
     # -------------------------------------------------------------- memory
     def shrink_deferred_split(self) -> int:

@@ -108,6 +108,21 @@ def _check_layout(name: str, arr: np.ndarray) -> None:
                             "np.ascontiguousarray)", lib.LAF_EINVAL)
 
 
+def record_array(name: str, arr: Any, dtype: np.dtype[Any], align: int) -> np.ndarray:
+    """A 1-D, C-contiguous numpy array of exactly ``dtype`` (a C struct's
+    records) whose data is ``align``-byte aligned; anything else is refused,
+    never copied (a stream is executed in place)."""
+    if not isinstance(arr, np.ndarray):
+        raise TypeError(f"{name} must be a numpy array of dtype {dtype}, not {type(arr).__name__}")
+    if arr.dtype != dtype:
+        raise TypeError(f"{name} must have dtype {dtype}, got {arr.dtype}")
+    _check_layout(name, arr)
+    if arr.ctypes.data % align:
+        raise LafValueError(f"{name} data is not {align}-byte aligned (use a fresh array)",
+                            lib.LAF_EINVAL)
+    return arr
+
+
 def write_array(write: Any, n: int) -> np.ndarray | None:
     """``write=`` of a batch: None for a bool (same for every access), or the
     per-access bool/uint8 array (one entry per access, C-contiguous)."""
@@ -125,5 +140,5 @@ def write_array(write: Any, n: int) -> np.ndarray | None:
     return None
 
 
-__all__ = ["INT_MAX", "INT_MIN", "U64_MAX", "address_array", "c_int", "flag", "integer", "size", "u64",
-           "write_array"]
+__all__ = ["INT_MAX", "INT_MIN", "U64_MAX", "address_array", "c_int", "flag", "integer", "record_array", "size",
+           "u64", "write_array"]

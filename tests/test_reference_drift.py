@@ -78,9 +78,10 @@ def _public(cls: type) -> dict[str, object]:
     return {n: m for n, m in inspect.getmembers(cls) if not n.startswith("_")}
 
 
-#: public names of AddressSpace that Reference deliberately lacks: the cffi handle; fork and
-#: exit until the reference model's machine/mm split lands (issue 9, a parallel branch)
-NOT_ON_REFERENCE = {"mm", "fork", "exit"}
+#: public names of AddressSpace that Reference deliberately lacks: the cffi handle, and the
+#: op-stream executor (a batch of the calls the model has; its reference is the Python engine
+#: of replay_into and the workloads' run(), see tests/test_opstream.py)
+NOT_ON_REFERENCE = {"mm", "run_ops"}
 #: public names of Reference that AddressSpace lacks (the model's state and geometry)
 ONLY_ON_REFERENCE = {"geo", "mm", "ram_pages"}
 

@@ -3,25 +3,24 @@
 Each workload is a frozen dataclass whose fields are its parameters (with
 defaults sized for ``pylaf compare``) plus ``scale`` (a factor applied to its
 sizes and counts) and ``seed`` (for the ones that draw random numbers).
-``run(mm)`` drives one :class:`~pylaf.AddressSpace` through the batch API:
-address arrays are built with numpy once per run and handed to
-:meth:`AddressSpace.touch` / :meth:`AddressSpace.touch_range` in one C call,
-so there is never a Python loop per access (only per emulated syscall:
-mmap, munmap, madvise).
+``run(mm)`` drives one :class:`~pylaf.AddressSpace`: those that are a fixed
+address stream (seq-fill, random-sparse, stride-64k, read-then-write,
+madvise-hugepage) as one op stream (:meth:`Workload.op_stream`, one C call;
+``run_python`` is the same calls one by one, the reference), the others
+through the batch API (never a Python loop per access).
 
 The set is drawn from what mTHP users worry about, as the 2023 LAF series and
-its reviews measured it: sequential fills (the
-best case), sparse random writers and the 64K stride (bloat, up to 16x with
-64K folios), write-after-read (zero page then order-0 COW), a malloc-like
-heap with ``MADV_DONTNEED`` churn (partial unmaps, deferred split), mappings
-whose size is not a multiple of 64K (VMA edges clamp the order), and a
-``MADV_HUGEPAGE`` region (the PMD path).
+its reviews measured it: sequential fills (the best case), sparse random
+writers and the 64K stride (bloat, up to 16x with 64K folios),
+write-after-read (zero page then order-0 COW), a malloc-like heap with
+``MADV_DONTNEED`` churn (partial unmaps, deferred split), mappings whose size
+is not a multiple of 64K (VMA edges clamp the order), and a ``MADV_HUGEPAGE``
+region (the PMD path).
 
 Plug-ins: :func:`register_workload` adds a workload (a :class:`Workload`
 subclass, an instance, or anything with ``name``, ``description`` and
-``run(mm)``).  The recorded traces of
-:func:`pylaf.trace.bundled.bundled_workloads` join the registry (and the
-default set) the first time the registry is consulted.
+``run(mm)``).  The recorded traces of :func:`pylaf.trace.bundled.bundled_workloads`
+join the registry (and the default set) the first time it is consulted.
 
 >>> from pylaf import open_address_space
 >>> from pylaf.experiments.workloads import get_workload
@@ -39,6 +38,9 @@ from typing import TYPE_CHECKING, Any, ClassVar, Optional, Protocol, Union
 
 import numpy as np
 
+from pylaf._ffi import lib
+from pylaf.errors import error_for
+from pylaf.experiments import streams
 from pylaf.sizes import format_size, parse_size
 from pylaf.trace.bundled import bundled_workloads
 
@@ -131,7 +133,22 @@ class Workload:
             raise ValueError(f"{self.name}: invalid scale {self.scale!r}: "
                              "must be a positive number")
 
+    def op_stream(self, page_size: int, pmd_size: int) -> Optional[np.ndarray]:
+        """The workload as one op stream (:mod:`pylaf.opstream`) for these sizes, or None
+        if it needs more of what the emulator returns than its one mapping's address."""
+        return None
+
     def run(self, mm: AddressSpace) -> None:
+        """Run on *mm*: the op stream when there is one, else :meth:`run_python`."""
+        ops = self.op_stream(mm.page_size, mm.pmd_size)
+        if ops is None:
+            return self.run_python(mm)
+        res = mm.run_ops(ops)
+        if res.stopped:
+            raise error_for(res.first_errno, f"{self.name}: op {res.first_error}")
+
+    def run_python(self, mm: AddressSpace) -> None:
+        """The reference: the workload's calls one by one."""
         raise NotImplementedError
 
     def scaled(self, scale: float) -> Workload:
@@ -162,7 +179,11 @@ class SeqFill(Workload):
 
     size: int = 256 * M
 
-    def run(self, mm: AddressSpace) -> None:
+    def op_stream(self, page_size: int, pmd_size: int) -> np.ndarray:
+        n = _scaled(self.size, self.scale, max(page_size, 2 * M))
+        return streams.stream(streams.map_anon(n), streams.touch_run(0, n, page_size, True))
+
+    def run_python(self, mm: AddressSpace) -> None:
         n = _scaled(self.size, self.scale, max(mm.page_size, 2 * M))
         a = mm.mmap(n)
         mm.touch_range(a, n, write=True)
@@ -179,11 +200,18 @@ class RandomSparse(Workload):
     size: int = 1 << 30
     density: float = 0.01
 
-    def run(self, mm: AddressSpace) -> None:
-        n = _scaled(self.size, self.scale, max(mm.page_size, 2 * M))
-        nr = max(1, round(n // mm.page_size * self.density))
+    def _offsets(self, page_size: int) -> tuple[int, np.ndarray]:
+        n = _scaled(self.size, self.scale, max(page_size, 2 * M))
+        nr = max(1, round(n // page_size * self.density))
+        return n, self._rng().integers(0, n, size=nr, dtype=np.uint64)
+
+    def op_stream(self, page_size: int, pmd_size: int) -> np.ndarray:
+        n, offs = self._offsets(page_size)
+        return streams.stream(streams.map_anon(n), streams.touch_each(offs, True))
+
+    def run_python(self, mm: AddressSpace) -> None:
+        n, offs = self._offsets(mm.page_size)
         a = mm.mmap(n)
-        offs = self._rng().integers(0, n, size=nr, dtype=np.uint64)
         mm.touch(offs + np.uint64(a), write=True)
 
 
@@ -198,7 +226,12 @@ class Stride64K(Workload):
     size: int = 256 * M
     stride: int = 64 * K
 
-    def run(self, mm: AddressSpace) -> None:
+    def op_stream(self, page_size: int, pmd_size: int) -> np.ndarray:
+        n = _scaled(self.size, self.scale, max(page_size, 2 * M))
+        return streams.stream(streams.map_anon(n),
+                              streams.touch_run(0, n, max(self.stride, page_size), True))
+
+    def run_python(self, mm: AddressSpace) -> None:
         n = _scaled(self.size, self.scale, max(mm.page_size, 2 * M))
         a = mm.mmap(n)
         mm.touch_range(a, n, stride=max(self.stride, mm.page_size), write=True)
@@ -214,7 +247,12 @@ class ReadThenWrite(Workload):
 
     size: int = 64 * M
 
-    def run(self, mm: AddressSpace) -> None:
+    def op_stream(self, page_size: int, pmd_size: int) -> np.ndarray:
+        n = _scaled(self.size, self.scale, max(page_size, 2 * M))
+        return streams.stream(streams.map_anon(n), streams.touch_run(0, n, page_size, False),
+                              streams.touch_run(0, n, page_size, True))
+
+    def run_python(self, mm: AddressSpace) -> None:
         n = _scaled(self.size, self.scale, max(mm.page_size, 2 * M))
         a = mm.mmap(n)
         mm.touch_range(a, n, write=False)
@@ -413,7 +451,12 @@ class MadviseHugepage(Workload):
 
     size: int = 64 * M
 
-    def run(self, mm: AddressSpace) -> None:
+    def op_stream(self, page_size: int, pmd_size: int) -> np.ndarray:
+        n = _scaled(self.size, self.scale, pmd_size)
+        return streams.stream(streams.map_anon(n), streams.madvise(0, n, lib.LAF_MADV_HUGEPAGE),
+                              streams.touch_run(0, n, page_size, True))
+
+    def run_python(self, mm: AddressSpace) -> None:
         n = _scaled(self.size, self.scale, mm.pmd_size)
         a = mm.mmap(n)
         mm.madvise(a, n, "MADV_HUGEPAGE")
@@ -538,22 +581,7 @@ for _cls in BUILTIN:
     register_workload(_cls)
 del _cls
 
-__all__ = [
-    "BUILTIN",
-    "HeapChurn",
-    "MadviseHugepage",
-    "OddSizes",
-    "RandomSparse",
-    "ReadThenWrite",
-    "SeqFill",
-    "Stride64K",
-    "Workload",
-    "WorkloadLike",
-    "available_workloads",
-    "default_workload_names",
-    "default_workloads",
-    "get_workload",
-    "register_workload",
-    "unregister_workload",
-    "workload_info",
-]
+__all__ = ["BUILTIN", "HeapChurn", "MadviseHugepage", "OddSizes", "RandomSparse", "ReadThenWrite",
+           "SeqFill", "Stride64K", "Workload", "WorkloadLike", "available_workloads",
+           "default_workload_names", "default_workloads", "get_workload", "register_workload",
+           "unregister_workload", "workload_info"]

@@ -5,7 +5,8 @@ The package, by concern (imports only go down this list's arrows)::
     format    the .laftrace file: event codes, Trace, read/write, checks
               (schema: the header schema checker; vmamap: the recorder's VMAs)
     perf      perf script parsing, TraceBuilder           -> format, vmamap
-    replay    replay into the emulator, TraceWorkload      -> format
+    compile   a trace's replay as one op stream            -> format
+    replay    replay into the emulator, TraceWorkload      -> format, compile
     bundled   pylaf/data/traces/*.laftrace as workloads    -> format, replay
     record    pylaf record: perf + laf_tracee              -> format, perf, pylaf.live
     validate  --validate-live against the live kernel      -> record, replay, pylaf.live

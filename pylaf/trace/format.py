@@ -85,7 +85,7 @@ import struct
 import tempfile
 import zlib
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO, Optional, Union
 
@@ -235,6 +235,11 @@ class Trace:
     processes: list[dict[str, Any]]
     events: np.ndarray
     path: Optional[str] = None
+    #: the op stream :func:`pylaf.trace.compile.compile_trace` made of this
+    #: trace, with the ``events`` array it was made from (recompiled if that
+    #: array is replaced); not part of the trace's value
+    op_stream_cache: Optional[tuple[np.ndarray, Any]] = field(default=None, repr=False,
+                                                              compare=False)
 
     @property
     def name(self) -> str:

@@ -12,6 +12,12 @@ File-backed and other faults are not replayed; they are counted separately.
 This module reads nothing from the live host: the default policy comes from
 :meth:`pylaf.Policy.from_sysfs_values` of the settings recorded in the trace
 header, only when none is given.
+
+Two engines give the same result: ``engine="compiled"`` (the default) runs
+the trace compiled once into an op stream (:mod:`pylaf.trace.compile`) with
+one C call; ``engine="python"`` (the reference, and the only one that can
+fill a ``fault_log``) makes the same calls one event at a time.  A failure is
+counted in :attr:`ReplayReport.errors` as ``"<what>: <laf_strerror text>"``.
 """
 from __future__ import annotations
 
@@ -21,22 +27,23 @@ import contextlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional, Union
+from typing import Literal, Optional, Union
 
 import numpy as np
 
 from pylaf._ffi import ffi, lib
 from pylaf.address_space import AddressSpace
 from pylaf.config import Config
-from pylaf.errors import LafError, check
+from pylaf.errors import LafError, check, error_for
+from pylaf.opstream import STEP_NAMES, OpsResult, error_text
 from pylaf.policy import Policy
 from pylaf.stats import Stats
+from pylaf.trace.compile import MADV_REPLAYED, CompiledTrace, compile_trace, replay_order
 from pylaf.trace.format import (
     ANON_CLASSES,
     F_WRITE,
     M_MOVED,
     M_NOMERGE,
-    MADV,
     OP_FAULT,
     OP_MADVISE,
     OP_MAP,
@@ -58,9 +65,13 @@ from pylaf.trace.format import (
     page_runs,
 )
 
-#: the advice replay carries out (the others do not change anonymous memory)
-_MADV_NAMES = {MADV["dontneed"]: "dontneed", MADV["hugepage"]: "hugepage",
-               MADV["nohugepage"]: "nohugepage"}
+#: ReplayReport.errors keys of the op-stream steps whose key is not "<what>: <text>"
+_STEP_KEYS = {lib.LAF_OPS_STEP_UFFD_REGISTER: "populate: range not mapped",
+              lib.LAF_OPS_STEP_UFFD_FILL: "populate: already present"}
+#: "<what>" of the other steps
+_STEP_WHAT = {lib.LAF_OP_MAP: "map", lib.LAF_OP_UNMAP: "unmap", lib.LAF_OP_MADVISE: "madvise",
+              lib.LAF_OP_MOVE_PAGES: "move", **STEP_NAMES}
+Engine = Literal["compiled", "python"]
 #: pages read per read_ptes() call when an mremap move is replayed
 _MOVE_CHUNK = 1 << 18
 
@@ -125,16 +136,6 @@ class TraceWorkload:
 
     def run(self, mm: AddressSpace) -> None:
         self.report = replay_into(mm, self.trace)
-
-
-def _order_processes(trace: Trace) -> list[int]:
-    """Replay order: by start time, but the process with the most anonymous
-    faults last (its VMAs stay mapped, so final RSS is that process's)."""
-    procs = sorted(trace.processes, key=lambda p: (p.get("t", 0), p["mm"]))
-    if not procs:
-        return []
-    main = max(procs, key=lambda p: (p.get("anon_faults", 0), -p["mm"]))
-    return [p["mm"] for p in procs if p is not main] + [main["mm"]]
 
 
 @dataclass
@@ -204,7 +205,7 @@ class _Replayer:
         try:
             handler(e)
         except LafError as exc:
-            self.rep.error(f"{OP_NAMES.get(op, op)}: {type(exc).__name__}")
+            self.rep.error(f"{OP_NAMES.get(op, op)}: {error_text(exc.errno)}")
 
     # ------------------------------------------------------------ events
     def _op_map(self, e: np.void) -> None:
@@ -246,7 +247,11 @@ class _Replayer:
                 yield (a - start) >> PAGE_SHIFT, orders
 
     def _op_unmap(self, e: np.void) -> None:
-        self.mm.munmap(int(e["addr"]), int(e["len"]))
+        try:
+            self.mm.munmap(int(e["addr"]), int(e["len"]))
+        except LafError as exc:
+            self.rep.error(f"unmap: {error_text(exc.errno)}")
+            return
         self.rep.op("unmap")
 
     def _op_protect(self, e: np.void) -> None:
@@ -258,13 +263,13 @@ class _Replayer:
         self.rep.op("mprotect")
 
     def _op_madvise(self, e: np.void) -> None:
-        name = _MADV_NAMES.get(int(e["arg"]))
+        name = MADV_REPLAYED.get(int(e["arg"]))
         if name is None:
             return
         try:
             self.mm.madvise(int(e["addr"]), int(e["len"]), name)
-        except LafError:
-            self.rep.error(f"madvise {name} over a hole")
+        except LafError as exc:
+            self.rep.error(f"madvise: {error_text(exc.errno)}")
         self.rep.op(f"madvise {name}")
 
     def _op_populate(self, e: np.void) -> None:
@@ -285,7 +290,7 @@ class _Replayer:
             else:
                 mm.mmap(ln, addr=addr, prot=_prot_str(prot), fixed=True)
         except LafError as exc:
-            self.rep.error(f"map: {exc}")
+            self.rep.error(f"map: {error_text(exc.errno)}")
 
     def _move_in(self, moving: _Moving) -> None:
         """Re-create the pages mremap moved: order-0 pages where the old place
@@ -312,28 +317,69 @@ class _Replayer:
             mm.uffd_unregister(addr, ln)
 
 
+def _step_key(step: int, errno: int) -> str:
+    """The ReplayReport.errors key of a failed op-stream step."""
+    key = _STEP_KEYS.get(step)
+    if key is not None:
+        return key
+    return f"{_STEP_WHAT.get(step, f'step {step}')}: {error_text(errno)}"
+
+
+def _compiled_report(rep: ReplayReport, comp: CompiledTrace, res: OpsResult) -> None:
+    rep.faults_not_replayed = dict(comp.faults_not_replayed)
+    rep.processes = comp.processes
+    rep.faults_replayed = comp.faults_replayed
+    rep.sigsegv = res.touch.sigsegv
+    for (step, errno), n in sorted(res.errors.items()):
+        key = _step_key(step, errno)
+        rep.errors[key] = rep.errors.get(key, 0) + n
+    failed = {step: sum(n for (s, _e), n in res.errors.items() if s == step)
+              for step in (lib.LAF_OP_UNMAP, lib.LAF_OP_MOVE_PAGES)}
+    counts = dict(comp.op_counts)
+    counts["unmap"] = comp.unmaps - failed[lib.LAF_OP_UNMAP]
+    counts["mremap move"] = comp.moves - failed[lib.LAF_OP_MOVE_PAGES]
+    rep.ops = {k: v for k, v in counts.items() if v}
+
+
 def replay_into(mm: AddressSpace, trace: Trace,
-                fault_log: Optional[list[tuple[int, int, int]]] = None) -> ReplayReport:
+                fault_log: Optional[list[tuple[int, int, int]]] = None,
+                engine: Optional[Engine] = None) -> ReplayReport:
     """Replay the anonymous part of *trace* into the AddressSpace *mm*.
 
     ``fault_log``: if given, gets ``(mm, addr, write)`` of every replayed
-    access that faulted in the emulator (for diagnostics)."""
+    access that faulted in the emulator (for diagnostics; Python engine only).
+    ``engine``: ``"compiled"`` (the default without a fault log) or
+    ``"python"``; both give the same state, counters and report."""
     if mm.page_size != PAGE:
         raise TraceError(f"traces are recorded with 4K pages; cannot replay on a "
                          f"{mm.page_size // 1024}K-page emulator")
+    if engine is None:
+        engine = "python" if fault_log is not None else "compiled"
+    if engine not in ("compiled", "python"):
+        raise ValueError(f"unknown replay engine {engine!r} (expected 'compiled' or 'python')")
+    if engine == "compiled" and fault_log is not None:
+        raise ValueError("a fault_log needs engine='python'")
     rep = ReplayReport()
-    ev = trace.events
+    if engine == "compiled":
+        comp = compile_trace(trace)
+        res = mm.run_ops(comp.ops)
+        if res.stopped:     # a process's teardown failed: the Python engine raises there
+            raise error_for(res.first_errno, "munmap (process exit)")
+        _compiled_report(rep, comp, res)
+        return rep
     counts = trace.fault_counts()
     rep.faults_not_replayed = {k: counts[k] for k in ("file", "shared", "special", "no-vma") if counts[k]}
+    ev = trace.events
     replayer = _Replayer(mm, rep, fault_log)
-    for mi in _order_processes(trace):
+    for mi in replay_order(trace):
         rep.processes += 1
         replayer.process(mi, trace.processes[mi], ev[np.flatnonzero(ev["mm"] == mi)])
     return rep
 
 
 def replay(trace: Union[Trace, str, Path], policy: Union[Policy, str, None] = None, *,
-           ram: Union[int, str] = "8G", report: Optional[list[ReplayReport]] = None) -> Stats:
+           ram: Union[int, str] = "8G", report: Optional[list[ReplayReport]] = None,
+           engine: Engine = "compiled") -> Stats:
     """Replay *trace* under *policy* (a :class:`~pylaf.Policy` or spec string,
     default: the THP settings the trace was recorded with, from its header);
     returns the emulator's :class:`~pylaf.Stats`."""
@@ -346,7 +392,7 @@ def replay(trace: Union[Trace, str, Path], policy: Union[Policy, str, None] = No
     else:
         pol = policy
     with AddressSpace(Config(policy=pol, ram=ram)) as mm:
-        rep = replay_into(mm, tr)
+        rep = replay_into(mm, tr, engine=engine)
         st = mm.stats()
     if report is not None:
         report.append(rep)
