@@ -60,6 +60,7 @@ from pylaf.reference.abi import (
     UFFD_MODE_MINOR,
     UFFD_MODE_MISSING,
     UFFD_MODE_WP,
+    VM_ACCOUNT,
     VM_READ,
     VM_WRITE,
     check_u64,
@@ -518,7 +519,9 @@ class Reference:
                 mm.cnt[name] = 0
 
     def vmas(self) -> list[Vma]:
-        return [Vma(v.start, v.end, VmFlags(v.flags), v.anon_vma) for v in self._live().vma_list]
+        """The VMAs, without the model's VM_ACCOUNT (laf.h has no such flag)."""
+        return [Vma(v.start, v.end, VmFlags(v.flags & ~VM_ACCOUNT), v.anon_vma)
+                for v in self._live().vma_list]
 
     def pte(self, addr: int) -> Pte:
         return Pte(lookup(self._live(), addr)[0])
@@ -540,7 +543,7 @@ class Reference:
             flags |= FolioFlags.PMD_MAPPED
         if f.partially_mapped:
             flags |= FolioFlags.PARTIALLY_MAPPED
-        return Folio(f.pfn, f.va >> self.geo.page_shift, f.order, f.refcount, f.mapcount, FolioFlags(flags))
+        return Folio(f.pfn, f.index, f.order, f.refcount, f.mapcount, FolioFlags(flags))
 
     def read_ptes(self, start: int, npages: int) -> tuple[np.ndarray, np.ndarray]:
         """Raw entries and per-page folio orders (ORDER_NONE/ZERO/HUGE_ZERO codes)."""
