@@ -9,6 +9,10 @@ Also here: the exception a C return code becomes (the contract of
 """
 from __future__ import annotations
 
+from typing import Any
+
+import numpy as np
+
 from pylaf.errors import LafBusyError, LafError, LafMemoryError, LafValueError
 
 # --- page geometry: enum laf_page_shift, LAF_NR_ORDERS
@@ -137,3 +141,20 @@ def check_u64(name: str, value: int, what: str) -> int:
 def page_align(length: int, page_size: int) -> int:
     """PAGE_ALIGN() on a 64-bit ``size_t``: wraps to 0 past the top."""
     return (length + page_size - 1) & ~(page_size - 1) & MASK64
+
+
+def as_address_array(name: str, arr: Any) -> np.ndarray:
+    """An address batch as ``laf_touch()`` takes it: numpy uint64, 1-D,
+    C-contiguous; other sequences are converted, other dtypes rejected."""
+    if not isinstance(arr, np.ndarray):
+        if isinstance(arr, (str, bytes)):
+            raise TypeError(f"{name} must be an array of addresses, not {type(arr).__name__}")
+        arr = np.asarray(arr if hasattr(arr, "__len__") else list(arr), dtype=np.uint64)
+    assert isinstance(arr, np.ndarray)
+    if arr.dtype != np.uint64:
+        raise TypeError(f"{name} must have dtype uint64, got {arr.dtype}")
+    if arr.ndim != 1:
+        raise ValueError(f"{name} must be 1-D, got shape {arr.shape}")
+    if not arr.flags.c_contiguous:
+        raise ValueError(f"{name} must be C-contiguous (got a strided view; use np.ascontiguousarray)")
+    return arr
