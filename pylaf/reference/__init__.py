@@ -21,14 +21,16 @@ C core's files and the functions keep the kernel's names.
 ``vma``             placement, split/merge, mmap/munmap/madvise
 ``fork``            dup_mmap(), copy_page_range(), copy_huge_pmd(), exit_mmap()
 ``userfaultfd``     register/copy/zeropage/writeprotect, uffd-wp
+``mprotect``        do_mprotect_pkey(), mprotect_fixup(), change_protection()
+``mremap``          do_mremap(): shrink, grow in place, move_vma(), move_page_tables()
 ``check``           the model's own invariants, mapcounts recounted over every mm
 ``mm``              :class:`RefMachine` and :class:`Reference`, the public API
                     mirroring pylaf.AddressSpace
 ==================  ========================================================
 
 Import graph (lower rows import only rows above them): abi; page_alloc;
-mm_types; policy, pgtable, rmap; huge_memory; memory; vma; userfaultfd;
-fork; check; mm.
+mm_types; policy, pgtable, rmap; huge_memory; memory; vma; userfaultfd,
+mprotect, mremap; fork; check; mm.
 
 It is also what a user would write without the C core, and about 200x
 slower (~9 us per order-0 fault against ~0.04 us).  It calls no C code.

@@ -9,6 +9,10 @@ Also here: the exception a C return code becomes (the contract of
 """
 from __future__ import annotations
 
+from typing import Any
+
+import numpy as np
+
 from pylaf.errors import LafBusyError, LafError, LafMemoryError, LafValueError
 
 # --- page geometry: enum laf_page_shift, LAF_NR_ORDERS
@@ -41,6 +45,12 @@ VM_HUGEPAGE, VM_NOHUGEPAGE = 0x20000000, 0x40000000
 #: VM_DONTCOPY (0x20000) is taken by LAF_VM_UFFD_MINOR in laf.h, so the model
 #: uses the free bit 0x40000 until laf.h names LAF_VM_DONTCOPY.
 VM_DONTCOPY, VM_WIPEONFORK = 0x00040000, 0x02000000
+#: VM_ACCOUNT (Linux's value; not in laf.h): the commit charge of a writable
+#: private mapping (mm/mmap.c accountable_mapping(), mm/mprotect.c
+#: mprotect_fixup()).  It only matters for VMA merges, and Reference.vmas()
+#: does not report it.
+VM_ACCOUNT = 0x00100000
+VM_ACCESS_FLAGS = VM_READ | VM_WRITE | VM_EXEC
 
 # --- syscall arguments
 MADV_DONTNEED, MADV_HUGEPAGE, MADV_NOHUGEPAGE = 4, 14, 15
@@ -52,6 +62,10 @@ UFFD_MODE_MISSING, UFFD_MODE_WP, UFFD_MODE_MINOR = 0x1, 0x2, 0x4
 # --- PTE bits (LAF_PTE_*), the PFN at LAF_PTE_PFN_SHIFT whatever the page size
 PTE_PRESENT, PTE_WRITE, PTE_DIRTY, PTE_YOUNG = 0x001, 0x002, 0x004, 0x008
 PTE_SPECIAL, PTE_CONT, PTE_UFFD_WP, PTE_TOUCHED, PTE_HUGE = 0x010, 0x020, 0x040, 0x080, 0x100
+#: pte_protnone() (x86 _PAGE_PROTNONE): a present entry the MMU does not
+#: allow any access through (a PROT_NONE VMA).  Proposed LAF_PTE_PROTNONE:
+#: not in laf.h yet (issue 10).
+PTE_PROTNONE = 0x200
 PFN_SHIFT = 12
 FLAG_MASK = (1 << PFN_SHIFT) - 1
 
@@ -128,3 +142,20 @@ def check_u64(name: str, value: int, what: str) -> int:
 def page_align(length: int, page_size: int) -> int:
     """PAGE_ALIGN() on a 64-bit ``size_t``: wraps to 0 past the top."""
     return (length + page_size - 1) & ~(page_size - 1) & MASK64
+
+
+def as_address_array(name: str, arr: Any) -> np.ndarray:
+    """An address batch as ``laf_touch()`` takes it: numpy uint64, 1-D,
+    C-contiguous; other sequences are converted, other dtypes rejected."""
+    if not isinstance(arr, np.ndarray):
+        if isinstance(arr, (str, bytes)):
+            raise TypeError(f"{name} must be an array of addresses, not {type(arr).__name__}")
+        arr = np.asarray(arr if hasattr(arr, "__len__") else list(arr), dtype=np.uint64)
+    assert isinstance(arr, np.ndarray)
+    if arr.dtype != np.uint64:
+        raise TypeError(f"{name} must have dtype uint64, got {arr.dtype}")
+    if arr.ndim != 1:
+        raise ValueError(f"{name} must be 1-D, got shape {arr.shape}")
+    if not arr.flags.c_contiguous:
+        raise ValueError(f"{name} must be C-contiguous (got a strided view; use np.ascontiguousarray)")
+    return arr

@@ -1,14 +1,16 @@
 """The model's own consistency checks (the peer of csrc/check.c, written
 separately): per mm, table fill counts, RSS against the mapped pages and
 VMA order; over the machine, every folio's refcount and mapcounts recounted
-from the page tables of every mm (docs/kernel-semantics.md §3.5), the LRU
+from the page tables of every mm (docs/kernel-semantics.md §3.5), every
+mapping where rmap would look for it (vma_address() of folio->index), the LRU
 and per-size gauges, and memcg usage against its limit."""
 from __future__ import annotations
 
 from collections import defaultdict
+from typing import Optional
 
 from pylaf.reference.abi import PFN_SHIFT, PTE_SPECIAL
-from pylaf.reference.mm_types import HugePmd, Machine, MmStruct, RefFolio
+from pylaf.reference.mm_types import HugePmd, Machine, MmStruct, RefFolio, vma_address
 
 
 class Recount:
@@ -29,23 +31,41 @@ class Recount:
         self.by_mm[f][mm.mm_id] += 1
 
 
+def _rmap_problem(mm: MmStruct, va: int, f: RefFolio, k: int) -> Optional[str]:
+    """rmap must find page ``k`` of ``f`` where it is mapped: inside a VMA,
+    at vma_address() of its index (the folio's VA need not be aligned to
+    its size after mremap(), docs/kernel-semantics.md §5.4)."""
+    vma = mm.find_vma(va)
+    if vma is None:
+        return f"mm {mm.mm_id}: page {k} of folio pfn {f.pfn:#x} mapped at {va:#x} outside any VMA"
+    if vma_address(mm.geo, vma, f.index + k) != va:
+        return (f"mm {mm.mm_id}: page {k} of folio pfn {f.pfn:#x} (index {f.index:#x}) mapped at "
+                f"{va:#x}, but rmap finds it at {vma_address(mm.geo, vma, f.index + k)} in {vma}")
+    return None
+
+
 def _mm_problems(mm: MmStruct, seen: Recount) -> list[str]:
     problems: list[str] = []
     rss = 0
+    g = mm.geo
     for idx, ent in mm.pmd.items():
         if isinstance(ent, HugePmd):
             if not ent.folio.huge_zero:
                 rss += ent.folio.nr
                 seen.add_pmd(ent.folio, mm)
+                bad = _rmap_problem(mm, idx << g.pmd_shift, ent.folio, 0)
+                problems += [bad] if bad else []
             continue
         used = sum(1 for p in ent.ptes if p)
         if used != ent.used:
             problems.append(f"mm {mm.mm_id} table {idx:#x}: used {ent.used} != {used}")
-        for p in ent.ptes:
+        for i, p in enumerate(ent.ptes):
             if p and not p & PTE_SPECIAL:
                 rss += 1
                 f = mm.folio_of[p >> PFN_SHIFT]
                 seen.add_pte(f, (p >> PFN_SHIFT) - f.pfn, mm)
+                bad = _rmap_problem(mm, (idx << g.pmd_shift) + (i << g.page_shift), f, (p >> PFN_SHIFT) - f.pfn)
+                problems += [bad] if bad else []
     if rss != mm.cnt["mm_anonpages"]:
         problems.append(f"mm {mm.mm_id}: mm_anonpages {mm.cnt['mm_anonpages']} != mapped {rss}")
     for a, b in zip(mm.vma_list, mm.vma_list[1:], strict=False):

@@ -12,6 +12,7 @@ from pylaf.reference.abi import (
     PTE_CONT,
     PTE_DIRTY,
     PTE_PRESENT,
+    PTE_PROTNONE,
     PTE_SPECIAL,
     PTE_TOUCHED,
     PTE_UFFD_WP,
@@ -24,7 +25,15 @@ from pylaf.reference.abi import (
     VM_UFFD_WP,
     VM_WRITE,
 )
-from pylaf.reference.mm_types import HugePmd, MmStruct, PteTable, RefFolio, RefVma
+from pylaf.reference.mm_types import (
+    HugePmd,
+    MmStruct,
+    PteTable,
+    RefFolio,
+    RefVma,
+    linear_page_index,
+    vma_address,
+)
 from pylaf.reference.pgtable import contpte_unfold
 from pylaf.reference.rmap import (
     anon_vma_prepare,
@@ -60,8 +69,9 @@ def _count_pmd_fallback(mm: MmStruct, charge: bool) -> None:
         mm.per_order["anon_fault_fallback_charge"][o] += 1
 
 
-def vma_alloc_anon_folio_pmd(mm: MmStruct, haddr: int) -> Optional[RefFolio]:
-    """vma_alloc_anon_folio_pmd(): allocate and charge; a failure counts a fallback."""
+def vma_alloc_anon_folio_pmd(mm: MmStruct, index: int) -> Optional[RefFolio]:
+    """vma_alloc_anon_folio_pmd(): allocate and charge (folio->index ``index``);
+    a failure counts a fallback."""
     o = mm.geo.pmd_order
     pfn = mm.phys.alloc_pages(o)
     if pfn is None:
@@ -71,7 +81,7 @@ def vma_alloc_anon_folio_pmd(mm: MmStruct, haddr: int) -> Optional[RefFolio]:
         mm.phys.free_pages(pfn, o)
         _count_pmd_fallback(mm, charge=True)
         return None
-    return RefFolio(pfn, o, haddr)
+    return RefFolio(pfn, o, index)
 
 
 def map_anon_folio_pmd(mm: MmStruct, vma: RefVma, idx: int, folio: RefFolio, table: int,
@@ -127,7 +137,7 @@ def do_huge_pmd_anonymous_page(mm: MmStruct, vma: RefVma, addr: int,
     anon_vma_prepare(mm, vma)
     if not write and mm.pol.use_zero_page:
         return _huge_zero_pmd(mm, vma, idx)
-    folio = vma_alloc_anon_folio_pmd(mm, haddr)
+    folio = vma_alloc_anon_folio_pmd(mm, linear_page_index(g, vma, haddr))
     if folio is None:
         return VM_FAULT_FALLBACK, FaultKind.NONE
     table = mm.phys.alloc_table_frame()
@@ -154,7 +164,7 @@ def do_huge_pmd_wp_page(mm: MmStruct, vma: RefVma, addr: int, idx: int) -> tuple
     if ent.flags & PTE_UFFD_WP and vma.flags & VM_UFFD_WP:
         return VM_FAULT_USERFAULT, FaultKind.PMD_WP
     if ent.folio.huge_zero:
-        folio = vma_alloc_anon_folio_pmd(mm, addr & ~(mm.geo.pmd_size - 1))
+        folio = vma_alloc_anon_folio_pmd(mm, linear_page_index(mm.geo, vma, addr & ~(mm.geo.pmd_size - 1)))
         if folio is not None:
             ntouched = sum(ent.touched)
             mm.cnt["zero_pages_touched"] -= ntouched
@@ -213,11 +223,11 @@ def split_huge_pmd(mm: MmStruct, idx: int) -> None:
     table = PteTable(ent.table, g.ptrs_per_pte)
     f = ent.folio
     if f.huge_zero:
-        bits = PTE_PRESENT | PTE_SPECIAL | PTE_YOUNG | (ent.flags & PTE_UFFD_WP)
+        bits = PTE_PRESENT | PTE_SPECIAL | PTE_YOUNG | (ent.flags & (PTE_UFFD_WP | PTE_PROTNONE))
         for k in range(g.ptrs_per_pte):
             table.ptes[k] = bits | (PTE_TOUCHED if ent.touched[k] else 0)
     else:
-        bits = ent.flags & (PTE_PRESENT | PTE_WRITE | PTE_DIRTY | PTE_YOUNG | PTE_UFFD_WP)
+        bits = ent.flags & (PTE_PRESENT | PTE_WRITE | PTE_DIRTY | PTE_YOUNG | PTE_UFFD_WP | PTE_PROTNONE)
         for k in range(g.ptrs_per_pte):
             table.ptes[k] = ((f.pfn + k) << PFN_SHIFT) | bits | (PTE_TOUCHED if ent.touched[k] else 0)
         f.refcount += f.nr - 1
@@ -237,8 +247,10 @@ def split_huge_pmd(mm: MmStruct, idx: int) -> None:
 def _split_off_page(mm: MmStruct, f: RefFolio, k: int) -> None:
     """split_folio() of page ``k``: freed if no PTE maps it, else an order-0
     folio with the page's mapcount (one reference per mapping) and
-    PageAnonExclusive; every mm mapping it loses the contpte bit there
-    (remap_page() after the split)."""
+    PageAnonExclusive; every PTE mapping it loses the contpte bit (remap_page()
+    after the split), found by the rmap walk (rmap_walk_anon():
+    vma_address() of the page's index in every VMA that may map it: after
+    mremap() the address is not ``index << PAGE_SHIFT``)."""
     g = mm.geo
     pfn = f.pfn + k
     if not f.page_mapcount[k]:
@@ -247,15 +259,19 @@ def _split_off_page(mm: MmStruct, f: RefFolio, k: int) -> None:
         mm.phys.uncharge(1)
         mm.phys.free_pages(pfn, 0)
         return
-    va = f.va + k * g.page_size
-    sub = RefFolio(pfn, 0, va)
+    sub = RefFolio(pfn, 0, f.index + k)
     sub.page_mapcount[0] = sub.refcount = f.page_mapcount[k]
     sub.anon_exclusive[0] = f.anon_exclusive[k]
     mm.folio_of[pfn] = sub
     for other in mm.machine.mms:
-        table = other.pte_table(va)
-        if table is not None and table.ptes[g.pte_index(va)] & PTE_CONT:
-            contpte_unfold(other, table, g.pte_index(va))
+        for vma in other.vma_list:
+            va = vma_address(g, vma, sub.index)
+            table = None if va is None else other.pte_table(va)
+            if va is None or table is None:
+                continue
+            raw = table.ptes[g.pte_index(va)]
+            if raw & PTE_CONT and raw >> PFN_SHIFT == pfn:
+                contpte_unfold(other, table, g.pte_index(va))
 
 
 def split_folio(mm: MmStruct, f: RefFolio) -> None:

@@ -15,6 +15,7 @@ from pylaf.reference.abi import (
     PTE_CONT,
     PTE_DIRTY,
     PTE_PRESENT,
+    PTE_PROTNONE,
     PTE_SPECIAL,
     PTE_TOUCHED,
     PTE_UFFD_WP,
@@ -33,7 +34,7 @@ from pylaf.reference.abi import (
     VM_UFFD_WP,
     VM_WRITE,
 )
-from pylaf.reference.mm_types import HugePmd, MmStruct, PteTable, RefFolio, RefVma
+from pylaf.reference.mm_types import HugePmd, MmStruct, PteTable, RefFolio, RefVma, linear_page_index
 from pylaf.reference.pgtable import (
     clear_pte,
     contpte_try_fold,
@@ -173,21 +174,21 @@ def _mark_touched(mm: MmStruct, zero: bool) -> None:
 
 def try_hit(mm: MmStruct, addr: int, write: bool) -> bool:
     """The MMU: a present entry that allows the access completes it (and the
-    emulator marks the page TOUCHED)."""
+    emulator marks the page TOUCHED).  A pte_protnone() entry allows nothing."""
     g = mm.geo
     ent = mm.pmd.get(g.pmd_index(addr))
     if ent is None:
         return False
     k = g.pte_index(addr)
     if isinstance(ent, HugePmd):
-        if write and not ent.flags & PTE_WRITE:
+        if ent.flags & PTE_PROTNONE or (write and not ent.flags & PTE_WRITE):
             return False
         if not ent.touched[k]:
             ent.touched[k] = 1
             _mark_touched(mm, ent.folio.huge_zero)
         return True
     raw = ent.ptes[k]
-    if not raw & PTE_PRESENT or (write and not raw & PTE_WRITE):
+    if not raw & PTE_PRESENT or raw & PTE_PROTNONE or (write and not raw & PTE_WRITE):
         return False
     if not raw & PTE_TOUCHED:
         ent.ptes[k] = raw | PTE_TOUCHED
@@ -337,8 +338,8 @@ def do_anonymous_page(mm: MmStruct, vma: RefVma, addr: int, write: bool) -> tupl
     if folio is None:
         return VM_FAULT_OOM, FaultKind.ANON_WRITE
     nr = folio.nr
-    start = addr & ~(nr * g.page_size - 1)
-    folio.va = start
+    start = addr & ~(nr * g.page_size - 1)        # aligned in VA, whatever the VMA's pgoff
+    folio.index = linear_page_index(g, vma, start)
     _run_injected_race(mm)
     i0 = g.pte_index(start)
     table = mm.pte_table(addr)
@@ -360,15 +361,16 @@ def do_anonymous_page(mm: MmStruct, vma: RefVma, addr: int, write: bool) -> tupl
     return 0, FaultKind.ANON_WRITE
 
 
-def folio_prealloc(mm: MmStruct, va: int) -> Optional[RefFolio]:
-    """folio_prealloc(): order 0, zeroed, charged; None means VM_FAULT_OOM."""
+def folio_prealloc(mm: MmStruct, index: int) -> Optional[RefFolio]:
+    """folio_prealloc(): order 0, zeroed, charged, with folio->index ``index``;
+    None means VM_FAULT_OOM."""
     pfn = mm.phys.alloc_order0()
     if pfn is None:
         return None
     if not mm.phys.charge_order0():
         mm.phys.free_pages(pfn, 0)
         return None
-    return RefFolio(pfn, 0, va)
+    return RefFolio(pfn, 0, index)
 
 
 def _pte_range_none(mm: MmStruct, table: Optional[PteTable], addr: int, nr: int) -> bool:
@@ -423,7 +425,7 @@ def _try_order(mm: MmStruct, o: int, haddr: int) -> tuple[Optional[RefFolio], bo
     pfn = mm.phys.alloc_pages(o)
     if pfn is not None:
         if mm.phys.try_charge(1 << o, o):
-            return RefFolio(pfn, o, haddr), True
+            return RefFolio(pfn, o, haddr >> mm.geo.page_shift), True
         mm.phys.free_pages(pfn, o)
         if not policy.charge_in_loop(mm):
             return None, True                    # LAF v3: charge once after allocating
@@ -450,7 +452,7 @@ def alloc_anon_folio(mm: MmStruct, vma: RefVma, addr: int) -> Optional[RefFolio]
         folio, stop = _try_order(mm, o, haddr)
         if stop:
             return folio
-    return folio_prealloc(mm, addr)
+    return folio_prealloc(mm, addr >> mm.geo.page_shift)
 
 
 # ------------------------------------------------------------------- do_wp_page
@@ -509,7 +511,7 @@ def wp_page_copy(mm: MmStruct, vma: RefVma, addr: int, table: PteTable, k: int) 
     set_pte_at()); the old page loses this mapping (folio_remove_rmap_pte())
     and the reference it held.  RSS grows only when the old page was the zero page."""
     anon_vma_prepare(mm, vma)
-    new = folio_prealloc(mm, addr)
+    new = folio_prealloc(mm, linear_page_index(mm.geo, vma, addr))
     if new is None:
         return VM_FAULT_OOM, FaultKind.WP
     old = table.ptes[k]

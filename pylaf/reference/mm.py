@@ -30,7 +30,7 @@ from pylaf.address_space import (
 from pylaf.config import Config
 from pylaf.errors import ClosedError, InvariantError
 from pylaf.policy import Policy
-from pylaf.reference import check, huge_memory, memory, userfaultfd, vma
+from pylaf.reference import check, huge_memory, memory, mprotect, mremap, userfaultfd, vma
 from pylaf.reference import policy as thp_policy
 from pylaf.reference.abi import (
     COW_COUNTERS,
@@ -60,8 +60,10 @@ from pylaf.reference.abi import (
     UFFD_MODE_MINOR,
     UFFD_MODE_MISSING,
     UFFD_MODE_WP,
+    VM_ACCOUNT,
     VM_READ,
     VM_WRITE,
+    as_address_array,
     check_u64,
     error_for,
 )
@@ -96,23 +98,6 @@ def memcg_pages(limit: Optional[int | str], page_size: int) -> Optional[int]:
     if nbytes % page_size:
         raise ValueError(f"memcg limit {limit!r} is not a multiple of the page size")
     return nbytes // page_size
-
-
-def as_address_array(name: str, arr: Any) -> np.ndarray:
-    """An address batch as ``laf_touch()`` takes it: numpy uint64, 1-D,
-    C-contiguous; other sequences are converted, other dtypes rejected."""
-    if not isinstance(arr, np.ndarray):
-        if isinstance(arr, (str, bytes)):
-            raise TypeError(f"{name} must be an array of addresses, not {type(arr).__name__}")
-        arr = np.asarray(arr if hasattr(arr, "__len__") else list(arr), dtype=np.uint64)
-    assert isinstance(arr, np.ndarray)
-    if arr.dtype != np.uint64:
-        raise TypeError(f"{name} must have dtype uint64, got {arr.dtype}")
-    if arr.ndim != 1:
-        raise ValueError(f"{name} must be 1-D, got shape {arr.shape}")
-    if not arr.flags.c_contiguous:
-        raise ValueError(f"{name} must be C-contiguous (got a strided view; use np.ascontiguousarray)")
-    return arr
 
 
 class RefMachine:
@@ -333,6 +318,21 @@ class Reference:
         what = f"munmap({addr:#x}, {length!r})"
         _check(vma.do_vmi_munmap(mm, check_u64("addr", addr, what), check_u64("length", n, what)), what)
 
+    def mprotect(self, addr: int, length: int | str, prot: str) -> None:
+        """mprotect(); ``prot`` as in :meth:`mmap` (``""`` is PROT_NONE, ``"x"`` allowed)."""
+        mm, bits, what = self._live(), mprotect.calc_vm_prot_bits(prot), f"mprotect({addr:#x}, {length!r})"
+        n, a = check_u64("length", parse_size(length), what), check_u64("addr", addr, what)
+        _check(mprotect.do_mprotect_pkey(mm, a, n, bits), what)
+
+    def mremap(self, addr: int, old_len: int | str, new_len: int | str, *, may_move: bool = False,
+               new_addr: Optional[int] = None, dontunmap: bool = False) -> int:
+        """mremap(); ``new_addr`` is MREMAP_FIXED (needs ``may_move``), ``dontunmap`` MREMAP_DONTUNMAP."""
+        mm, what = self._live(), f"mremap({addr:#x}, {old_len!r}, {new_len!r}, new_addr={new_addr})"
+        old, new = (check_u64(n, parse_size(v), what) for n, v in (("old_len", old_len), ("new_len", new_len)))
+        rq = mremap.Remap(check_u64("addr", addr, what), old, new, bool(may_move), new_addr is not None,
+                          bool(dontunmap), check_u64("new_addr", new_addr or 0, what))
+        return _check(mremap.do_mremap(mm, rq), what)
+
     def madvise(self, addr: int, length: int | str, advice: str | int) -> None:
         mm = self._live()
         if isinstance(advice, str):
@@ -521,7 +521,9 @@ class Reference:
                 mm.cnt[name] = 0
 
     def vmas(self) -> list[Vma]:
-        return [Vma(v.start, v.end, VmFlags(v.flags), v.anon_vma) for v in self._live().vma_list]
+        """The VMAs, without the model's VM_ACCOUNT (laf.h has no such flag)."""
+        return [Vma(v.start, v.end, VmFlags(v.flags & ~VM_ACCOUNT), v.anon_vma)
+                for v in self._live().vma_list]
 
     def pte(self, addr: int) -> Pte:
         return Pte(lookup(self._live(), addr)[0])
@@ -543,7 +545,7 @@ class Reference:
             flags |= FolioFlags.PMD_MAPPED
         if f.partially_mapped:
             flags |= FolioFlags.PARTIALLY_MAPPED
-        return Folio(f.pfn, f.va >> self.geo.page_shift, f.order, f.refcount, f.mapcount, FolioFlags(flags))
+        return Folio(f.pfn, f.index, f.order, f.refcount, f.mapcount, FolioFlags(flags))
 
     def read_ptes(self, start: int, npages: int) -> tuple[np.ndarray, np.ndarray]:
         """Raw entries and per-page folio orders (ORDER_NONE/ZERO/HUGE_ZERO codes)."""

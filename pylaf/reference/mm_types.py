@@ -97,16 +97,21 @@ class RefFolio:
     * ``mm_id`` / ``mm_id_mapcount``: the two MM-id slots (0 = MM_ID_DUMMY, free)
       and their mappings; ``shared``: FOLIO_MM_IDS_SHARED_BIT ("maybe mapped shared");
     * ``anon_exclusive[k]``: PageAnonExclusive of page ``k`` (the head for a PMD).
+
+    ``index`` is folio->index, the linear page index of the head
+    (linear_page_index(): ``vm_pgoff`` + page offset in the VMA).  It is
+    fixed at allocation; mremap() moves the mapping, not the index, so the
+    head's virtual address is found through the VMA (:func:`vma_address`).
     """
 
-    __slots__ = ("anon_exclusive", "entire_mapcount", "huge_zero", "large_mapcount", "mm_id",
+    __slots__ = ("anon_exclusive", "entire_mapcount", "huge_zero", "index", "large_mapcount", "mm_id",
                  "mm_id_mapcount", "nr_pages_mapped", "order", "page_mapcount", "partially_mapped",
-                 "pfn", "queued", "refcount", "shared", "va")
+                 "pfn", "queued", "refcount", "shared")
 
-    def __init__(self, pfn: int, order: int, va: int) -> None:
+    def __init__(self, pfn: int, order: int, index: int) -> None:
         self.pfn = pfn
         self.order = order
-        self.va = va                          # virtual address of the head page
+        self.index = index                    # folio->index (linear page index of the head)
         self.page_mapcount = [0] * (1 << order)
         self.large_mapcount = 0
         self.entire_mapcount = 0
@@ -167,28 +172,47 @@ PmdEntry = Union[PteTable, HugePmd]
 
 
 class RefVma:
-    """struct vm_area_struct: [start, end), vm_flags, anon_vma (an id), and the
-    huang-sysfs "auto" ramp state."""
+    """struct vm_area_struct: [start, end), vm_flags, vm_pgoff (in pages:
+    ``start >> PAGE_SHIFT`` for a fresh anonymous mapping, do_mmap(); kept by
+    a move, copy_vma()), anon_vma (an id), and the huang-sysfs "auto" ramp
+    state."""
 
-    __slots__ = ("anon_vma", "auto_next", "auto_ramp", "end", "flags", "start")
+    __slots__ = ("anon_vma", "auto_next", "auto_ramp", "end", "flags", "pgoff", "start")
 
-    def __init__(self, start: int, end: int, flags: int) -> None:
+    def __init__(self, start: int, end: int, flags: int, pgoff: int) -> None:
         self.start = start
         self.end = end
         self.flags = flags
+        self.pgoff = pgoff
         self.anon_vma = 0
         self.auto_next = 0
         self.auto_ramp = 0
 
-    def copy(self, start: int, end: int) -> RefVma:
-        v = RefVma(start, end, self.flags)
+    def copy(self, start: int, end: int, pgoff: Optional[int] = None) -> RefVma:
+        """vm_area_dup() + vma_set_range(): the same VMA over [start, end)
+        (``pgoff`` defaults to this VMA's, right when ``start`` is its start)."""
+        v = RefVma(start, end, self.flags, self.pgoff if pgoff is None else pgoff)
         v.anon_vma = self.anon_vma
         v.auto_next = self.auto_next
         v.auto_ramp = self.auto_ramp
         return v
 
     def __repr__(self) -> str:
-        return f"<vma {self.start:#x}-{self.end:#x} {self.flags:#x} av={self.anon_vma}>"
+        return f"<vma {self.start:#x}-{self.end:#x} {self.flags:#x} pgoff={self.pgoff:#x} av={self.anon_vma}>"
+
+
+def linear_page_index(geo: PageGeometry, vma: RefVma, addr: int) -> int:
+    """linear_page_index(): the page index of ``addr`` in ``vma``."""
+    return vma.pgoff + ((addr - vma.start) >> geo.page_shift)
+
+
+def vma_address(geo: PageGeometry, vma: RefVma, index: int) -> Optional[int]:
+    """vma_address(): where page ``index`` is mapped in ``vma``, or None
+    when ``vma`` does not cover that index."""
+    if index < vma.pgoff:
+        return None
+    addr = vma.start + ((index - vma.pgoff) << geo.page_shift)
+    return addr if addr < vma.end else None
 
 
 @dataclass

@@ -194,6 +194,29 @@ def contpte_try_fold(mm: MmStruct, table: PteTable, i: int) -> None:
     mm.cnt["contpte_blocks"] += 1
 
 
+def contpte_set_ptes(mm: MmStruct, table: PteTable, i: int, nr: int) -> None:
+    """set_ptes() of ``nr`` entries from ``i`` that are already written: with
+    nr == 1, contpte_try_fold(); else contpte_set_ptes() sets PTE_CONT on
+    every whole block inside the range whose first PFN is block-aligned
+    (and counts it), and clears it elsewhere in the range."""
+    cn = mm.geo.cont_nr
+    if not cn:
+        return
+    if nr == 1:
+        table.ptes[i] &= ~PTE_CONT
+        contpte_try_fold(mm, table, i)
+        return
+    for j in range(i, i + nr):
+        table.ptes[j] &= ~PTE_CONT
+    b = (i + cn - 1) & ~(cn - 1)
+    while b + cn <= i + nr:
+        if not (table.ptes[b] >> PFN_SHIFT) & (cn - 1):
+            for j in range(b, b + cn):
+                table.ptes[j] |= PTE_CONT
+            mm.cnt["contpte_blocks"] += 1
+        b += cn
+
+
 # ------------------------------------------------------------------ single PTEs
 def set_pte(mm: MmStruct, table: PteTable, i: int, raw: int) -> None:
     """set_ptes(nr=1): unfold, write, try to fold."""

@@ -12,22 +12,32 @@ exclusive page at fork instead).
 """
 from __future__ import annotations
 
-from pylaf.reference.abi import VM_EXEC, VM_READ, VM_WRITE
+from pylaf.reference.abi import VM_ACCOUNT, VM_EXEC, VM_READ, VM_WRITE
 from pylaf.reference.mm_types import MmStruct, RefFolio, RefVma
+
+#: the vm_flags anon_vma_compatible() lets differ: VM_ACCESS_FLAGS (and
+#: VM_SOFTDIRTY, not modelled).  The kernel does compare VM_ACCOUNT (so a
+#: read-only mapping next to a writable one does not share its anon_vma);
+#: the model ignores it until the C core tracks VM_ACCOUNT (issue 10), to
+#: stay equal to it; drop VM_ACCOUNT from this mask then.
+ANON_VMA_COMPATIBLE_IGNORES = VM_READ | VM_WRITE | VM_EXEC | VM_ACCOUNT
 
 
 def anon_vma_prepare(mm: MmStruct, vma: RefVma) -> None:
     """anon_vma_prepare() -> find_mergeable_anon_vma(): reuse the anon_vma of an
-    adjacent VMA whose flags differ at most in VM_READ/WRITE/EXEC (next first)."""
+    adjacent VMA whose flags differ at most in VM_READ/WRITE/EXEC and whose
+    vm_pgoff continues (anon_vma_compatible()), next first."""
     if vma.anon_vma:
         return
     i = mm.vma_index(vma)
+    shift = mm.geo.page_shift
     for j in (i + 1, i - 1):
         if 0 <= j < len(mm.vma_list):
             o = mm.vma_list[j]
             a, b = (vma, o) if j > i else (o, vma)
             if (o.anon_vma and a.end == b.start
-                    and not ((a.flags ^ b.flags) & ~(VM_READ | VM_WRITE | VM_EXEC))):
+                    and b.pgoff == a.pgoff + ((b.start - a.start) >> shift)
+                    and not ((a.flags ^ b.flags) & ~ANON_VMA_COMPATIBLE_IGNORES)):
                 vma.anon_vma = o.anon_vma
                 return
     vma.anon_vma = mm.next_anon_vma

@@ -31,7 +31,7 @@ from pylaf.reference.abi import (
 )
 from pylaf.reference.huge_memory import split_huge_pmd
 from pylaf.reference.memory import map_folio_ptes
-from pylaf.reference.mm_types import HugePmd, MmStruct, PteTable, RefFolio, RefVma
+from pylaf.reference.mm_types import HugePmd, MmStruct, PteTable, RefFolio, RefVma, linear_page_index
 from pylaf.reference.pgtable import contpte_unfold, pmd_alloc, pte_alloc, set_pte
 from pylaf.reference.rmap import anon_vma_prepare
 from pylaf.reference.vma import modify_flags
@@ -134,7 +134,7 @@ def _mfill_copy_page(mm: MmStruct, vma: RefVma, table: PteTable, addr: int, wp: 
         bits |= PTE_WRITE
     if wp:
         bits |= PTE_UFFD_WP
-    map_folio_ptes(mm, RefFolio(pfn, 0, addr), addr, bits)
+    map_folio_ptes(mm, RefFolio(pfn, 0, linear_page_index(mm.geo, vma, addr)), addr, bits)
     mm.per_order["folios_mapped"][0] += 1     # the C core counts UFFDIO_COPY pages too
     return 0
 

@@ -38,10 +38,12 @@ from pylaf.reference.abi import (
     MADV_NOHUGEPAGE,
     MADV_WIPEONFORK,
     MASK64,
+    VM_ACCOUNT,
     VM_DONTCOPY,
     VM_HUGEPAGE,
     VM_NOHUGEPAGE,
     VM_WIPEONFORK,
+    VM_WRITE,
     page_align,
 )
 from pylaf.reference.huge_memory import split_huge_pmd_if_needed
@@ -65,12 +67,16 @@ def anon_compatible(a: RefVma, b: RefVma) -> bool:
     return not a.anon_vma or not b.anon_vma or a.anon_vma == b.anon_vma
 
 
-def can_merge(a: RefVma, b: RefVma) -> bool:
-    """``a`` immediately below ``b``, same flags (and uffd ctx), compatible anon_vma."""
-    return a.end == b.start and a.flags == b.flags and anon_compatible(a, b)
+def can_merge(a: RefVma, b: RefVma, page_shift: int) -> bool:
+    """``a`` immediately below ``b``, same flags (and uffd ctx), compatible
+    anon_vma, and ``b``'s vm_pgoff continuing ``a``'s (is_mergeable_vma(),
+    can_vma_merge_after(): a moved VMA keeps its pgoff, docs/kernel-semantics.md §5.5)."""
+    return (a.end == b.start and a.flags == b.flags and anon_compatible(a, b)
+            and a.pgoff + ((a.end - a.start) >> page_shift) == b.pgoff)
 
 
-def _merge_pair(mm: MmStruct, a: RefVma, b: RefVma) -> RefVma:
+def merge_pair(mm: MmStruct, a: RefVma, b: RefVma) -> RefVma:
+    """vma_expand() / commit_merge(): ``b`` (right after ``a``) joins ``a``."""
     a.end = b.end
     a.anon_vma = a.anon_vma or b.anon_vma
     mm.vma_list.remove(b)
@@ -80,7 +86,7 @@ def _merge_pair(mm: MmStruct, a: RefVma, b: RefVma) -> RefVma:
 def split_vma(mm: MmStruct, vma: RefVma, addr: int) -> RefVma:
     """__split_vma(): [start, addr) stays ``vma``; returns the new upper part."""
     split_huge_pmd_if_needed(mm, addr)
-    upper = vma.copy(addr, vma.end)
+    upper = vma.copy(addr, vma.end, vma.pgoff + ((addr - vma.start) >> mm.geo.page_shift))
     vma.end = addr
     insert_vma(mm, upper)
     return upper
@@ -93,14 +99,15 @@ def merge_around(mm: MmStruct, vma: RefVma) -> RefVma:
     idx = mm.vma_index(vma)
     prev = mm.vma_list[idx - 1] if idx > 0 else None
     nxt = mm.vma_list[idx + 1] if idx + 1 < len(mm.vma_list) else None
-    left = prev is not None and can_merge(prev, vma)
-    right = nxt is not None and can_merge(vma, nxt)
+    shift = mm.geo.page_shift
+    left = prev is not None and can_merge(prev, vma, shift)
+    right = nxt is not None and can_merge(vma, nxt, shift)
     if left and right and prev is not None and nxt is not None and not anon_compatible(prev, nxt):
         right = False
     if left and prev is not None:
-        vma = _merge_pair(mm, prev, vma)
+        vma = merge_pair(mm, prev, vma)
     if right and nxt is not None:
-        _merge_pair(mm, vma, nxt)
+        merge_pair(mm, vma, nxt)
     return vma
 
 
@@ -188,7 +195,9 @@ def get_unmapped_area(mm: MmStruct, length: int, hint: int) -> Optional[int]:
 
 def do_mmap(mm: MmStruct, length: int, hint: int, fixed: bool, flags: int) -> int:
     """do_mmap() of an anonymous private mapping; returns the address or a
-    negative errno (the rules are in the module docstring)."""
+    negative errno (the rules are in the module docstring).  The VMA gets
+    ``vm_pgoff = addr >> PAGE_SHIFT``, and VM_ACCOUNT when writable
+    (accountable_mapping())."""
     g = mm.geo
     if length == 0:
         return EINVAL
@@ -210,7 +219,9 @@ def do_mmap(mm: MmStruct, length: int, hint: int, fixed: bool, flags: int) -> in
         if got is None:
             return ENOMEM
         start = got
-    vma = RefVma(start, start + length_al, flags)
+    if flags & VM_WRITE:                      # accountable_mapping()
+        flags |= VM_ACCOUNT
+    vma = RefVma(start, start + length_al, flags, start >> g.page_shift)
     insert_vma(mm, vma)
     merge_around(mm, vma)
     return start
