@@ -39,6 +39,7 @@ from pylaf._ffi import ffi, lib
 from pylaf.config import Config
 from pylaf.errors import ClosedError, InvariantError, LafValueError, check
 from pylaf.geometry import Geometry
+from pylaf.lifetime import InFlight
 from pylaf.machine import Machine
 from pylaf.opstream import OP_DTYPE, OpsResult, result_from_c
 from pylaf.policy import Policy
@@ -62,32 +63,6 @@ from pylaf.stats import Stats, stats_from_c
 
 _NOT_COPYABLE = ("an AddressSpace owns its emulated machine and cannot be copied or pickled: "
                  "use AddressSpace.fork() or a new AddressSpace")
-
-
-class _InFlight:
-    """The context manager of :meth:`AddressSpace._core`: counts a call in
-    flight under the space's lock and hands out the handle; it keeps no
-    per-call state, so one instance serves every call and every thread."""
-
-    __slots__ = ("_space",)
-
-    def __init__(self, space: AddressSpace) -> None:
-        self._space = space
-
-    def __enter__(self) -> Any:
-        sp = self._space
-        with sp._lock:
-            if sp._closing:
-                raise ClosedError("address space is closed")
-            sp._inflight += 1
-            return sp._handle
-
-    def __exit__(self, *exc: object) -> None:
-        sp = self._space
-        with sp._lock:
-            sp._inflight -= 1
-            if sp._inflight == 0 and sp._closing:
-                sp._idle.notify_all()
 
 
 class AddressSpace:
@@ -132,7 +107,7 @@ class AddressSpace:
         self._idle = threading.Condition(self._lock)
         self._inflight = 0
         self._closing = False
-        self._in_flight = _InFlight(self)
+        self._in_flight = InFlight(self, "address space")
         #: the machine's page geometry
         self.geometry: Geometry = machine.geometry
         machine._register(self)
@@ -171,7 +146,7 @@ class AddressSpace:
         return self.geometry.task_size
 
     # ------------------------------------------------------------ lifetime
-    def _core(self) -> _InFlight:
+    def _core(self) -> InFlight:
         """``with self._in_flight as mm:`` holds a reference on the C mm for one
         call into the core."""
         return self._in_flight

@@ -35,38 +35,15 @@ from typing import TYPE_CHECKING, Any, Optional
 
 from pylaf._ffi import ffi, lib
 from pylaf.config import Config
-from pylaf.errors import ClosedError, InvariantError, check
+from pylaf.errors import InvariantError, check
 from pylaf.geometry import Geometry
+from pylaf.lifetime import InFlight
 from pylaf.policy import Policy
 from pylaf.sizes import format_size
 from pylaf.stats import Stats, stats_from_c
 
 if TYPE_CHECKING:  # the import cycle is only for annotations
     from pylaf.address_space import AddressSpace
-
-
-class _MachineCall:
-    """``with machine._call as m:`` counts one call into the core on the machine."""
-
-    __slots__ = ("_machine",)
-
-    def __init__(self, machine: Machine) -> None:
-        self._machine = machine
-
-    def __enter__(self) -> Any:
-        m = self._machine
-        with m._lock:
-            if m._closing:
-                raise ClosedError("machine is closed")
-            m._inflight += 1
-            return m._handle
-
-    def __exit__(self, *exc: object) -> None:
-        m = self._machine
-        with m._lock:
-            m._inflight -= 1
-            if m._inflight == 0 and m._closing:
-                m._idle.notify_all()
 
 
 class Machine:
@@ -87,7 +64,7 @@ class Machine:
         self._idle = threading.Condition(self._lock)
         self._inflight = 0
         self._closing = False
-        self._call = _MachineCall(self)
+        self._call = InFlight(self, "machine")
         # weak: an address space nobody holds any more is freed (its mm first:
         # its finalizer keeps the machine's handle alive)
         self._mms: weakref.WeakValueDictionary[int, AddressSpace] = weakref.WeakValueDictionary()
