@@ -699,6 +699,11 @@ static int __machine_get_stats(struct laf_machine *m, struct laf_stats *st)
 	}
 	machine_gauges(m, st);
 	st->nr_vmas = vmas;
+	/*
+	 * mm_pgtables_bytes() over the live mms: the per-mm value is derived in
+	 * __get_stats() (mm->st holds 0), so summing mm->st left it 0 here.
+	 */
+	st->pgtables_bytes = (uint64_t)(st->nr_ptes + st->nr_pmds) << m->page_shift;
 	return 0;
 }
 

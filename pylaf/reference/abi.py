@@ -42,9 +42,10 @@ VM_UFFD_MISSING, VM_UFFD_WP, VM_UFFD_MINOR = 0x200, 0x1000, 0x20000
 VM_UFFD_FLAGS = VM_UFFD_MISSING | VM_UFFD_WP | VM_UFFD_MINOR
 VM_HUGEPAGE, VM_NOHUGEPAGE = 0x20000000, 0x40000000
 #: MADV_DONTFORK / MADV_WIPEONFORK.  VM_WIPEONFORK is Linux's value; Linux's
-#: VM_DONTCOPY (0x20000) is taken by LAF_VM_UFFD_MINOR in laf.h, so the model
-#: uses the free bit 0x40000 until laf.h names LAF_VM_DONTCOPY.
-VM_DONTCOPY, VM_WIPEONFORK = 0x00040000, 0x02000000
+#: VM_DONTCOPY (0x20000) is taken by LAF_VM_UFFD_MINOR in laf.h, which names
+#: LAF_VM_DONTCOPY 0x100000000 (the model's old stand-in 0x40000 made vmas()
+#: differ from the C core's; tests/test_reference_drift.py checks it).
+VM_DONTCOPY, VM_WIPEONFORK = 0x100000000, 0x02000000
 #: VM_ACCOUNT (Linux's value; not in laf.h): the commit charge of a writable
 #: private mapping (mm/mmap.c accountable_mapping(), mm/mprotect.c
 #: mprotect_fixup()).  It only matters for VMA merges, and Reference.vmas()
