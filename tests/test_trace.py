@@ -211,25 +211,55 @@ def test_synthetic_replay():
     assert rep.sigsegv == 0 and not rep.errors
 
 
-def test_fork_child_gets_cow_zero_pages():
+def _fork_trace(child_exits: bool):
+    """A parent writes one page of a 64K mapping, forks; the child writes it
+    (a COW copy) and, if *child_exits*, exits before the parent writes the
+    next page."""
     L = [_line(12, "sched:sched_process_exec", f"filename=/bin/prog pid={PID} old_pid={PID}")]
     L += _mmap(20, 0, 0x10000, 3, 0x22, 0x7ffff7e00000)
     L.append(_fault(21, 0x7ffff7e00000))
     L.append(_line(22, "sched:sched_process_fork", f"comm=prog pid={PID} child_comm=prog child_pid=1001"))
     L.append(_fault(23, 0x7ffff7e00000, 7, pid=1001, tid=1001))
+    if child_exits:
+        L.append(_line(24, "sched:sched_process_exit", "comm=prog pid=1001 prio=120 group_dead=true",
+                       pid=1001, tid=1001))
+    L.append(_fault(25, 0x7ffff7e01000, 7))
     log = _exec_log()
     log.insert(2, {"ev": "fork", "kind": "fork", "thread": 0, "parent": PID, "child": 1001, "t": 2})
-    tr = P.build_trace(L, log)
+    return P.build_trace(L, log)
+
+
+@pytest.mark.parametrize("engine", ["compiled", "python"])
+def test_fork_is_replayed_as_a_real_fork(engine):
+    tr = _fork_trace(child_exits=True)
     assert [p["start"] for p in tr.processes] == ["exec", "fork"]
-    pop = tr.events[(tr.events["op"] == F.OP_POPULATE) & (tr.events["mm"] == 1)]
-    # the parent's present pages (its stack page, the page it wrote) as zero pages
-    assert sorted(int(a) for a in pop["addr"]) == [0x7ffff7e00000, 0x7fffffffe000]
-    assert all(f & F.P_ZERO for f in pop["flags"])
+    assert tr.processes[1]["forked"] and tr.processes[1]["parent"] == 0
+    assert tr.processes[1]["exit"] == 24_000          # ns
+    assert "fork_cow_pages" not in tr.header["skipped"]
+    assert not (tr.events["op"] == F.OP_POPULATE)[tr.events["mm"] == 1].any()
+    assert RP.has_forks(tr)
     with AddressSpace(Config(policy=Policy.parse("upstream/enabled=never/64K=always"), ram="256M")) as mm:
-        RP.replay_into(mm, tr)
-        st = mm.stats()
-    # parent: one 64K fault; child: the COW write is an order-0 wp fault
-    assert st.pgfault == 2
+        rep = RP.replay_into(mm, tr, engine=engine)
+        st = mm.machine.stats()
+        mm.machine.check_invariants()
+        assert len(mm.machine.mms) == 1        # the child exited
+    assert rep.processes == 2
+    # parent: one 64K fault; child: a COW copy of the written page; parent,
+    # after the child exited: the folio is its own again, reused in place
+    assert (st.pgfault, st.faults_wp_copy, st.pgreuse) == (3, 1, 1)
+
+
+def test_fork_child_alive_makes_parent_copy():
+    tr = _fork_trace(child_exits=False)
+    assert "exit" not in tr.processes[1]
+    st = RP.replay(tr, "upstream/enabled=never/64K=always", ram="256M")
+    # the child still maps the folio: the parent's write copies too
+    assert (st.pgfault, st.faults_wp_copy) == (3, 2)
+
+
+def test_trace_workload_counts_the_machine_only_with_forks(fixture_trace):
+    assert RP.TraceWorkload(_fork_trace(child_exits=True)).whole_machine
+    assert not RP.TraceWorkload(fixture_trace).whole_machine
 
 
 # ---------------------------------------------------------------- file format

@@ -27,3 +27,18 @@ python3 -m pylaf record -o pylaf/data/traces/git-log.laftrace --name git-log \
 python3 -m pylaf record -o pylaf/data/traces/c-workload.laftrace --name c-workload \
     --description "pylaf/live/csrc/laf_workload.c: brk heap, mmap chunks, realloc/mremap, strided calloc, read-then-write, qsort, a thread" -- \
     "$W" >/dev/null
+
+# fork without exec: the child writes every page of a 32 MiB bytearray and
+# exits, then the parent writes every page (replayed as a real emulated fork)
+python3 -m pylaf record -o pylaf/data/traces/python-fork-cow.laftrace --name python-fork-cow -- \
+    python3 -c '
+import os
+b = bytearray(32 << 20)
+for i in range(0, len(b), 4096): b[i] = 1
+pid = os.fork()
+if pid == 0:
+    for i in range(0, len(b), 4096): b[i] = 2
+    os._exit(0)
+os.waitpid(pid, 0)
+for i in range(0, len(b), 4096): b[i] = 3
+'

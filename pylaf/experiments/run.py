@@ -227,7 +227,8 @@ def run_one(workload: WorkloadLike, policy: Policy, config: Config, *,
         except (LafError, ValueError, MemoryError, TraceError) as exc:
             res.error = f"{type(exc).__name__}: {exc}"
         res.elapsed_ns = time.perf_counter_ns() - t0
-        st = mm.stats()
+        # multi-process workloads (children via mm.fork()) count every process
+        st = mm.machine.stats() if getattr(workload, "whole_machine", False) else mm.stats()
         if isinstance(mm, SampledAddressSpace):
             mm.sample(force=True)
             _fill_series(res, mm.series)

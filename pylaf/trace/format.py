@@ -141,7 +141,7 @@ F_INSTR = 8
 # map flags
 M_MOVED = 1        # created by mremap moving pages (their content is not replayed)
 M_NOMERGE = 2      # brk() creating the heap VMA: never merged with the .bss below start_brk
-P_ZERO = 1         # OP_POPULATE: zero-page PTEs (fork COW approximation)
+P_ZERO = 1         # OP_POPULATE: zero-page PTEs
 
 #: flag bits each op may carry
 _OP_FLAGS = {OP_FAULT: F_WRITE | F_KERNEL | F_PRESENT | F_INSTR, OP_MAP: M_MOVED | M_NOMERGE,
@@ -169,8 +169,8 @@ _PROCESS = record({
     "mm": integer(0, _U32), "pid": integer(-1, _U32), "comm": text(), "exe": text(),
     "start": choice("exec", "fork", "vfork"), "parent": optional(integer(0, _U32)),
     "t": integer(0, _U64), "vmas": list_of(_VMA), "faults": integer(0, _U64),
-    "anon_faults": integer(0, _U64), "no_layout": boolean(),
-}, required=frozenset({"mm"}))
+    "anon_faults": integer(0, _U64), "no_layout": boolean(), "forked": boolean(),
+    "exit": integer(0, _U64)}, required=frozenset({"mm"}))
 _ARRAY = record({
     "name": choice("events"), "dtype": list_of(tuple_of(text(16), text(16)), 1, 16),
     "shape": list_of(integer(0, _U64), 1, 1), "raw_len": integer(0, _U64),
@@ -228,7 +228,7 @@ class Trace:
     ``events`` is a numpy structured array (:data:`EVENT_DTYPE`) in time
     order; ``processes[i]`` describes mm ``i`` (``pid``, ``comm``, ``exe``,
     ``start`` = exec|fork|vfork, ``parent``, ``vmas`` = initial layout as
-    ``[start, end, prot, cls, name]``).
+    ``[start, end, prot, cls, name]``, ``forked``: replay forks the parent at ``t``, ``exit``).
     """
 
     header: dict[str, Any]

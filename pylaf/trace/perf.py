@@ -57,7 +57,6 @@ from pylaf.trace.format import (
     OP_POPULATE,
     OP_PROTECT,
     OP_UNMAP,
-    P_ZERO,
     PAGE,
     PAGE_SHIFT,
     PROT_EXEC,
@@ -224,7 +223,7 @@ class TraceBuilder:
         self.rows: list[tuple[int, int, int, int, int, int, int, int]] = []
         self.skipped = {"exec_internal": 0, "untracked": 0, "kernel_address": 0,
                         "unsupported_madvise": 0, "mremap_moved_pages": 0,
-                        "mprotect_approximated": 0, "fork_cow_pages": 0}
+                        "mprotect_approximated": 0}
         self.comms: dict[int, str] = {}
         if self.root is not None:
             self.pid_mm[self.root] = None       # tracked from its first execve on
@@ -256,6 +255,8 @@ class TraceBuilder:
                 self._fork(ev)
             elif name == "sched:sched_process_exec":
                 self._exec(ev)
+            elif name == "sched:sched_process_exit":
+                self._exit(ev)
             elif name.startswith("syscalls:sys_enter_"):
                 self._sys_enter(ev, name[len("syscalls:sys_enter_"):])
             elif name.startswith("syscalls:sys_exit_"):
@@ -320,17 +321,25 @@ class TraceBuilder:
         self._fork_mm(child, pmm, ev.t)
 
     def _fork_mm(self, child: int, pmm: _MM, t: int) -> None:
+        """A fork without CLONE_VM: replay forks the parent at ``t`` (dup_mmap())."""
         vmas = pmm.vmas.copy()
         mm = self._new_mm(child, "fork", pmm.idx, t, vmas)
         mm.brk_start, mm.brk = pmm.brk_start, pmm.brk
         self.processes[mm.idx]["vmas"] = [[v.start, v.end, v.prot, v.cls, v.name] for v in vmas.vmas]
         self.processes[mm.idx]["exe"] = self.processes[pmm.idx]["exe"]
-        # COW: the parent's present anonymous pages are present in the child;
-        # a write there is a (COW) fault of order 0: model them as zero pages
+        self.processes[mm.idx]["forked"] = True
         mm.present = set(pmm.present)
-        self.skipped["fork_cow_pages"] += len(mm.present)
-        for s, n in page_runs(sorted(mm.present)):
-            self._emit(t, mm.idx, OP_POPULATE, C_ANON, P_ZERO, s << PAGE_SHIFT, n << PAGE_SHIFT)
+
+    def _end_mm(self, pid: int, t: int) -> None:
+        """The mm *pid* owns (not a vfork parent's it borrows) ends at ``t``."""
+        mm = self._mm_of(pid)
+        if mm is not None and mm.pid == pid and "exit" not in self.processes[mm.idx]:
+            self.processes[mm.idx]["exit"] = t
+
+    def _exit(self, ev: RawEvent) -> None:
+        """sched_process_exit, group_dead: the mm goes (kernel/exit.c do_exit())."""
+        if "group_dead=true" in ev.fields and ev.pid in self.pid_mm:
+            self._end_mm(ev.pid, ev.t)
 
     def _exec(self, ev: RawEvent) -> None:
         d = dict(_KV_EQ.findall(ev.fields))
@@ -346,6 +355,7 @@ class TraceBuilder:
         n = self.exec_n.get(pid, 0)
         self.exec_n[pid] = n + 1
         rec = self.execs.get((pid, n))
+        self._end_mm(pid, ev.t)       # exec_mmap() drops the old mm
         self.comms[pid] = ev.comm
         fn = re.search(r"filename=(.*?) pid=", ev.fields)
         mm = self._new_mm(pid, "exec", None, ev.t, VmaMap(), fn.group(1) if fn else "")

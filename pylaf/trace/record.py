@@ -3,7 +3,7 @@
 
     perf record -e exceptions:page_fault_user -e exceptions:page_fault_kernel \\
                 -e syscalls:sys_{enter,exit}_{mmap,munmap,mprotect,madvise,brk,mremap,execve,execveat} \\
-                -e sched:sched_process_exec -e sched:sched_process_fork \\
+                -e sched:sched_process_exec -e sched:sched_process_fork -e sched:sched_process_exit \\
                 -- laf_tracee [-R] -o LOG -- CMD ...
 
 ``laf_tracee`` (``pylaf/live/csrc/laf_tracee.c``, built by
@@ -47,7 +47,7 @@ from pylaf.trace.format import PAGE, Trace, TraceError, save_trace
 from pylaf.trace.perf import PerfError, build_trace, read_tracee_log
 
 TRACEPOINTS = ("exceptions:page_fault_user", "exceptions:page_fault_kernel",
-               "sched:sched_process_exec", "sched:sched_process_fork")
+               "sched:sched_process_exec", "sched:sched_process_fork", "sched:sched_process_exit")
 SYSCALLS = ("mmap", "munmap", "mprotect", "madvise", "brk", "mremap", "execve", "execveat")
 
 

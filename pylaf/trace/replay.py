@@ -21,9 +21,10 @@ counted in :attr:`ReplayReport.errors` as ``"<what>: <laf_strerror text>"``.
 """
 from __future__ import annotations
 
-__all__ = ["ReplayReport", "TraceWorkload", "replay", "replay_into"]
+__all__ = ["ReplayReport", "TraceWorkload", "has_forks", "replay", "replay_into"]
 
 import contextlib
+import itertools
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -131,6 +132,11 @@ class TraceWorkload:
     def trace(self) -> Trace:
         return self._load()
 
+    @property
+    def whole_machine(self) -> bool:
+        """A trace with forks runs in several address spaces: results count the machine."""
+        return has_forks(self.trace)
+
     def __repr__(self) -> str:
         return f"<TraceWorkload {self.name}>"
 
@@ -164,8 +170,13 @@ class _Replayer:
         }
 
     def process(self, mi: int, proc: dict[str, object], sub: np.ndarray) -> None:
+        self.start(proc)
+        self.run(mi, sub)
+
+    def start(self, proc: dict[str, object]) -> None:
+        """The process starts in ``self.mm``: emptied (the previous process
+        exited), its initial anonymous VMAs mapped."""
         mm = self.mm
-        # start from an empty address space (the previous process exited)
         for v in mm.vmas():
             mm.munmap(v.start, v.end - v.start)
         with contextlib.suppress(LafError, ValueError):
@@ -175,6 +186,9 @@ class _Replayer:
                 if cls in ANON_CLASSES:
                     self.map(start, end - start, prot)
         self.moving = None
+
+    def run(self, mi: int, sub: np.ndarray) -> None:
+        """Events *sub* of process *mi*, in ``self.mm``."""
         ops = sub["op"]
         # faults are batched between other ops
         is_fault = (ops == OP_FAULT) & np.isin(sub["cls"], ANON_CLASSES)
@@ -317,6 +331,104 @@ class _Replayer:
             mm.uffd_unregister(addr, ln)
 
 
+def has_forks(trace: Trace) -> bool:
+    """Whether *trace* has a fork without exec that replay forks for real
+    (a ``forked`` process whose parent is in the trace)."""
+    n = len(trace.processes)
+    return any(p.get("forked") and p.get("parent") is not None and 0 <= p["parent"] < n
+               for p in trace.processes)
+
+
+class _MachineReplayer:
+    """Replays a trace with real forks: one address space per process on
+    *mm*'s machine, all events in time order (the trace's ``t``).
+
+    A process starts at its ``t``: a ``forked`` one as ``fork()`` of its
+    parent's address space as it is then (kernel/fork.c dup_mmap()), any
+    other as a new address space with its initial anonymous VMAs.  It exits
+    (``exit_mmap()``) at its recorded ``exit`` (group exit, or the exec that
+    replaced its mm), else at the end of the trace.  The first process that
+    is not a fork runs in *mm* itself and is not exited, so the final RSS is
+    its RSS at exit, as in the sequential replay."""
+
+    def __init__(self, mm: AddressSpace, trace: Trace, rep: ReplayReport,
+                 fault_log: Optional[list[tuple[int, int, int]]]) -> None:
+        self.mm = mm
+        self.trace = trace
+        self.rep = rep
+        self.replayer = _Replayer(mm, rep, fault_log)
+        self.spaces: dict[int, AddressSpace] = {}
+        self.moving: dict[int, Optional[_Moving]] = {}
+        self.root: Optional[int] = None
+
+    def _marks(self) -> list[tuple[int, int, int, int]]:
+        """``(event position, t, kind, mm)``: kind 0 starts the process
+        before the events at or after its ``t``, kind 1 exits it after the
+        events at or before its ``exit``."""
+        t = self.trace.events["t"]
+        marks = []
+        for p in self.trace.processes:
+            start = int(p.get("t", 0))
+            marks.append((int(np.searchsorted(t, start, side="left")), start, 0, int(p["mm"])))
+            if p.get("exit") is not None:
+                end = int(p["exit"])
+                marks.append((int(np.searchsorted(t, end, side="right")), end, 1, int(p["mm"])))
+        return sorted(marks)
+
+    def replay(self) -> None:
+        ev = self.trace.events
+        pos = 0
+        for at, _t, kind, mi in self._marks():
+            self._events(ev[pos:at])
+            pos = max(pos, at)
+            if kind == 0:
+                self._start(mi)
+            else:
+                self._exit(mi)
+        self._events(ev[pos:])
+        for mi in list(self.spaces):
+            self._exit(mi)
+
+    def _start(self, mi: int) -> None:
+        proc = self.trace.processes[mi]
+        parent = self.spaces.get(proc["parent"]) if proc.get("forked") else None
+        self.rep.processes += 1
+        if parent is not None:
+            self.spaces[mi] = parent.fork()
+            self.moving[mi] = None
+            return
+        if self.root is None:
+            self.root, space = mi, self.mm
+        else:
+            space = self.mm.machine.address_space()
+        self.spaces[mi] = self.replayer.mm = space
+        self.replayer.start(proc)
+        self.moving[mi] = None
+
+    def _exit(self, mi: int) -> None:
+        space = self.spaces.pop(mi, None)
+        if space is not None and mi != self.root:
+            space.exit()
+
+    def _events(self, ev: np.ndarray) -> None:
+        """Runs of consecutive events of one process, each in its address space."""
+        if not len(ev):
+            return
+        cuts = [0, *(np.flatnonzero(np.diff(ev["mm"])) + 1).tolist(), len(ev)]
+        for lo, hi in itertools.pairwise(cuts):
+            mi = int(ev["mm"][lo])
+            space = self.spaces.get(mi)
+            if space is None:
+                self.rep.faults_not_replayed["outside the process's life"] = (
+                    self.rep.faults_not_replayed.get("outside the process's life", 0)
+                    + int(np.count_nonzero(ev["op"][lo:hi] == OP_FAULT)))
+                continue
+            r = self.replayer
+            r.mm, r.moving = space, self.moving.get(mi)
+            r.run(mi, ev[lo:hi])
+            self.moving[mi] = r.moving
+
+
 def _step_key(step: int, errno: int) -> str:
     """The ReplayReport.errors key of a failed op-stream step."""
     key = _STEP_KEYS.get(step)
@@ -360,7 +472,8 @@ def replay_into(mm: AddressSpace, trace: Trace,
     if engine == "compiled" and fault_log is not None:
         raise ValueError("a fault_log needs engine='python'")
     rep = ReplayReport()
-    if engine == "compiled":
+    forks = has_forks(trace)
+    if engine == "compiled" and not forks:
         comp = compile_trace(trace)
         res = mm.run_ops(comp.ops)
         if res.stopped:     # a process's teardown failed: the Python engine raises there
@@ -369,6 +482,9 @@ def replay_into(mm: AddressSpace, trace: Trace,
         return rep
     counts = trace.fault_counts()
     rep.faults_not_replayed = {k: counts[k] for k in ("file", "shared", "special", "no-vma") if counts[k]}
+    if forks:
+        _MachineReplayer(mm, trace, rep, fault_log).replay()
+        return rep
     ev = trace.events
     replayer = _Replayer(mm, rep, fault_log)
     for mi in replay_order(trace):
@@ -393,7 +509,7 @@ def replay(trace: Union[Trace, str, Path], policy: Union[Policy, str, None] = No
         pol = policy
     with AddressSpace(Config(policy=pol, ram=ram)) as mm:
         rep = replay_into(mm, tr, engine=engine)
-        st = mm.stats()
+        st = mm.machine.stats() if has_forks(tr) else mm.stats()
     if report is not None:
         report.append(rep)
     return st
