@@ -51,7 +51,7 @@ def policy_from_choice(kind: str, page_size: int, rnd: random.Random) -> Policy:
         return Policy(kind="upstream", enabled=glob, sizes=sizes, sizes_exclusive=rnd.random() < 0.3,
                       use_zero_page=rnd.random() < 0.8, anon_beside_full=rnd.random() < 0.25)
     if kind == "fixed":
-        order = rnd.choice([0] + list(range(2, pmd_order + 1)))
+        order = rnd.choice([0, *range(2, pmd_order + 1)])
         return Policy(kind="fixed", fixed_order=order, enabled="always",
                       use_zero_page=rnd.random() < 0.8, anon_beside_full=rnd.random() < 0.2)
     if kind == "huang-sysfs":

@@ -69,7 +69,7 @@ class FdpRandom:
         out = []
         for _ in range(k):
             x = self.fdp.ConsumeIntInRange(0, total - 1)
-            for item, w in zip(seq, weights):
+            for item, w in zip(seq, weights, strict=True):
                 if x < w:
                     out.append(item)
                     break

@@ -103,6 +103,9 @@ class AddressSpace:
             lib.laf_mm_destroy(mm)  # _keep: the machine outlives its mm
 
         self._handle: Any = ffi.gc(raw, destroy)
+        #: held for the whole of close(): a second closer (or the machine's
+        #: close()) waits until the mm is really freed
+        self._close_lock = threading.Lock()
         self._lock = threading.Lock()
         self._idle = threading.Condition(self._lock)
         self._inflight = 0
@@ -167,13 +170,14 @@ class AddressSpace:
         """exit_mmap() and free the mm (idempotent); a private machine goes too.
         New calls raise ClosedError at once; calls already inside the core run
         to their end before the mm is freed."""
-        with self._lock:
-            self._closing = True
-            self._idle.wait_for(lambda: self._inflight == 0)
-            handle, self._handle = self._handle, None
-        if handle is not None:
-            ffi.release(handle)
-        if self._private:
+        with self._close_lock:
+            with self._lock:
+                self._closing = True
+                self._idle.wait_for(lambda: self._inflight == 0)
+                handle, self._handle = self._handle, None
+            if handle is not None:
+                ffi.release(handle)
+        if self._private and not self.machine.closed:
             self.machine.close()
 
     def exit(self) -> None:

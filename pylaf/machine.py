@@ -28,6 +28,7 @@ so a machine is never freed under one.
 """
 from __future__ import annotations
 
+import atexit
 import itertools
 import threading
 import weakref
@@ -44,6 +45,17 @@ from pylaf.stats import Stats, stats_from_c
 
 if TYPE_CHECKING:  # the import cycle is only for annotations
     from pylaf.address_space import AddressSpace
+
+
+#: machines not yet closed; closed (their address spaces first) at interpreter
+#: exit, before module teardown could free a machine before its mms
+_LIVE: weakref.WeakSet[Machine] = weakref.WeakSet()
+
+
+@atexit.register
+def _close_live_machines() -> None:
+    for machine in list(_LIVE):
+        machine.close()
 
 
 class Machine:
@@ -68,6 +80,7 @@ class Machine:
         # weak: an address space nobody holds any more is freed (its mm first:
         # its finalizer keeps the machine's handle alive)
         self._mms: weakref.WeakValueDictionary[int, AddressSpace] = weakref.WeakValueDictionary()
+        _LIVE.add(self)
         self._ids = itertools.count()
         geo = ffi.new("struct laf_geometry *")
         check(lib.laf_geometry_from_config(ccfg, geo))
@@ -144,8 +157,14 @@ class Machine:
         return self._closing
 
     def close(self) -> None:
-        """Close every address space on the machine, then free it (idempotent)."""
-        for space in self.mms:
+        """Close every address space on the machine, then free it (idempotent).
+        Spaces another thread is closing are waited for (their close lock)."""
+        with self._lock:
+            if self._closing:
+                return
+            self._closing = True          # new calls: ClosedError from now on
+            spaces = list(self._mms.values())
+        for space in spaces:
             space.close()
         with self._lock:
             self._closing = True
