@@ -32,6 +32,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from diffdraw import draw_addr, draw_range
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
@@ -121,30 +122,10 @@ class DiffMachine(RuleBasedStateMachine):
         self.nsteps += 1
 
     def _range(self, data: st.DataObject) -> tuple[int, int]:
-        vmas = self.c.vmas()
-        ps = self.ps
-        if vmas and data.draw(st.integers(0, 9), label="in_vma") < 9:
-            v = data.draw(st.sampled_from(vmas), label="vma")
-            npg = (v.end - v.start) // ps
-            whole = data.draw(st.integers(0, 9), label="whole")
-            if whole < 2:                                 # the whole VMA
-                return v.start, v.end - v.start
-            a = (v.start + self.pmd - 1) & ~(self.pmd - 1)
-            if whole < 4 and a + self.pmd <= v.end:       # its PMD-aligned part
-                return a, ((v.end - a) // self.pmd) * self.pmd
-            off = data.draw(st.integers(-2, npg + 1), label="off")
-            ln = data.draw(st.sampled_from((1, 2, 3, 16, 17, npg, self.pmd // ps))
-                           | st.integers(1, npg + 3), label="len")
-            return v.start + off * ps, max(ln, 1) * ps
-        a = data.draw(st.integers(0, (1 << 47) // ps), label="page") * ps
-        return a, data.draw(st.integers(1, 64), label="npages") * ps
+        return draw_range(data, self.c.vmas(), self.ps, self.pmd)
 
     def _addr(self, data: st.DataObject) -> int:
-        vmas = self.c.vmas()
-        if vmas and data.draw(st.integers(0, 15), label="in_vma") < 15:
-            v = data.draw(st.sampled_from(vmas), label="vma")
-            return data.draw(st.integers(v.start - self.ps, v.end + self.ps - 1), label="addr")
-        return data.draw(st.integers(0, (1 << 48) - 1), label="addr")
+        return draw_addr(data, self.c.vmas(), self.ps)
 
     # --- rules
     @rule(data=st.data())
