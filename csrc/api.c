@@ -63,6 +63,7 @@ const char *laf_strerror(int err)
 	case LAF_OK: return "success";
 	case LAF_EPERM: return "operation not permitted (EPERM)";
 	case LAF_ENOENT: return "no such mapping or registration (ENOENT)";
+	case LAF_EAGAIN: return "resource temporarily unavailable, e.g. vm.max_map_count reached (EAGAIN)";
 	case LAF_ENOMEM: return "out of memory or address range not mapped (ENOMEM)";
 	case LAF_EFAULT: return "bad address (EFAULT)";
 	case LAF_EBUSY: return "address space in use by another thread (EBUSY)";
@@ -87,6 +88,7 @@ void laf_config_default(struct laf_config *cfg)
 	cfg->arch = LAF_ARCH_GENERIC;
 	cfg->ram_bytes = 1ULL << 30;
 	cfg->memcg_limit_bytes = LAF_MEMCG_UNLIMITED;
+	cfg->max_map_count = LAF_DEFAULT_MAX_MAP_COUNT;
 }
 
 /**
@@ -127,7 +129,7 @@ static int geometry_init(struct laf_mm *mm, const struct laf_config *cfg)
 		return LAF_EINVAL;
 	if (cfg->arch != LAF_ARCH_GENERIC && cfg->arch != LAF_ARCH_ARM64)
 		return LAF_EINVAL;
-	if (cfg->flags || cfg->reserved)
+	if (cfg->flags || cfg->max_map_count > INT32_MAX)	/* sysctl: an int >= 0 */
 		return LAF_EINVAL;
 	mm->page_shift = ps;
 	mm->page_size = 1ULL << ps;
@@ -213,7 +215,7 @@ int laf_mm_create(const struct laf_config *cfg, laf_mm **out)
  */
 void laf_mm_destroy(laf_mm *mm)
 {
-	size_t i;
+	struct laf_vma *vma;
 
 	if (!mm)
 		return;
@@ -224,12 +226,12 @@ void laf_mm_destroy(laf_mm *mm)
 	 */
 	while (__atomic_exchange_n(&mm->busy, 1, __ATOMIC_ACQUIRE))
 		sched_yield();
-	for (i = 0; i < mm->nr_vmas; i++)
-		zap_page_range(mm, &mm->vmas[i], mm->vmas[i].vm_start, mm->vmas[i].vm_end);
+	for_each_vma(mm, vma)
+		zap_page_range(mm, vma, vma->vm_start, vma->vm_end);
 	free_all_pgtables(mm);
+	exit_mmap_vmas(mm);
 	memmap_free(mm);
 	free(mm->pgd);
-	free(mm->vmas);
 	free(mm->pinned);
 	free(mm->deferred.pfns);
 	free(mm);
@@ -530,7 +532,7 @@ static int __get_stats(struct laf_mm *mm, struct laf_stats *st)
 	st->pinned_pages = mm->nr_pinned;
 	st->memcg_charged = mm->memcg_charged;
 	st->memcg_limit = mm->memcg_limit; /* LAF_MEMCG_UNLIMITED when "max" */
-	st->nr_vmas = (int64_t)mm->nr_vmas;
+	st->nr_vmas = (int64_t)mm->map_count;
 	return 0;
 }
 
@@ -586,14 +588,18 @@ int laf_reset_counters(laf_mm *mm)
  */
 static int __get_vmas(struct laf_mm *mm, struct laf_vma_info *out, size_t cap, size_t *nr)
 {
-	size_t i;
+	struct laf_vma *vma;
+	size_t i = 0;
 
-	*nr = mm->nr_vmas;
-	for (i = 0; i < mm->nr_vmas && i < cap; i++) {
-		out[i].start = mm->vmas[i].vm_start;
-		out[i].end = mm->vmas[i].vm_end;
-		out[i].vm_flags = mm->vmas[i].vm_flags;
-		out[i].anon_vma = mm->vmas[i].anon_vma;
+	*nr = mm->map_count;
+	for_each_vma(mm, vma) {
+		if (i == cap)
+			break;
+		out[i].start = vma->vm_start;
+		out[i].end = vma->vm_end;
+		out[i].vm_flags = vma->vm_flags;
+		out[i].anon_vma = vma->anon_vma;
+		i++;
 	}
 	return 0;
 }

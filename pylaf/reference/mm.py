@@ -128,6 +128,7 @@ class Reference:
         cnt, per_order = MmStruct.new_counters()
         phys = PhysMem(ram_pages, geo.max_order, memcg_pages(config.memcg_limit, geo.page_size), cnt)
         self.mm = MmStruct(geo, phys, thp_policy.resolve_policy(config.policy, geo), cnt, per_order)
+        self.mm.max_map_count = config.max_map_count
         phys.shrinkers.append(lambda: huge_memory.deferred_split_scan(self.mm))
         self.ram_pages = ram_pages
         self._policy = config.policy

@@ -190,6 +190,7 @@ class MmStruct:
     huge_zero: Optional[RefFolio] = None
     thp_disable: int = 0                     # PR_GET_THP_DISABLE value: 0, 1 or 3
     next_anon_vma: int = 1
+    max_map_count: int = 65530              # vm.max_map_count (Config.max_map_count)
     inject_pte_map: int = 0
     race_addrs: list[int] = field(default_factory=list)
     in_race: bool = False
