@@ -6,7 +6,7 @@ SAN = -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover
 include csrc/sources.mk
 CORE = $(addprefix csrc/,$(LAF_CORE_SOURCES))
 
-.PHONY: all ext ctest ctest-asan bench bench-quick fuzz-smoke test clean
+.PHONY: all ext ctest ctest-asan asan bench bench-quick fuzz-smoke test clean
 
 all: ext
 
@@ -26,6 +26,15 @@ ctest: build/test_laf
 
 ctest-asan: build/test_laf_asan
 	ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 ./build/test_laf_asan
+
+# The _laf extension under ASan + UBSan (a copy of the tree in build/asan/src):
+# the hostile-input, thread, snapshot, VMA-tree and differential tests, the
+# fuzz corpus replay, random differential runs and the trace-loader fuzz
+# target, ASAN_FUZZ_SECONDS each (about 2.5 min in all at 20 s: not part of
+# `make test`; the long run is in docs/reliability.md).
+ASAN_FUZZ_SECONDS ?= 20
+asan:
+	bash fuzz/asan.sh $(ASAN_FUZZ_SECONDS)
 
 # The standalone C microbench (bench/laf_bench); bench-quick checks every case on 16 MiB.
 bench:

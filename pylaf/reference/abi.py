@@ -105,9 +105,10 @@ def error_for(code: int, what: str) -> LafError:
 
 
 def check_u64(name: str, value: int, what: str) -> int:
-    """An address or length must fit the C ABI's ``uint64_t`` (LafValueError naming it)."""
+    """An address or length must fit the C ABI's ``uint64_t`` (LafValueError
+    naming it, ERANGE as pylaf.arguments.integer() raises it)."""
     if not 0 <= value <= MASK64:
-        raise LafValueError(f"{what}: invalid {name} {value:#x}: not a 64-bit unsigned value", EINVAL)
+        raise LafValueError(f"{what}: invalid {name} {value:#x}: not a 64-bit unsigned value", ERANGE)
     return value
 
 

@@ -40,6 +40,7 @@ from pylaf.reference.abi import (
     MADV_DONTNEED,
     MADV_HUGEPAGE,
     MADV_NOHUGEPAGE,
+    MASK64,
     MEMCG_UNLIMITED,
     NR_ORDERS,
     ORDER_NONE,
@@ -298,6 +299,8 @@ class Reference:
         check_u64("start", start, what)
         if st <= 0:
             raise ValueError(f"invalid stride {stride!r}: must be > 0")
+        if start + n > MASK64:                  # laf_touch_range(): the range wraps past 2^64
+            raise error_for(EINVAL, what)
         addrs = range(start, start + n, st)
         return self._batch(mm, ((a, bool(write)) for a in addrs), len(addrs), None)
 
