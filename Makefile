@@ -30,7 +30,7 @@ ctest-asan: build/test_laf_asan
 # The _laf extension under ASan + UBSan (a copy of the tree in build/asan/src):
 # the hostile-input, thread, snapshot, VMA-tree and differential tests, the
 # fuzz corpus replay, random differential runs and the trace-loader fuzz
-# target, ASAN_FUZZ_SECONDS each (about 2.5 min in all at 20 s: not part of
+# target, ASAN_FUZZ_SECONDS each (about 75 s in all at 20 s, so part of
 # `make test`; the long run is in docs/reliability.md).
 ASAN_FUZZ_SECONDS ?= 20
 asan:
@@ -48,10 +48,10 @@ fuzz-smoke:
 	bash fuzz/smoke.sh 30
 
 # The whole suite: C unit tests (plain and ASan+UBSan), the microbench's
-# self-checks, the fuzz smoke run, then pytest (benchmarks run once each as
+# self-checks, the fuzz smoke run, `make asan`, then pytest (benchmarks run once each as
 # correctness checks; the differential state machine with the "ci"
 # hypothesis profile).  pytest's summary is the last line.
-test: ctest ctest-asan bench-quick fuzz-smoke
+test: ctest ctest-asan bench-quick fuzz-smoke asan
 	$(PYTHON) -m pytest -q --benchmark-disable
 
 clean:

@@ -111,7 +111,7 @@ def bounded_stride(length: int, stride: int, max_accesses: int = 64) -> int:
     return max(stride, -(-length // max_accesses))
 
 
-def hostile_op(rnd: random.Random, page_size: int) -> tuple:
+def hostile_op(rnd: random.Random, page_size: int) -> tuple[object, ...]:
     """One operation with hostile arguments (see :func:`hostile_values`)."""
     addrs, lens, strides = hostile_values(page_size)
     a, ln = rnd.choice(addrs), rnd.choice(lens)
