@@ -121,8 +121,8 @@ void mm_free(struct laf_mm *mm)
 			break;
 		}
 	account_dead_mm(m, mm);
+	exit_mmap_vmas(mm);
 	free(mm->pgd);
-	free(mm->vmas);
 	free(mm);
 }
 
@@ -136,10 +136,10 @@ void mm_free(struct laf_mm *mm)
  */
 void exit_mmap(struct laf_mm *mm)
 {
-	size_t i;
+	struct laf_vma *vma;
 
-	for (i = 0; i < mm->nr_vmas; i++)
-		zap_page_range(mm, &mm->vmas[i], mm->vmas[i].vm_start, mm->vmas[i].vm_end);
+	for_each_vma(mm, vma)
+		zap_page_range(mm, vma, vma->vm_start, vma->vm_end);
 	free_all_pgtables(mm);
 }
 
@@ -337,16 +337,16 @@ static int copy_page_range(struct laf_mm *dst, struct laf_vma *dst_vma, struct l
  */
 int dup_mmap(struct laf_mm *mm, struct laf_mm *oldmm)
 {
-	size_t i;
+	struct laf_vma *src;
 
-	for (i = 0; i < oldmm->nr_vmas; i++)
-		if (userfaultfd_armed(&oldmm->vmas[i]))
+	for_each_vma(oldmm, src)
+		if (userfaultfd_armed(src))
 			return LAF_ENOSYS;
 	mm->mmf_disable_thp_completely = oldmm->mmf_disable_thp_completely;
 	mm->mmf_disable_thp_except_advised = oldmm->mmf_disable_thp_except_advised;
 	mm->mmap_base = oldmm->mmap_base;
-	for (i = 0; i < oldmm->nr_vmas; i++) {
-		struct laf_vma *src = &oldmm->vmas[i], v = *src, *dst;
+	for_each_vma(oldmm, src) {
+		struct laf_vma v = *src, *dst;
 		int err;
 
 		if (src->vm_flags & LAF_VM_DONTCOPY)

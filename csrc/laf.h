@@ -54,6 +54,7 @@ enum laf_err {
 	LAF_OK = 0,
 	LAF_EPERM = -1,
 	LAF_ENOENT = -2,
+	LAF_EAGAIN = -11,   /* madvise: a split refused (max_map_count) */
 	LAF_ENOMEM = -12,
 	LAF_EFAULT = -14,
 	LAF_EBUSY = -16,
@@ -220,6 +221,8 @@ enum laf_inject_kind {
  * every charge fails.
  */
 #define LAF_MEMCG_UNLIMITED 0xffffffffffffffffULL
+/* vm.max_map_count's default (include/linux/mm.h DEFAULT_MAX_MAP_COUNT) */
+#define LAF_DEFAULT_MAX_MAP_COUNT 65530
 
 struct laf_config {
 	uint32_t page_shift;        /* 12 (4K), 14 (16K) or 16 (64K) */
@@ -229,7 +232,7 @@ struct laf_config {
 				     * 0 = nothing may be charged */
 	uint64_t mmap_base;         /* top of the mmap area; 0 = TASK_SIZE - 128M */
 	uint32_t flags;             /* reserved, must be 0 */
-	uint32_t reserved;
+	uint32_t max_map_count;     /* vm.max_map_count (LAF_DEFAULT_MAX_MAP_COUNT); at most INT32_MAX */
 };
 
 struct laf_policy {

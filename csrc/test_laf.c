@@ -2201,9 +2201,85 @@ static bool test_run_ops_move_pages(void)
 
 typedef bool (*test_fn)(void);
 
+/* ------------------------------------------------ VMA tree, max_map_count */
+
+/*
+ * The VMA tree (vma.c) at scale: 20,000 one-page VMAs that cannot merge,
+ * random unmaps and refills; laf_check_invariants() runs validate_mm() (list,
+ * tree order, AVL balance, rb_subtree_gap, map_count).
+ */
+static bool test_vma_tree_many(void)
+{
+	laf_mm *mm = mm_small();
+	uint64_t *addrs, a, x = 88172645463325252ULL;
+	int i;
+
+	ASSERT_TRUE(mm);
+	addrs = calloc(20000, sizeof(*addrs));
+	ASSERT_TRUE(addrs);
+	for (i = 0; i < 20000; i++) {
+		if (laf_mmap(mm, 0, 4096, i % 2 ? LAF_PROT_READ | LAF_PROT_WRITE : LAF_PROT_READ, 0,
+			     &addrs[i])) {
+			free(addrs);
+			ASSERT_TRUE(0);
+		}
+	}
+	for (i = 0; i < 4000; i++) {
+		x ^= x << 13, x ^= x >> 7, x ^= x << 17;
+		a = addrs[x % 20000];
+		if (laf_munmap(mm, a, 4096) || laf_mmap(mm, a, 4096, LAF_PROT_READ, LAF_MAP_FIXED, &a)) {
+			free(addrs);
+			ASSERT_TRUE(0);
+		}
+		if (i % 1000 == 0 && laf_check_invariants(mm, NULL, 0)) {
+			free(addrs);
+			ASSERT_TRUE(0);
+		}
+	}
+	free(addrs);
+	ASSERT_OK(laf_check_invariants(mm, NULL, 0));
+	return true;
+}
+
+/*
+ * vm.max_map_count: do_mmap() refuses at map_count > max (so max + 1 VMAs
+ * fit); munmap of the middle of a VMA and a madvise split refuse at
+ * map_count >= max (-ENOMEM, madvise -EAGAIN).
+ */
+static bool test_max_map_count(void)
+{
+	struct laf_config cfg;
+	laf_mm *mm = NULL;
+	uint64_t big, a;
+
+	laf_config_default(&cfg);
+	ASSERT_EQ(cfg.max_map_count, LAF_DEFAULT_MAX_MAP_COUNT);
+	cfg.ram_bytes = 64 * M;
+	cfg.max_map_count = 2;
+	ASSERT_OK(laf_mm_create(&cfg, &mm));
+	live[nr_live++] = mm;
+	ASSERT_OK(laf_mmap(mm, 0, 16 * 4096, LAF_PROT_READ | LAF_PROT_WRITE, 0, &big));
+	ASSERT_OK(laf_mmap(mm, 0, 4096, LAF_PROT_READ, 0, &a));
+	ASSERT_EQ(nr_vmas(mm), 2);
+	ASSERT_EQ(laf_munmap(mm, big + 4 * 4096, 4096), LAF_ENOMEM);
+	ASSERT_EQ(laf_madvise(mm, big + 4 * 4096, 4096, LAF_MADV_HUGEPAGE), LAF_EAGAIN);
+	ASSERT_EQ(laf_uffd_register(mm, big + 15 * 4096, 4096, LAF_UFFDIO_REGISTER_MODE_MISSING),
+		  LAF_ENOMEM);
+	ASSERT_OK(laf_madvise(mm, big + 4 * 4096, 4096, LAF_MADV_DONTNEED));
+	ASSERT_OK(laf_mmap(mm, 0, 4096, 0, 0, &a));	/* 2 > 2 is false: a third VMA */
+	ASSERT_EQ(nr_vmas(mm), 3);
+	ASSERT_EQ(laf_mmap(mm, 0, 4096, LAF_PROT_READ, 0, &a), LAF_ENOMEM);
+	ASSERT_OK(laf_munmap(mm, big, 4096));		/* an edge: no new VMA */
+	cfg.max_map_count = 0x80000000u;
+	ASSERT_EQ(laf_mm_create(&cfg, &mm), LAF_EINVAL);
+	return true;
+}
+
 #define T(name) { #name, test_##name }
 static const struct { const char *name; test_fn fn; } tests[] = {
 	T(geometry),
+	T(vma_tree_many),
+	T(max_map_count),
 	T(arch_pte_orders),
 	T(create_rejects_bad_config),
 	T(policy_default_and_validation),

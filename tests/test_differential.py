@@ -83,7 +83,8 @@ def machine_specs(draw: st.DrawFn) -> diffops.MachineSpec:
     arch = draw(st.sampled_from(("x86_64", "arm64")))
     ram = draw(st.sampled_from((2, 3, 4, 8, 16))) if ps != 65536 else draw(st.sampled_from((2, 3, 4)))
     memcg = draw(st.sampled_from((0, 0, 0, 64, 300, 1500)))
-    return diffops.MachineSpec(ps, arch, ram, memcg, draw(policies(ps)))
+    mmc = draw(st.sampled_from((65530, 65530, 65530, 0, 1, 2, 3, 5, 8)))
+    return diffops.MachineSpec(ps, arch, ram, memcg, draw(policies(ps)), mmc)
 
 
 # ------------------------------------------------------------- state machine
@@ -166,6 +167,22 @@ class DiffMachine(RuleBasedStateMachine):
     @rule(data=st.data(), mode=st.sampled_from(("missing", "wp", ("missing", "wp"))))
     def uffd_register(self, data: st.DataObject, mode: object) -> None:
         self.run("uffd_register", *self._range(data), mode)
+
+    @rule(data=st.data())
+    def hostile(self, data: st.DataObject) -> None:
+        """Hostile arguments (issue 13): wrap-around lengths, addresses at and
+        above TASK_SIZE, huge strides; both sides must agree."""
+        addrs, lens, strides = diffops.hostile_values(self.ps)
+        a = data.draw(st.sampled_from(addrs), label="hostile_addr")
+        ln = data.draw(st.sampled_from(lens), label="hostile_len")
+        op = data.draw(st.sampled_from((
+            ("mmap", ln, None, "rw", False), ("mmap", min(ln, 64 * self.ps), a, "rw", True),
+            ("munmap", a, ln), ("madvise", a, ln, "MADV_HUGEPAGE"), ("madvise", a, ln, "MADV_DONTNEED"),
+            ("uffd_register", a, ln, "missing"), ("uffd_unregister", a, ln),
+            ("touch_range", a, ln,
+             diffops.bounded_stride(ln, data.draw(st.sampled_from(strides), label="stride")), True),
+            ("fault", a, True))), label="hostile_op")
+        self.run(*op)
 
     @rule(data=st.data())
     def uffd_unregister(self, data: st.DataObject) -> None:
