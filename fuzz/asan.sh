@@ -21,7 +21,8 @@ SECS=${1:-20}
 DEST="$ROOT/build/asan/src"
 TESTS="tests/test_api_hardening.py tests/test_bad_input.py tests/test_reference_hostile.py
        tests/test_trace_hostile.py tests/test_threads.py tests/test_lifetime.py
-       tests/test_snapshots.py tests/test_vma_tree.py tests/test_differential.py"
+       tests/test_snapshots.py tests/test_vma_tree.py tests/test_differential.py
+       tests/test_fork.py tests/test_differential_fork.py"
 
 rm -rf "$DEST"
 mkdir -p "$DEST"
