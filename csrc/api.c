@@ -218,6 +218,28 @@ void laf_machine_destroy(laf_machine *m)
 }
 
 /**
+ * laf_machine_put - the owner's reference on @m goes
+ *
+ * A garbage collector frees a machine and its address spaces in no set
+ * order, so the owner's release must not free mms that still have owners of
+ * their own: with no mm left the machine is freed now; otherwise it becomes
+ * "private" and laf_mm_destroy() of its last mm frees it.  Waits for a call
+ * in another thread to return first (the busy flag).
+ */
+void laf_machine_put(laf_machine *m)
+{
+	if (!m)
+		return;
+	machine_lock_wait(m);
+	if (!m->nr_mms) {
+		machine_free(m);
+		return;
+	}
+	m->private_machine = true;
+	machine_exit(m);
+}
+
+/**
  * __mm_create_on - mm_alloc() under the machine's flag
  */
 static int __mm_create_on(struct laf_machine *m, laf_mm **out)

@@ -436,6 +436,11 @@ void laf_mm_destroy(laf_mm *mm);
 int laf_machine_create(const struct laf_config *cfg, laf_machine **out);
 /* destroys every mm still on the machine (exit_mmap()), then the machine */
 void laf_machine_destroy(laf_machine *machine);
+/*
+ * the owner lets go of the machine: freed now if no mm is left on it, else
+ * with its last mm (laf_mm_destroy()); the mms stay valid until destroyed
+ */
+void laf_machine_put(laf_machine *machine);
 int laf_mm_create_on(laf_machine *machine, laf_mm **out);
 /* the THP knobs of the machine (laf_set_policy() on any of its mms does the same) */
 int laf_machine_set_policy(laf_machine *machine, const struct laf_policy *pol);

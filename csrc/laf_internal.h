@@ -265,7 +265,7 @@ struct laf_machine {
 	struct laf_mm **mms;
 	size_t nr_mms, cap_mms;
 	uint32_t next_mm_id;
-	bool private_machine;    /* created by laf_mm_create(): goes with its last mm */
+	bool private_machine;    /* laf_mm_create() or laf_machine_put(): goes with its last mm */
 
 	volatile int busy;
 };

@@ -2020,6 +2020,36 @@ static bool test_fork_machine_stats(void)
 	return true;
 }
 
+/*
+ * laf_machine_put(): the owner's release while mms remain (a garbage
+ * collector's order) leaves them usable; the last mm frees the machine
+ * (ASan: no use after free, no leak).
+ */
+static bool test_machine_put_before_its_mms(void)
+{
+	struct laf_config cfg;
+	laf_machine *m = NULL, *empty = NULL;
+	laf_mm *a = NULL, *b = NULL;
+	uint64_t out;
+	char msg[256];
+
+	laf_config_default(&cfg);
+	cfg.ram_bytes = 64 * M;
+	ASSERT_OK(laf_machine_create(&cfg, &empty));
+	laf_machine_put(empty);			/* no mm: freed at once */
+	ASSERT_OK(laf_machine_create(&cfg, &m));
+	ASSERT_OK(laf_mm_create_on(m, &a));
+	ASSERT_OK(laf_mmap(a, BASE, 256 * K, LAF_PROT_READ | LAF_PROT_WRITE, LAF_MAP_FIXED, &out));
+	ASSERT_EQ(touch(a, BASE, 256 * K, 1), 64);
+	ASSERT_OK(laf_mm_fork(a, &b));
+	laf_machine_put(m);
+	laf_mm_destroy(a);
+	ASSERT_EQ(touch(b, BASE, 256 * K, 1), 64);	/* the last owner: reused in place */
+	ASSERT_OK(laf_check_invariants(b, msg, sizeof(msg)));
+	laf_mm_destroy(b);			/* frees the machine */
+	return true;
+}
+
 /* ------------------------------------------------------ op streams (ops.c) */
 
 static struct laf_op op_rec(int op, int flags, uint64_t addr, uint64_t len, uint64_t arg,
@@ -2333,6 +2363,7 @@ static const struct { const char *name; test_fn fn; } tests[] = {
 	T(fork_huge_zero_pmd),
 	T(fork_dontfork_wipeonfork),
 	T(fork_machine_stats),
+	T(machine_put_before_its_mms),
 	T(run_ops_same_as_calls),
 	T(run_ops_bad_records),
 	T(run_ops_move_pages),

@@ -100,12 +100,9 @@ class AddressSpace:
         self.machine = machine
         self._private = private
         self.config = machine.config
-        mhandle = machine._raw
-
-        def destroy(mm: Any, _keep: Any = mhandle) -> None:
-            lib.laf_mm_destroy(mm)  # _keep: the machine outlives its mm
-
-        self._handle: Any = ffi.gc(raw, destroy)
+        # laf_mm_destroy() frees the machine too when the machine's owner let
+        # go of it first (laf_machine_put(): the collector's order is arbitrary)
+        self._handle: Any = ffi.gc(raw, lib.laf_mm_destroy)
         #: held for the whole of close(): a second closer (or the machine's
         #: close()) waits until the mm is really freed
         self._close_lock = threading.Lock()
