@@ -148,11 +148,15 @@ import gc
 from pylaf import AddressSpace, Config, Machine
 for i in range(10):
     mm = AddressSpace(Config(ram="64M"))        # a cycle with its in-flight guard
+    mm.touch_range(mm.mmap("1M"), "1M", write=True)
+    del mm
+    gc.collect()                                # machine and mm in one garbage cycle
+    mm = AddressSpace(Config(ram="64M"))
     a = mm.mmap("1M")
     mm.touch_range(a, "1M", write=True)
     child = mm.fork()
     del mm
-    gc.collect()                                # machine and mm in one garbage cycle
+    gc.collect()
     child.touch_range(a, "1M", write=True)
     child.machine.check_invariants()
     del child
