@@ -92,7 +92,8 @@ struct laf_mm *mm_alloc(struct laf_machine *m)
 
 /*
  * Event counters add up in the machine when an mm goes; its gauges are zero
- * after exit_mmap() and are not carried.
+ * after exit_mmap() and are not carried.  VmHWM (hiwater_rss) is a property
+ * of the live mm, like RSS: it goes with the mm.
  */
 static void account_dead_mm(struct laf_machine *m, struct laf_mm *mm)
 {
@@ -103,6 +104,7 @@ static void account_dead_mm(struct laf_machine *m, struct laf_mm *mm)
 	_Static_assert(sizeof(struct laf_stats) % sizeof(uint64_t) == 0, "laf_stats is 64-bit words");
 	mm->st.mm_anonpages = mm->st.nr_ptes = mm->st.nr_pmds = 0;
 	mm->st.pages_touched = mm->st.zero_pages_touched = 0;
+	mm->st.hiwater_rss = 0;
 	for (i = 0; i < sizeof(struct laf_stats) / sizeof(uint64_t); i++)
 		dst[i] += src[i];
 }
