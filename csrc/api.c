@@ -502,6 +502,17 @@ int laf_madvise(laf_mm *mm, uint64_t addr, uint64_t len, int advice)
 	GUARDED(mm, __laf_madvise(mm, addr, len, advice));
 }
 
+/* ---- mprotect (issue 10) ---- */
+/**
+ * laf_mprotect - mprotect(): __laf_mprotect() (mprotect.c) checks every
+ * argument as mm/mprotect.c do_mprotect_pkey() does
+ */
+int laf_mprotect(laf_mm *mm, uint64_t addr, uint64_t len, int prot)
+{
+	GUARDED(mm, __laf_mprotect(mm, addr, len, prot));
+}
+/* ---- end mprotect ---- */
+
 /**
  * laf_prctl - PR_SET_THP_DISABLE / PR_GET_THP_DISABLE (__laf_prctl(), vma.c)
  */
@@ -838,7 +849,7 @@ static int __get_vmas(struct laf_mm *mm, struct laf_vma_info *out, size_t cap, s
 			break;
 		out[i].start = vma->vm_start;
 		out[i].end = vma->vm_end;
-		out[i].vm_flags = vma->vm_flags;
+		out[i].vm_flags = vma->vm_flags & ~(uint64_t)LAF_VM_ACCOUNT;	/* internal */
 		out[i].anon_vma = vma->anon_vma;
 		i++;
 	}

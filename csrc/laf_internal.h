@@ -527,6 +527,8 @@ static inline struct laf_vma *vma_prev(const struct laf_vma *vma) { return vma->
 int vmf_anon_prepare(struct laf_mm *mm, struct laf_vma *vma);
 int vma_modify_flags_uffd(struct laf_mm *mm, uint64_t start, uint64_t end, uint64_t set);
 int insert_vm_struct(struct laf_mm *mm, const struct laf_vma *vma);
+struct laf_vma *vma_modify_flags(struct laf_mm *mm, struct laf_vma *vma, uint64_t start,
+				 uint64_t end, uint64_t newflags, int *err);
 
 /* ---- userfaultfd.c ---- */
 int userfaultfd_register(struct laf_mm *mm, uint64_t start, uint64_t len, int mode);
@@ -597,6 +599,7 @@ static inline void mm_exit(struct laf_mm *mm)
 int __laf_mmap(struct laf_mm *mm, uint64_t addr, uint64_t len, int prot, int flags, uint64_t *out);
 int __laf_munmap(struct laf_mm *mm, uint64_t start, uint64_t len);
 int __laf_madvise(struct laf_mm *mm, uint64_t start, uint64_t len, int advice);
+int __laf_mprotect(struct laf_mm *mm, uint64_t start, uint64_t len, int prot);	/* mprotect.c */
 int __laf_prctl(struct laf_mm *mm, int option, uint64_t arg2, uint64_t arg3, int64_t *out);
 int __laf_check_invariants(struct laf_machine *m, char *msg, size_t msglen);
 int laf_access(struct laf_mm *mm, uint64_t addr, bool write, struct laf_fault_result *res);

@@ -274,6 +274,18 @@ class AddressSpace:
         with self._in_flight as mm:
             check(lib.laf_munmap(mm, a, n), f"munmap({a:#x}, {length!r})")
 
+    # ---- mprotect (issue 10) ----
+    def mprotect(self, addr: int, length: int | str, prot: str) -> None:
+        """mprotect(): ``prot`` spelled as in :meth:`mmap` (``""`` is PROT_NONE;
+        ``"x"`` allowed).  Errors as mm/mprotect.c do_mprotect_pkey(): an
+        unaligned ``addr`` is invalid, a range with a hole (or no mapping)
+        raises LafMemoryError after the VMAs below the hole were changed."""
+        bits = args.prot(prot)
+        a, n = args.u64("addr", addr), args.size("length", length)
+        with self._in_flight as mm:
+            check(lib.laf_mprotect(mm, a, n, bits), f"mprotect({a:#x}, {length!r}, {prot!r})")
+    # ---- end mprotect ----
+
     def madvise(self, addr: int, length: int | str, advice: str | int) -> None:
         """MADV_DONTNEED, MADV_HUGEPAGE, MADV_NOHUGEPAGE, MADV_DONTFORK,
         MADV_DOFORK, MADV_WIPEONFORK or MADV_KEEPONFORK over a range.
