@@ -531,6 +531,7 @@ int insert_vm_struct(struct laf_mm *mm, const struct laf_vma *vma);
 /* ---- userfaultfd.c ---- */
 int userfaultfd_register(struct laf_mm *mm, uint64_t start, uint64_t len, int mode);
 int userfaultfd_unregister(struct laf_mm *mm, uint64_t start, uint64_t len);
+void dup_userfaultfd(struct laf_vma *vma);
 int mfill_atomic(struct laf_mm *mm, uint64_t start, uint64_t len, bool zeropage, bool wp);
 int mwriteprotect_range(struct laf_mm *mm, uint64_t start, uint64_t len, bool wp);
 
