@@ -287,8 +287,10 @@ static bool vma_needs_copy(const struct laf_vma *dst_vma, const struct laf_vma *
 /**
  * copy_page_range - copy the page tables of @src_vma into @dst
  *
- * Per PMD (copy_pmd_range()): none → nothing, huge → copy_huge_pmd(),
- * else copy_pte_range().  A huge PMD always lies inside one VMA here
+ * Per PUD the parent has a PMD table in, the child gets one too
+ * (copy_pmd_range(): pmd_alloc() before looking at the entries, so even
+ * when every PMD entry of the range is none); per PMD: none → nothing,
+ * huge → copy_huge_pmd(), else copy_pte_range().  A huge PMD always lies inside one VMA here
  * (VMA edges split it), so copy_huge_pmd() never has to split.
  * Return: 0 or LAF_ENOMEM.
  */
@@ -307,13 +309,18 @@ static int copy_page_range(struct laf_mm *dst, struct laf_vma *dst_vma, struct l
 		if (next > end || next < addr)
 			next = end;
 		src_pmd = pmd_offset(src, addr);
-		if (!src_pmd || pmd_none(src_pmd)) {
+		if (!src_pmd) {				/* pud_none(): no PMD table */
 			addr = next;
 			continue;
 		}
+		/* copy_pmd_range(): pmd_alloc() whenever the parent has the PUD */
 		dst_pmd = pmd_offset_alloc(dst, addr);
 		if (!dst_pmd)
 			return LAF_ENOMEM;
+		if (pmd_none(src_pmd)) {
+			addr = next;
+			continue;
+		}
 		if (pmd_trans_huge(src_pmd))
 			err = copy_huge_pmd(dst, src, dst_pmd, src_pmd, addr, dst_vma, src_vma);
 		else
