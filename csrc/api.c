@@ -347,7 +347,7 @@ static int __fork(struct laf_mm *mm, laf_mm **child)
 
 /**
  * laf_mm_fork - fork(): a child address space on @mm's machine (guarded)
- * Return: 0 and *@child, LAF_ENOMEM, LAF_ENOSYS (uffd registrations) or LAF_EBUSY.
+ * Return: 0 and *@child, LAF_ENOMEM or LAF_EBUSY.
  */
 int laf_mm_fork(laf_mm *mm, laf_mm **child)
 {

@@ -7,8 +7,11 @@
  *  - every present non-special PTE lies in a VMA and maps a frame of a live
  *    anon folio at the right offset (folio->index + offset == vpn);
  *  - over every mm of the machine: each folio's mapcounts (per-page
- *    _mapcount, _large_mapcount, _entire_mapcount, _nr_pages_mapped, the
- *    two MM-id slots) and refcount equal the PTEs/PMDs mapping it, each page
+ *    _mapcount, _large_mapcount, _entire_mapcount, _nr_pages_mapped) and
+ *    refcount equal the PTEs/PMDs mapping it, each MM-id slot counts 1..all
+ *    of its mm's mappings (fewer when some were added while no slot was
+ *    free: include/linux/rmap.h folio_sub_large_mapcount() then frees the
+ *    slot early; the folio is "maybe mapped shared" then), each page
  *    is mapped at most once per mm, a folio mapped by two mms is "maybe
  *    mapped shared", an AnonExclusive page has one mapping at most, and the
  *    partially-mapped flag agrees;
@@ -298,11 +301,16 @@ static int check_folio_rmap(struct ctx *c, uint64_t pfn, struct page *p)
 	      c->emaps[pfn]);
 	CHECK(c, folio_nr_pages_mapped(p) == mapped, "folio %#llx: _nr_pages_mapped %u, recount %u",
 	      (unsigned long long)pfn, folio_nr_pages_mapped(p), mapped);
-	for (k = 0; k < 2; k++)
-		CHECK(c, folio_mm_id_mapcount(p, k) == (folio_mm_id(p, k) ? c->slot[k][pfn] : 0),
+	for (k = 0; k < 2; k++) {
+		uint32_t held = folio_mm_id_mapcount(p, k), all = c->slot[k][pfn];
+
+		CHECK(c, folio_mm_id(p, k) ? held >= 1 && held <= all : !held,
 		      "folio %#llx: MM-id slot %d (mm %u) holds %u, recount %u",
-		      (unsigned long long)pfn, k, folio_mm_id(p, k), folio_mm_id_mapcount(p, k),
-		      c->slot[k][pfn]);
+		      (unsigned long long)pfn, k, folio_mm_id(p, k), held, all);
+		CHECK(c, held == all || folio_maybe_shared_bit(p),
+		      "folio %#llx: MM-id slot %d (mm %u) holds %u of %u, not maybe-shared",
+		      (unsigned long long)pfn, k, folio_mm_id(p, k), held, all);
+	}
 	return 0;
 }
 

@@ -15,10 +15,10 @@
  *
  * Simplified: no GUP pins, so folio_try_dup_anon_rmap_*() never fails and
  * no page is copied at fork; anon_vma_fork() gives every child VMA that
- * had an anon_vma a new one (no anon_vma reuse); an mm with userfaultfd
- * registrations cannot fork (LAF_ENOSYS: dup_userfaultfd() would drop them
- * and leave VMAs the emulator's merge invariant does not expect); memcg
- * and VM_ACCOUNT charging of the child are not emulated (one memcg).
+ * had an anon_vma a new one (no anon_vma reuse); userfaultfd registrations
+ * are dropped in the child (dup_userfaultfd() without
+ * UFFD_FEATURE_EVENT_FORK, the only mode emulated); memcg and VM_ACCOUNT
+ * charging of the child are not emulated (one memcg).
  */
 #include <stdlib.h>
 
@@ -274,8 +274,9 @@ static int copy_pte_range(struct laf_mm *dst, struct laf_mm *src, pmd_t *dst_pmd
 
 /*
  * vma_needs_copy(): copy the page tables only if the parent VMA has an
- * anon_vma (uffd-wp on the child is impossible here, no PFNMAP); else the
- * child refaults - a VMA that was only read (zero-page PTEs) among them.
+ * anon_vma (userfaultfd_wp(dst_vma) is always false here: dup_userfaultfd()
+ * cleared VM_UFFD_WP in the child; no PFNMAP); else the child refaults - a
+ * VMA that was only read (zero-page PTEs) among them.
  */
 static bool vma_needs_copy(const struct laf_vma *dst_vma, const struct laf_vma *src_vma)
 {
@@ -286,8 +287,10 @@ static bool vma_needs_copy(const struct laf_vma *dst_vma, const struct laf_vma *
 /**
  * copy_page_range - copy the page tables of @src_vma into @dst
  *
- * Per PMD (copy_pmd_range()): none → nothing, huge → copy_huge_pmd(),
- * else copy_pte_range().  A huge PMD always lies inside one VMA here
+ * Per PUD the parent has a PMD table in, the child gets one too
+ * (copy_pmd_range(): pmd_alloc() before looking at the entries, so even
+ * when every PMD entry of the range is none); per PMD: none → nothing,
+ * huge → copy_huge_pmd(), else copy_pte_range().  A huge PMD always lies inside one VMA here
  * (VMA edges split it), so copy_huge_pmd() never has to split.
  * Return: 0 or LAF_ENOMEM.
  */
@@ -306,13 +309,18 @@ static int copy_page_range(struct laf_mm *dst, struct laf_vma *dst_vma, struct l
 		if (next > end || next < addr)
 			next = end;
 		src_pmd = pmd_offset(src, addr);
-		if (!src_pmd || pmd_none(src_pmd)) {
+		if (!src_pmd) {				/* pud_none(): no PMD table */
 			addr = next;
 			continue;
 		}
+		/* copy_pmd_range(): pmd_alloc() whenever the parent has the PUD */
 		dst_pmd = pmd_offset_alloc(dst, addr);
 		if (!dst_pmd)
 			return LAF_ENOMEM;
+		if (pmd_none(src_pmd)) {
+			addr = next;
+			continue;
+		}
 		if (pmd_trans_huge(src_pmd))
 			err = copy_huge_pmd(dst, src, dst_pmd, src_pmd, addr, dst_vma, src_vma);
 		else
@@ -324,26 +332,45 @@ static int copy_page_range(struct laf_mm *dst, struct laf_vma *dst_vma, struct l
 	return 0;
 }
 
+/*
+ * fork_unmerged - must child VMA @v stay apart from @prev, the child VMA
+ * just below it?  dup_mmap() never merges (the maple tree is duplicated,
+ * __mt_dup()), and dup_userfaultfd() may leave neighbours with equal flags
+ * where the parent's differed only in VM_UFFD_*.  Two with anon_vmas have
+ * different ones (anon_vma_fork()).  One with and one without: mm/vma.c
+ * is_mergeable_anon_vma() refuses to merge a fork child's VMA
+ * (vma_is_fork_child(): its anon_vma_chain is not singular) with one that
+ * has no anon_vma, so they stay apart.  Simplified: two without anon_vma
+ * could be merged by a later vma_modify() in the kernel; here they stay
+ * apart as well (no_merge_prev, as for LAF_MAP_NOMERGE).
+ */
+static bool fork_unmerged(const struct laf_vma *prev, const struct laf_vma *v)
+{
+	return prev->vm_end == v->vm_start && prev->vm_flags == v->vm_flags &&
+	       (!prev->anon_vma || !v->anon_vma);
+}
+
 /**
  * dup_mmap - build the child @mm from the parent @oldmm
  *
  * Dup of mm/mmap.c (6.18): MMF_DISABLE_THP_* are inherited
  * (mmf_init_legacy_flags()).  Per parent VMA, in address order:
  * VM_DONTCOPY is skipped (a hole in the child); vm_area_dup() keeps the
- * range and flags; VM_WIPEONFORK gets no anon_vma and no page tables (the
- * child refaults zero-filled memory); otherwise anon_vma_fork() gives the
- * child VMA an anon_vma of its own if the parent's had one, and
- * copy_page_range() copies the page tables.  No merging happens.
- * Return: 0, LAF_ENOSYS (uffd registrations) or LAF_ENOMEM (the caller
- * tears the partial child down with exit_mmap()).
+ * range and flags; dup_userfaultfd() drops the VM_UFFD_* flags;
+ * VM_WIPEONFORK gets no anon_vma and no page tables (the child refaults
+ * zero-filled memory); otherwise anon_vma_fork() gives the child VMA an
+ * anon_vma of its own if the parent's had one, and copy_page_range() copies
+ * the page tables (the child's PTEs and PMDs lose uffd-wp:
+ * copy_present_ptes() / copy_huge_pmd() clear it when
+ * !userfaultfd_wp(dst_vma)).  No merging happens: neighbours left equal by
+ * dup_userfaultfd() are kept apart (fork_unmerged()).
+ * Return: 0 or LAF_ENOMEM (the caller tears the partial child down with
+ * exit_mmap()).
  */
 int dup_mmap(struct laf_mm *mm, struct laf_mm *oldmm)
 {
 	struct laf_vma *src;
 
-	for_each_vma(oldmm, src)
-		if (userfaultfd_armed(src))
-			return LAF_ENOSYS;
 	mm->mmf_disable_thp_completely = oldmm->mmf_disable_thp_completely;
 	mm->mmf_disable_thp_except_advised = oldmm->mmf_disable_thp_except_advised;
 	mm->mmap_base = oldmm->mmap_base;
@@ -353,9 +380,12 @@ int dup_mmap(struct laf_mm *mm, struct laf_mm *oldmm)
 
 		if (src->vm_flags & LAF_VM_DONTCOPY)
 			continue;
+		dup_userfaultfd(&v);
 		v.anon_vma = 0;
 		if (src->anon_vma && !(src->vm_flags & LAF_VM_WIPEONFORK))
 			v.anon_vma = ++mm->next_anon_vma;	/* anon_vma_fork() */
+		if (mm->vma_last && fork_unmerged(mm->vma_last, &v))
+			v.no_merge_prev = 1;
 		err = insert_vm_struct(mm, &v);
 		if (err)
 			return err;

@@ -533,6 +533,7 @@ struct laf_vma *vma_modify_flags(struct laf_mm *mm, struct laf_vma *vma, uint64_
 /* ---- userfaultfd.c ---- */
 int userfaultfd_register(struct laf_mm *mm, uint64_t start, uint64_t len, int mode);
 int userfaultfd_unregister(struct laf_mm *mm, uint64_t start, uint64_t len);
+void dup_userfaultfd(struct laf_vma *vma);
 int mfill_atomic(struct laf_mm *mm, uint64_t start, uint64_t len, bool zeropage, bool wp);
 int mwriteprotect_range(struct laf_mm *mm, uint64_t start, uint64_t len, bool wp);
 

@@ -1982,6 +1982,62 @@ static bool test_fork_dontfork_wipeonfork(void)
 	return true;
 }
 
+/*
+ * userfaultfd across fork, without UFFD_FEATURE_EVENT_FORK: dup_userfaultfd()
+ * drops the child's registration (VM_UFFD_* cleared), the child's PTEs lose
+ * uffd-wp (copy_present_ptes(): !userfaultfd_wp(dst_vma)), the child's VMAs
+ * keep the parent's split (no merge at fork) and the parent is unchanged.
+ */
+static bool test_fork_userfaultfd(void)
+{
+	laf_mm *mm = fork_setup_64k(), *child;
+	struct laf_vma_info pv[8], cv[8];
+	size_t pn, cn, k;
+	uint64_t pte, c = BASE + 4 * M;
+	char msg[512];
+
+	ASSERT_TRUE(mm);
+	/* wp on the first 128K (VMA split), the first 64K folio protected */
+	ASSERT_OK(laf_uffd_register(mm, BASE, 128 * K, LAF_UFFDIO_REGISTER_MODE_WP));
+	ASSERT_OK(laf_uffd_writeprotect(mm, BASE, 64 * K, 1));
+	/* missing mode in the middle of a never-faulted mapping: 3 VMAs, no anon_vma */
+	ASSERT_EQ(map_fixed(mm, c, 256 * K), c);
+	ASSERT_OK(laf_uffd_register(mm, c + 64 * K, 64 * K, LAF_UFFDIO_REGISTER_MODE_MISSING));
+	ASSERT_OK(laf_get_vmas(mm, pv, 8, &pn));
+	ASSERT_EQ(pn, 5);
+	child = fork_of(mm);
+	ASSERT_TRUE(child);
+	ASSERT_OK(laf_get_vmas(child, cv, 8, &cn));
+	ASSERT_EQ(cn, pn);
+	for (k = 0; k < cn; k++) {
+		ASSERT_EQ(cv[k].start, pv[k].start);
+		ASSERT_EQ(cv[k].end, pv[k].end);
+		ASSERT_EQ(cv[k].vm_flags, pv[k].vm_flags & ~(uint64_t)(LAF_VM_UFFD_MISSING |
+									LAF_VM_UFFD_WP));
+	}
+	ASSERT_TRUE(pv[0].vm_flags & LAF_VM_UFFD_WP);
+	ASSERT_TRUE(pv[3].vm_flags & LAF_VM_UFFD_MISSING);
+	/* the child's copy has no uffd-wp bit: a write is an ordinary COW */
+	ASSERT_OK(laf_lookup(child, BASE, &pte, NULL));
+	ASSERT_FALSE(pte & (LAF_PTE_UFFD_WP | LAF_PTE_WRITE));
+	ASSERT_OK(laf_lookup(mm, BASE, &pte, NULL));
+	ASSERT_TRUE(pte & LAF_PTE_UFFD_WP);
+	ASSERT_EQ(fault(child, BASE, 1).access, LAF_ACCESS_FAULT);
+	ASSERT_EQ(stats(child).faults_wp_copy, 1);
+	ASSERT_EQ(fault(mm, BASE, 1).access, LAF_ACCESS_USERFAULT);
+	/* missing: the child faults normally, at 64K (not armed any more) */
+	ASSERT_EQ(fault(child, c + 64 * K, 1).order, 4);
+	ASSERT_EQ(fault(mm, c + 64 * K, 1).access, LAF_ACCESS_USERFAULT);
+	/* the child's split stays: a fault elsewhere does not merge it */
+	ASSERT_EQ(fault(child, c, 1).order, 4);
+	ASSERT_OK(laf_get_vmas(child, cv, 8, &cn));
+	ASSERT_EQ(cn, 5);
+	ASSERT_OK(laf_check_invariants(child, msg, sizeof(msg)));
+	ASSERT_TRUE(exit_mm(child, mm));
+	ASSERT_EQ(fault(mm, BASE, 1).access, LAF_ACCESS_USERFAULT);
+	return true;
+}
+
 static bool test_fork_machine_stats(void)
 {
 	struct laf_config cfg;
@@ -2623,6 +2679,7 @@ static const struct { const char *name; test_fn fn; } tests[] = {
 	T(fork_dontfork_wipeonfork),
 	T(fork_machine_stats),
 	T(machine_put_before_its_mms),
+	T(fork_userfaultfd),
 	T(run_ops_same_as_calls),
 	T(run_ops_bad_records),
 	T(run_ops_move_pages),

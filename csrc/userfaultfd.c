@@ -19,6 +19,22 @@
 #define VM_UFFD_FLAGS (LAF_VM_UFFD_MISSING | LAF_VM_UFFD_WP | LAF_VM_UFFD_MINOR)
 
 /**
+ * dup_userfaultfd - the child's copy of a VMA at fork (fs/userfaultfd.c)
+ * @vma: the child's VMA (vm_area_dup() of the parent's)
+ *
+ * Without UFFD_FEATURE_EVENT_FORK, dup_userfaultfd() calls
+ * userfaultfd_reset_ctx() (mm/userfaultfd.c): vm_userfaultfd_ctx becomes
+ * NULL_VM_UFFD_CTX and the VM_UFFD_* flags are cleared, so the child is not
+ * registered anywhere and userfaultfd_wp(dst_vma) is false.
+ * Simplified: there is no context (no file descriptor), so EVENT_FORK, which
+ * would give the child a new context, is not emulated.
+ */
+void dup_userfaultfd(struct laf_vma *vma)
+{
+	vma->vm_flags &= ~(uint64_t)VM_UFFD_FLAGS;
+}
+
+/**
  * validate_range - the range check of every userfaultfd ioctl
  * @mm: the address space
  * @start: first byte of the range

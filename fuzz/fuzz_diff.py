@@ -4,12 +4,16 @@
 Each input is decoded (FuzzedDataProvider) into a machine (page size, arch,
 RAM, memcg limit, policy) and a sequence of operations (the vocabulary of
 ``fuzz/diffops.py``: mmap/munmap/madvise/prctl/uffd_*/accesses/memcg/
-fragment/shrink/policy switches/fault injection).  After every operation:
+fragment/shrink/policy switches/fault injection), each run in one of up to
+``diffops.MAX_PROCS`` live processes, plus fork of a live process and exit
+of one (never the last; ``diffops.random_proc_op``).  After every operation:
 
-* ``laf_check_invariants()`` must pass on the C side (and the reference's own
-  check on the Python side);
-* outcomes, VMAs, every PTE, folio metadata and all kernel-named counters of
-  the C emulator must equal the pure-Python reference's.
+* the machine-wide invariant check must pass on the C side (refcounts and
+  mapcounts recounted over every process) and the reference's own check on
+  the Python side;
+* outcomes, and for every process its VMAs, every PTE and all kernel-named
+  counters, and the machine-wide counters of the C emulator must equal the
+  pure-Python reference's.
 
 Any difference raises, and atheris saves the input as ``crash-*``.
 Coverage guidance comes from instrumenting ``pylaf`` (the reference model's
@@ -36,9 +40,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 with atheris.instrument_imports(include=["pylaf", "diffops"]):
     import diffops
-
-    from pylaf import AddressSpace
-    from pylaf.reference import Reference
 
 MAX_OPS = int(os.environ.get("PYLAF_FUZZ_MAX_OPS", "40"))
 
@@ -77,41 +78,37 @@ class FdpRandom:
         return out
 
 
-STATS = {"ops": 0, "inputs": 0}
+STATS = {"ops": 0, "inputs": 0, "forks": 0, "exits": 0}
 
 
 def TestOneInput(data: bytes) -> None:
     fdp = atheris.FuzzedDataProvider(data)
     rnd = FdpRandom(fdp)
     spec = diffops.random_spec(rnd)  # type: ignore[arg-type]
-    c = AddressSpace(spec.config())
-    r = Reference(spec.config())
+    procs = diffops.Processes.start(spec)
     trail = []
     try:
         for _ in range(MAX_OPS):
             if fdp.remaining_bytes() == 0:
                 break
-            op = diffops.random_op(rnd, c, spec)  # type: ignore[arg-type]
+            op = diffops.random_proc_op(rnd, procs)  # type: ignore[arg-type]
             trail.append(op)
-            oc = diffops.apply(c, op)
-            orr = diffops.apply(r, op)
-            if oc != orr:
-                raise diffops.Mismatch(f"{op!r}: outcome C={oc!r} R={orr!r}")
-            c.check_invariants()
-            r.check_invariants()
-            diffops.compare(c, r, f"op {len(trail)}", folios=False)
+            procs.step(op)
+            procs.check(f"op {len(trail)}", folios=False)
             STATS["ops"] += 1
     except AssertionError as exc:
-        raise diffops.Mismatch(f"spec={spec}\nops:\n  " + "\n  ".join(map(diffops._short, trail))
+        raise diffops.Mismatch(f"spec={spec}\nops:\n  " + "\n  ".join(map(diffops.short, trail))
                                + f"\n{exc}") from None
     finally:
-        c.close()
-        r.close()
+        procs.close()
     STATS["inputs"] += 1
+    STATS["forks"] += procs.forks
+    STATS["exits"] += procs.exits
 
 
 def _report() -> None:
-    print(f"fuzz_diff: {STATS['inputs']} inputs, {STATS['ops']} operations compared",
+    print(f"fuzz_diff: {STATS['inputs']} inputs, {STATS['ops']} operations compared "
+          f"({STATS['forks']} forks, {STATS['exits']} exits)",
           file=sys.stderr, flush=True)
 
 

@@ -1,11 +1,13 @@
 #!/usr/bin/env python3
 """Seeded random differential soak (no hypothesis, no atheris).
 
-    python3 fuzz/run_random.py --seeds 0:500 --steps 400 [--stop-after 1]
+    python3 fuzz/run_random.py --seeds 0:500 --steps 400 [--stop-after 1] [--procs]
 
 Each seed builds a random machine (page size, arch, RAM, memcg, policy) and
 runs ``--steps`` random operations on the C emulator and the pure-Python
-reference, comparing everything after each (fuzz/diffops.py).  Prints every
+reference, comparing everything after each (fuzz/diffops.py).  With
+``--procs`` the operations run in several processes that fork and exit
+(``diffops.run_random_procs``; replay a step with ``diffops.replay_procs``).  Prints every
 mismatch with the last operations and a replay hint; exits 1 if any.
 """
 from __future__ import annotations
@@ -26,23 +28,30 @@ def main() -> int:
     ap.add_argument("--stop-after", type=int, default=0, help="stop after N mismatches (0: never)")
     ap.add_argument("--max-seconds", type=float, default=0,
                     help="stop starting new seeds after this many seconds (0: run every seed)")
+    ap.add_argument("--procs", action="store_true", help="several processes: fork and exit too")
     args = ap.parse_args()
     lo, hi = (int(x) for x in args.seeds.split(":"))
     t0 = time.time()
-    steps = fails = 0
+    steps = fails = forks = exits = 0
+    replay = "replay_procs" if args.procs else "replay"
     for seed in range(lo, hi):
         if args.max_seconds and time.time() - t0 > args.max_seconds:
             hi = seed
             break
         try:
-            steps += diffops.run_random(seed, args.steps)
+            if args.procs:
+                procs = diffops.run_random_procs(seed, args.steps)
+                steps, forks, exits = steps + args.steps, forks + procs.forks, exits + procs.exits
+            else:
+                steps += diffops.run_random(seed, args.steps)
         except diffops.Mismatch as exc:
             fails += 1
-            print(f"=== MISMATCH seed {seed} (replay: diffops.replay({seed}, STEP))\n{exc}\n", flush=True)
+            print(f"=== MISMATCH seed {seed} (replay: diffops.{replay}({seed}, STEP))\n{exc}\n", flush=True)
             if args.stop_after and fails >= args.stop_after:
                 break
     dt = time.time() - t0
-    print(f"run_random: seeds {lo}:{hi}, {steps} steps compared, {fails} mismatches, {dt:.0f} s")
+    counts = f" ({forks} forks, {exits} exits)" if args.procs else ""
+    print(f"run_random: seeds {lo}:{hi}, {steps} steps compared{counts}, {fails} mismatches, {dt:.0f} s")
     return 1 if fails else 0
 
 

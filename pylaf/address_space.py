@@ -191,7 +191,9 @@ class AddressSpace:
         """fork(): a child address space on the same machine, built as Linux 6.18
         ``dup_mmap()`` / ``copy_page_range()`` do (csrc/fork.c): anonymous
         folios are shared and write-protected in both, ``MADV_DONTFORK``
-        ranges are left out, ``MADV_WIPEONFORK`` ones come up empty."""
+        ranges are left out, ``MADV_WIPEONFORK`` ones come up empty, and
+        userfaultfd registrations are dropped in the child (no
+        ``UFFD_FEATURE_EVENT_FORK``: the child's PTEs lose uffd-wp)."""
         out = ffi.new("laf_mm **")
         with self._in_flight as mm:
             check(lib.laf_mm_fork(mm, out), "fork")

@@ -529,7 +529,7 @@ def test_directed_scenarios(name: str, page_size: int, arch: str) -> None:
             oc, orr = diffops.apply(c, op), diffops.apply(r, op)
             assert oc == orr, f"step {i} {op!r}: C={oc!r} R={orr!r}"
             c.check_invariants()
-            diffops.compare(c, r, f"{name} step {i} {diffops._short(op)}")
+            diffops.compare(c, r, f"{name} step {i} {diffops.short(op)}")
     finally:
         c.close()
 

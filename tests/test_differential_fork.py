@@ -28,7 +28,6 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 from diffdraw import draw_addr, draw_range
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
@@ -86,18 +85,6 @@ def machine_specs(draw: st.DrawFn) -> diffops.MachineSpec:
 
 
 # ------------------------------------------------------------------ comparison
-def compare_machines(c: Machine, r: RefMachine, what: str) -> None:
-    """The machine-wide counters (events of every mm that lived, gauges of the live ones)."""
-    cs, rs = c.stats(), r.stats()
-    diffs = [f"{n}: C={getattr(cs, n)} R={getattr(rs, n)}"
-             for n in diffops.COMPARED_SCALARS if getattr(cs, n) != getattr(rs, n)]
-    diffs += [f"{n}: C={cs.per_order[n].tolist()} R={rs.per_order[n].tolist()}"
-              for n in diffops.PER_ORDER_FIELDS
-              if not np.array_equal(cs.per_order[n], rs.per_order[n])]
-    if diffs:
-        raise diffops.Mismatch(f"{what}: machine counters differ\n  " + "\n  ".join(diffs))
-
-
 def outcome(fn: Any) -> Any:
     """``fn()``'s comparable outcome: ``("ok", value)`` or ``("error", class, errno)``."""
     try:
@@ -234,7 +221,7 @@ class ForkDiffMachine(RuleBasedStateMachine):
         assert len(self.cm.mms) == len(self.rm.mms) == len(self.cs)
         for i, (c, r) in enumerate(zip(self.cs, self.rs, strict=True)):
             diffops.compare(c, r, f"mm{i} after {self.nsteps} steps")
-        compare_machines(self.cm, self.rm, f"after {self.nsteps} steps")
+        diffops.compare_machines(self.cm, self.rm, f"after {self.nsteps} steps")
 
 
 TestForkDifferential = ForkDiffMachine.TestCase

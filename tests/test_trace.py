@@ -590,3 +590,16 @@ def test_record_command_that_cannot_start(tmp_path, capsys, how):
     assert rc == status and out == ""
     assert err.count("\n") == 1 and f"cannot run {cmd}: {word}" in err, err
     assert not out_file.exists() and not list(tmp_path.glob("*.laftrace*"))
+
+
+def test_record_help_names_every_recorded_event(capsys, monkeypatch):
+    """`pylaf record --help` lists what perf is told to record (sched_process_exit
+    included, which ends a process's address space) from the same lists."""
+    monkeypatch.setenv("COLUMNS", "1000")
+    rc, out, _err = run_cli(capsys, "record", "--help")
+    assert rc == 0
+    text = " ".join(out.split())
+    for tp in R.TRACEPOINTS:
+        assert tp in text
+    assert "sched:sched_process_exit" in text and "group_dead" in text
+    assert "syscalls:sys_enter/exit_{" + ",".join(R.SYSCALLS) + "}" in text

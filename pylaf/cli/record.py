@@ -21,16 +21,21 @@ from typing import Any
 
 from pylaf.errors import HostUnavailable
 from pylaf.trace.format import TraceError
-from pylaf.trace.record import CommandNotStarted, record
+from pylaf.trace.record import SYSCALLS, TRACEPOINTS, CommandNotStarted, record
+
+#: what perf records, from the lists pylaf.trace.record passes to perf
+EVENTS_TEXT = (", ".join(TRACEPOINTS) + ", syscalls:sys_enter/exit_{" + ",".join(SYSCALLS) + "}")
 
 
 def register(subparsers: Any) -> None:
     r = subparsers.add_parser(
         "record", help="record a command's page faults and mmap activity with perf",
-        description="Run CMD under perf record (exceptions:page_fault_user/kernel, "
-                    "syscalls:sys_enter/exit_{mmap,munmap,mprotect,madvise,brk,mremap,execve}, "
-                    "sched:sched_process_exec/fork) with ASLR off, and write a compact "
-                    "trace. Record with mTHP off (the machine default) so every first "
+        description=f"Run CMD under perf record ({EVENTS_TEXT}) with ASLR off, and write a "
+                    "compact trace: sched_process_fork of a child without CLONE_VM starts a "
+                    "child address space (a thread or a vfork child shares its parent's), "
+                    "sched_process_exec replaces one, and sched_process_exit of a process's "
+                    "last thread (group_dead) ends it, so forking programs replay as several "
+                    "processes. Record with mTHP off (the machine default) so every first "
                     "touch faults. Exit status: CMD's (the trace is kept); 127 and no trace "
                     "if CMD could not be started; 2 if recording cannot run here.",
         usage="pylaf record -o TRACE [options] -- CMD [ARGS...]")

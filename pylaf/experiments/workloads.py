@@ -52,14 +52,15 @@ M = 1 << 20
 
 
 # --------------------------------------------------------------- helpers
-def _scaled(nbytes: int | str, scale: float, align: int, minimum: Optional[int] = None) -> int:
+def scaled_size(nbytes: int | str, scale: float, align: int, minimum: Optional[int] = None) -> int:
     """``nbytes * scale`` rounded to a multiple of ``align`` (at least ``minimum``)."""
     n = parse_size(nbytes) * scale
     out = round(n / align) * align
     return max(out, align if minimum is None else minimum)
 
 
-def _count(n: int, scale: float, minimum: int = 1) -> int:
+def scaled_count(n: int, scale: float, minimum: int = 1) -> int:
+    """``n * scale`` rounded (at least ``minimum``)."""
     return max(minimum, round(n * scale))
 
 
@@ -180,11 +181,11 @@ class SeqFill(Workload):
     size: int = 256 * M
 
     def op_stream(self, page_size: int, pmd_size: int) -> np.ndarray:
-        n = _scaled(self.size, self.scale, max(page_size, 2 * M))
+        n = scaled_size(self.size, self.scale, max(page_size, 2 * M))
         return streams.stream(streams.map_anon(n), streams.touch_run(0, n, page_size, True))
 
     def run_python(self, mm: AddressSpace) -> None:
-        n = _scaled(self.size, self.scale, max(mm.page_size, 2 * M))
+        n = scaled_size(self.size, self.scale, max(mm.page_size, 2 * M))
         a = mm.mmap(n)
         mm.touch_range(a, n, write=True)
 
@@ -201,7 +202,7 @@ class RandomSparse(Workload):
     density: float = 0.01
 
     def _offsets(self, page_size: int) -> tuple[int, np.ndarray]:
-        n = _scaled(self.size, self.scale, max(page_size, 2 * M))
+        n = scaled_size(self.size, self.scale, max(page_size, 2 * M))
         nr = max(1, round(n // page_size * self.density))
         return n, self._rng().integers(0, n, size=nr, dtype=np.uint64)
 
@@ -227,12 +228,12 @@ class Stride64K(Workload):
     stride: int = 64 * K
 
     def op_stream(self, page_size: int, pmd_size: int) -> np.ndarray:
-        n = _scaled(self.size, self.scale, max(page_size, 2 * M))
+        n = scaled_size(self.size, self.scale, max(page_size, 2 * M))
         return streams.stream(streams.map_anon(n),
                               streams.touch_run(0, n, max(self.stride, page_size), True))
 
     def run_python(self, mm: AddressSpace) -> None:
-        n = _scaled(self.size, self.scale, max(mm.page_size, 2 * M))
+        n = scaled_size(self.size, self.scale, max(mm.page_size, 2 * M))
         a = mm.mmap(n)
         mm.touch_range(a, n, stride=max(self.stride, mm.page_size), write=True)
 
@@ -248,12 +249,12 @@ class ReadThenWrite(Workload):
     size: int = 64 * M
 
     def op_stream(self, page_size: int, pmd_size: int) -> np.ndarray:
-        n = _scaled(self.size, self.scale, max(page_size, 2 * M))
+        n = scaled_size(self.size, self.scale, max(page_size, 2 * M))
         return streams.stream(streams.map_anon(n), streams.touch_run(0, n, page_size, False),
                               streams.touch_run(0, n, page_size, True))
 
     def run_python(self, mm: AddressSpace) -> None:
-        n = _scaled(self.size, self.scale, max(mm.page_size, 2 * M))
+        n = scaled_size(self.size, self.scale, max(mm.page_size, 2 * M))
         a = mm.mmap(n)
         mm.touch_range(a, n, write=False)
         mm.touch_range(a, n, write=True)
@@ -300,9 +301,9 @@ class HeapChurn(Workload):
     def run(self, mm: AddressSpace) -> None:
         rng = self._rng()
         ps = mm.page_size
-        arena_size = _scaled(self.arena_size, self.scale, max(ps, 64 * K))
-        budget = _scaled(self.alloc_per_round, self.scale, 4 * K)
-        large_n = _count(self.large_per_round, self.scale)
+        arena_size = scaled_size(self.arena_size, self.scale, max(ps, 64 * K))
+        budget = scaled_size(self.alloc_per_round, self.scale, 4 * K)
+        large_n = scaled_count(self.large_per_round, self.scale)
         purge_min = max(self.purge_min, ps)
         heaps = [_Arena(mm.mmap(arena_size), arena_size) for _ in range(self.arenas)]
         large: list[tuple[int, int]] = []
@@ -427,7 +428,7 @@ class OddSizes(Workload):
     guard: bool = True
 
     def run(self, mm: AddressSpace) -> None:
-        n = _count(self.count, self.scale)
+        n = scaled_count(self.count, self.scale)
         ps = mm.page_size
         lengths = self._rng().choice(np.asarray(self.sizes, dtype=np.int64), size=n)
         starts = np.empty(n, dtype=np.int64)
@@ -452,12 +453,12 @@ class MadviseHugepage(Workload):
     size: int = 64 * M
 
     def op_stream(self, page_size: int, pmd_size: int) -> np.ndarray:
-        n = _scaled(self.size, self.scale, pmd_size)
+        n = scaled_size(self.size, self.scale, pmd_size)
         return streams.stream(streams.map_anon(n), streams.madvise(0, n, lib.LAF_MADV_HUGEPAGE),
                               streams.touch_run(0, n, page_size, True))
 
     def run_python(self, mm: AddressSpace) -> None:
-        n = _scaled(self.size, self.scale, mm.pmd_size)
+        n = scaled_size(self.size, self.scale, mm.pmd_size)
         a = mm.mmap(n)
         mm.madvise(a, n, "MADV_HUGEPAGE")
         mm.touch_range(a, n, write=True)
@@ -520,13 +521,19 @@ def unregister_workload(name: str) -> None:
 
 
 def _load_plugins() -> None:
-    """Add the recorded traces of :func:`pylaf.trace.bundled.bundled_workloads`
+    """Add the multi-process workloads of :mod:`pylaf.experiments.fork_workloads`
+    and the recorded traces of :func:`pylaf.trace.bundled.bundled_workloads`
     once (the import goes experiments -> trace; pylaf.trace never imports
     pylaf.experiments)."""
     global _plugins_loaded
     if _plugins_loaded:
         return
     _plugins_loaded = True
+    # function-local: fork_workloads subclasses Workload (a real import cycle)
+    from pylaf.experiments.fork_workloads import FORK_BUILTIN
+    for cls in FORK_BUILTIN:
+        if cls.name not in _REGISTRY:
+            register_workload(cls)
     for w in bundled_workloads():
         if w.name not in _REGISTRY:
             register_workload(w)
@@ -584,4 +591,4 @@ del _cls
 __all__ = ["BUILTIN", "HeapChurn", "MadviseHugepage", "OddSizes", "RandomSparse", "ReadThenWrite",
            "SeqFill", "Stride64K", "Workload", "WorkloadLike", "available_workloads",
            "default_workload_names", "default_workloads", "get_workload", "register_workload",
-           "unregister_workload", "workload_info"]
+           "scaled_count", "scaled_size", "unregister_workload", "workload_info"]

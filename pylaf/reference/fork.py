@@ -8,7 +8,9 @@ Modelling choices (the C core is to make the same ones):
 * no GUP, so folio_try_dup_anon_rmap_*() never fails and copy_present_page()
   (the eager copy of a maybe-pinned page) never runs;
 * no UFFD_FEATURE_EVENT_FORK: dup_userfaultfd() drops the child's uffd flags,
-  so userfaultfd_wp(dst_vma) is false and the child's PTEs lose uffd-wp;
+  so userfaultfd_wp(dst_vma) is false and the child's PTEs and PMDs lose
+  uffd-wp; the child's VMAs keep the parent's split (dup_mmap() never
+  merges): neighbours left equal are kept apart for good (fork_unmerged());
 * every private anonymous VMA is a COW mapping (VM_MAYWRITE is always set);
 * the child's copies are made old (pte_mkold()/pmd_mkold()) and the
   emulator's TOUCHED bit, which says "this process accessed the page", is
@@ -51,7 +53,9 @@ def dup_mmap(parent: MmStruct) -> MmStruct | int:
     but the VM_DONTCOPY ones; VM_WIPEONFORK VMAs get no anon_vma and no page
     tables; the others get their own anon_vma (when the parent's VMA has
     one) and copy_page_range().  The prctl THP-disable state is inherited
-    (MMF_INIT_MASK).  Returns the child or -ENOMEM (the child torn down)."""
+    (MMF_INIT_MASK); userfaultfd registrations are dropped (dup_userfaultfd()
+    without UFFD_FEATURE_EVENT_FORK).  Returns the child or -ENOMEM (the
+    child torn down)."""
     child = MmStruct(parent.machine)
     child.thp_disable = parent.thp_disable
     for src in parent.vma_list:
@@ -63,11 +67,25 @@ def dup_mmap(parent: MmStruct) -> MmStruct | int:
         if not src.flags & VM_WIPEONFORK and src.anon_vma:
             dst.anon_vma = child.next_anon_vma      # anon_vma_fork()
             child.next_anon_vma += 1
+        dst.no_merge_prev = src.no_merge_prev or bool(
+            child.vma_list and fork_unmerged(child.vma_list[-1], dst))
         child.vma_list.append(dst)
         if not dst.flags & VM_WIPEONFORK and copy_page_range(child, dst, parent, src) < 0:
             exit_mmap(child)
             return ENOMEM
     return child
+
+
+def fork_unmerged(prev: RefVma, vma: RefVma) -> bool:
+    """Must the child's ``vma`` stay apart from ``prev``, the child VMA just
+    below it?  Only where dup_userfaultfd() left them with equal flags: two
+    with anon_vmas have different ones (anon_vma_fork()); one with and one
+    without never merge (mm/vma.c is_mergeable_anon_vma() refuses a
+    vma_is_fork_child() side); two without could be merged by a later
+    vma_modify() in the kernel but are kept apart here too (the modelling
+    choice the C core makes, csrc/fork.c fork_unmerged())."""
+    return (prev.end == vma.start and prev.flags == vma.flags
+            and (not prev.anon_vma or not vma.anon_vma))
 
 
 def vma_needs_copy(dst: RefVma, src: RefVma) -> bool:

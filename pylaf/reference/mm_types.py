@@ -174,10 +174,13 @@ PmdEntry = Union[PteTable, HugePmd]
 class RefVma:
     """struct vm_area_struct: [start, end), vm_flags, vm_pgoff (in pages:
     ``start >> PAGE_SHIFT`` for a fresh anonymous mapping, do_mmap(); kept by
-    a move, copy_vma()), anon_vma (an id), and the huang-sysfs "auto" ramp
-    state."""
+    a move, copy_vma()), anon_vma (an id), the huang-sysfs "auto" ramp
+    state, and ``no_merge_prev``: never merged with the VMA just below it (a
+    fork child's neighbours that dup_userfaultfd() left equal,
+    :func:`pylaf.reference.fork.fork_unmerged`)."""
 
-    __slots__ = ("anon_vma", "auto_next", "auto_ramp", "end", "flags", "pgoff", "start")
+    __slots__ = ("anon_vma", "auto_next", "auto_ramp", "end", "flags", "no_merge_prev", "pgoff",
+                 "start")
 
     def __init__(self, start: int, end: int, flags: int, pgoff: int) -> None:
         self.start = start
@@ -187,6 +190,7 @@ class RefVma:
         self.anon_vma = 0
         self.auto_next = 0
         self.auto_ramp = 0
+        self.no_merge_prev = False
 
     def copy(self, start: int, end: int, pgoff: Optional[int] = None) -> RefVma:
         """vm_area_dup() + vma_set_range(): the same VMA over [start, end)

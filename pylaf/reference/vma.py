@@ -79,8 +79,10 @@ def anon_compatible(a: RefVma, b: RefVma) -> bool:
 def can_merge(a: RefVma, b: RefVma, page_shift: int) -> bool:
     """``a`` immediately below ``b``, same flags (and uffd ctx), compatible
     anon_vma, and ``b``'s vm_pgoff continuing ``a``'s (is_mergeable_vma(),
-    can_vma_merge_after(): a moved VMA keeps its pgoff, docs/kernel-semantics.md §5.5)."""
+    can_vma_merge_after(): a moved VMA keeps its pgoff, docs/kernel-semantics.md §5.5);
+    never across a fork child's kept split (``b.no_merge_prev``, §2.1)."""
     return (a.end == b.start and a.flags == b.flags and anon_compatible(a, b)
+            and not b.no_merge_prev
             and a.pgoff + ((a.end - a.start) >> page_shift) == b.pgoff)
 
 

@@ -141,7 +141,7 @@ def _perf_hints(stderr: str) -> list[str]:
     if "event syntax error" in s or "unknown tracepoint" in s:
         hints.append("a tracepoint is missing on this kernel (needs exceptions:page_fault_user/"
                      "kernel, syscalls:sys_enter_*/sys_exit_* (CONFIG_FTRACE_SYSCALLS), "
-                     "sched:sched_process_exec/fork).")
+                     "sched:sched_process_exec/fork/exit).")
     return hints
 
 
