@@ -378,9 +378,38 @@ static pte_t *pte_for(struct laf_mm *mm, uint64_t addr)
 }
 
 /*
+ * The rmap walk of split_folio() for page @pfn (page index @index): every
+ * PTE in any mm that maps it, found at vma_address() in each VMA covering
+ * the index (rmap_walk_anon(); after mremap() the address need not be
+ * index << PAGE_SHIFT), loses PTE_CONT.  Return: the mappings found.
+ * Simplified: every VMA of every mm is visited (the kernel walks the
+ * anon_vma's interval tree).
+ */
+static int32_t split_remap_page(struct laf_machine *m, uint64_t pfn, uint64_t index)
+{
+	int32_t maps = 0;
+	size_t k;
+
+	for (k = 0; k < m->nr_mms; k++) {
+		struct laf_mm *o = m->mms[k];
+		struct laf_vma *v;
+
+		for_each_vma(o, v) {
+			uint64_t va = vma_address(o, v, index);
+			pte_t *ptep = va ? pte_for(o, va) : NULL;
+
+			if (ptep && pte_present(*ptep) && !pte_special(*ptep) && pte_pfn(*ptep) == pfn) {
+				*ptep &= ~(pte_t)LAF_PTE_CONT;
+				maps++;
+			}
+		}
+	}
+	return maps;
+}
+
+/*
  * split_folio() of a PTE-mapped, partially mapped anon folio to order 0:
- * the rmap walk visits every mm of the machine (fork keeps addresses, so
- * the page at index + i is mapped at that address or not at all).  Mapped
+ * split_remap_page() finds each page's mappings.  Mapped
  * pages become order-0 folios (refcount = mapcount = the PTEs mapping them,
  * AnonExclusive kept, own index), unmapped ones are freed.  Counts
  * split[order] (thp_split_page for PMD-mappable folios) in @mm, the caller.
@@ -408,20 +437,10 @@ static void split_anon_folio(struct laf_mm *mm, uint64_t head_pfn)
 
 	for (i = 0; i < nr; i++) {
 		uint64_t pfn = head_pfn + i;
-		uint64_t va = (index + i) << mm->page_shift;
 		struct page *p = pfn_to_page(mm, pfn);
 		uint32_t excl = p->flags & PG_anon_exclusive;
-		int32_t maps = 0;
-		size_t k;
+		int32_t maps = p->mapcount ? split_remap_page(m, pfn, index + i) : 0;
 
-		for (k = 0; k < m->nr_mms; k++) {
-			pte_t *ptep = pte_for(m->mms[k], va);
-
-			if (ptep && pte_present(*ptep) && !pte_special(*ptep) && pte_pfn(*ptep) == pfn) {
-				*ptep &= ~(pte_t)LAF_PTE_CONT;
-				maps++;
-			}
-		}
 		if (maps) {
 			p->flags = PG_head | PG_anon | excl | (lru ? PG_lru : 0) |
 				   (charged ? PG_memcg : 0);

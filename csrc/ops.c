@@ -11,7 +11,7 @@
  * own (counted by step and errno in struct laf_ops_result); the stream goes
  * on unless the record asked to stop it (LAF_OPF_STOP).  Every field of
  * every record is untrusted input: no record value can crash the executor.
- * Simplified: one mm (fork, exit, mremap and mprotect are reserved op codes
+ * Simplified: one mm (fork, exit and mprotect are reserved op codes
  * returning LAF_ENOSYS until the core has them).
  */
 #include <stdlib.h>
@@ -322,6 +322,24 @@ static int ops_madvise(struct ops_state *s, const struct laf_op *op, uint64_t ad
 }
 
 /**
+ * ops_remap - LAF_OP_REMAP: __laf_mremap(); the new address becomes the
+ * stream's last-map address.  Pages a LAF_OP_MOVE_PAGES noted (old traces)
+ * are forgotten: a real move carries its pages.
+ */
+static int ops_remap(struct ops_state *s, const struct laf_op *op, uint64_t addr)
+{
+	int flags = (op->flags >> LAF_OPF_MREMAP_SHIFT) & 7;
+	uint64_t out = 0;
+	int err;
+
+	ops_move_reset(s);
+	err = __laf_mremap(s->mm, addr, op->len, op->arg, flags, op->arg2, &out);
+	if (!err)
+		s->res->last_map_addr = out;
+	return ops_fail(s, LAF_OP_REMAP, err);
+}
+
+/**
  * ops_one - execute record @i
  *
  * Return: the record's first error (already counted unless quiet), 0 if none.
@@ -356,8 +374,9 @@ static int ops_one(struct ops_state *s, const struct laf_op *op, size_t i)
 		return ops_populate(s, addr, op->len, op->flags & LAF_OPF_ZERO);
 	case LAF_OP_MOVE_PAGES:
 		return ops_fail(s, LAF_OP_MOVE_PAGES, ops_move_pages(s, addr, op->len, op->arg));
-	case LAF_OP_PROTECT:
 	case LAF_OP_REMAP:
+		return ops_remap(s, op, addr);
+	case LAF_OP_PROTECT:
 	case LAF_OP_FORK:
 	case LAF_OP_EXIT:
 		return ops_fail(s, LAF_OPS_STEP_RECORD, LAF_ENOSYS);

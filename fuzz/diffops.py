@@ -148,6 +148,10 @@ def apply(side: Any, op: tuple) -> Any:
         if name == "munmap":
             side.munmap(*args)
             return None
+        if name == "mremap":
+            addr, old_len, new_len, may_move, new_addr, dontunmap = args
+            return side.mremap(addr, old_len, new_len, may_move=may_move, new_addr=new_addr,
+                               dontunmap=dontunmap)
         if name == "madvise":
             side.madvise(*args)
             return None
@@ -328,6 +332,8 @@ def random_op(rnd: random.Random, c: AddressSpace, spec: MachineSpec) -> tuple:
         if rnd.random() < 0.05:
             addr += rnd.randrange(1, ps)
         return ("mmap", length, addr, prot, mode < 0.85)
+    if r < 0.15:
+        return mremap_op(rnd, vmas, ps, c.mmap_base)
     if r < 0.18:
         a, ln = pick_range()
         return ("munmap", a, ln)
@@ -380,6 +386,46 @@ def random_op(rnd: random.Random, c: AddressSpace, spec: MachineSpec) -> tuple:
     if r < 0.995:
         return ("inject_race", pick_addr(), rnd.randrange(1, 3))
     return ("inject_pte_map", rnd.randrange(1, 3))
+
+
+def mremap_op(rnd: random.Random, vmas: list, ps: int, mmap_base: int) -> tuple:
+    """A random mremap(): shrink, grow (in place or moving), same size, FIXED
+    (near the mappings, sometimes over them) or DONTUNMAP, mostly over a
+    VMA or part of one, sometimes across VMAs or with odd arguments."""
+    pmd = ps * (ps // 8)
+    if not vmas:
+        return ("mremap", mmap_base - pmd, ps, 2 * ps, True, None, False)
+    v = rnd.choice(vmas)
+    npg = (v.end - v.start) // ps
+    off = rnd.choice((0, 0, 0, rnd.randrange(0, npg), npg - 1, rnd.randrange(-2, npg + 2)))
+    addr = v.start + off * ps
+    old = max(rnd.choice((npg - off, npg - off, 1, rnd.randrange(1, npg + 2), pmd // ps, 0)), 0) * ps
+    kind = rnd.random()
+    if kind < 0.25:                                   # shrink
+        new = max(1, rnd.randrange(0, max(old // ps, 1) + 1)) * ps
+    elif kind < 0.7:                                  # grow
+        new = old + rnd.choice((1, 3, 16, pmd // ps, 2 * pmd // ps, rnd.randrange(1, 3 * pmd // ps))) * ps
+    else:
+        new = old or ps
+    if rnd.random() < 0.03:
+        addr += rnd.randrange(1, ps)
+    if rnd.random() < 0.04:
+        new += rnd.randrange(1, ps)
+    may_move = rnd.random() < 0.7
+    dontunmap = rnd.random() < 0.12
+    new_addr = None
+    if rnd.random() < 0.3:
+        base = vmas[0].start
+        new_addr = base - rnd.randrange(0, 64) * pmd + rnd.choice((0, ps, 16 * ps, pmd // 2))
+        if rnd.random() < 0.3:
+            w = rnd.choice(vmas)
+            new_addr = w.start + rnd.randrange(0, max((w.end - w.start) // ps, 1)) * ps
+        new_addr = max(new_addr, 0)
+    elif dontunmap and rnd.random() < 0.5:
+        new_addr = None
+    if dontunmap and rnd.random() < 0.8:
+        new = old
+    return ("mremap", addr, old, new, may_move, new_addr, dontunmap)
 
 
 def same_outcome(a: Any, b: Any) -> bool:

@@ -114,13 +114,14 @@ class DiffMachine(RuleBasedStateMachine):
                     f.write(f"{self.nsteps}\n")
 
     # --- helpers
-    def run(self, *op: object) -> None:
+    def run(self, *op: object) -> object:
         if TRACE:
             print(f"OP {op!r}", file=sys.stderr)
         oc = diffops.apply(self.c, op)
         orr = diffops.apply(self.r, op)
         assert oc == orr, f"{op!r}: outcome C={oc!r} R={orr!r}"
         self.nsteps += 1
+        return oc
 
     def _range(self, data: st.DataObject) -> tuple[int, int]:
         return draw_range(data, self.c.vmas(), self.ps, self.pmd)
@@ -154,6 +155,21 @@ class DiffMachine(RuleBasedStateMachine):
     @rule(data=st.data())
     def munmap(self, data: st.DataObject) -> None:
         self.run("munmap", *self._range(data))
+
+    # ---- mremap (h-cmremap) ----
+    @rule(data=st.data(), write=st.booleans())
+    def mremap(self, data: st.DataObject, write: bool) -> None:
+        """A random mremap() (diffops.mremap_op()), then accesses around
+        where the range went (folios moved to unaligned addresses refault
+        next to them)."""
+        rnd = data.draw(st.randoms(use_true_random=False), label="mremap_rnd")
+        op = diffops.mremap_op(rnd, self.c.vmas(), self.ps, self.c.mmap_base)
+        got = self.run(*op)
+        if isinstance(got, int) and not isinstance(got, bool):
+            stride = data.draw(st.sampled_from((self.ps, 3 * self.ps, 16 * self.ps)), label="stride")
+            span = min(int(op[3]), 4 * self.pmd) + 8 * self.ps
+            self.run("touch_range", max(got - 4 * self.ps, 0), span, stride, write)
+    # ---- end mremap ----
 
     @rule(data=st.data(), advice=st.sampled_from(("MADV_DONTNEED", "MADV_HUGEPAGE", "MADV_NOHUGEPAGE")))
     def madvise(self, data: st.DataObject, advice: str) -> None:
