@@ -618,3 +618,46 @@ def test_writeprotect_unfolds_block_straddling_vmas(cls: type) -> None:
         assert not any(int(p) & 0x20 for p in ptes)
         assert all(int(p) & 0x40 for p in ptes[:8]) and not any(int(p) & 0x40 for p in ptes[8:])
         mm.check_invariants()
+
+
+# ---- mremap (h-cmremap) ----
+@pytest.mark.parametrize("cls", SIDES)
+def test_dontunmap_source_stays_unmerged(cls: type) -> None:
+    """Two adjacent VMAs kept apart only by different anon_vmas: a
+    MREMAP_DONTUNMAP move of the lower one leaves it without an anon_vma
+    (dontunmap_complete()); its next write takes the neighbour's
+    (find_mergeable_anon_vma()) and the two stay apart, since faults never
+    merge VMAs.  C's check_invariants() called that "should have merged"
+    (seeded differential run 1038); the kernel keeps that state."""
+    with cls(Config(ram="64M")) as mm:
+        a = mm.mmap("64K", addr=_A, fixed=True)
+        mm.madvise(a + 4 * K, "60K", "MADV_NOHUGEPAGE")
+        mm.fault(a, True)
+        mm.fault(a + 4 * K, True)                                # another anon_vma
+        mm.madvise(a, "4K", "MADV_NOHUGEPAGE")                   # same flags, no merge
+        got = mm.mremap(a, "4K", "4K", may_move=True, dontunmap=True)
+        assert got != a
+        mm.fault(a, True)
+        vmas = [v for v in mm.vmas() if v.start < a + 64 * K and v.end > a]
+        assert [(v.start, v.end) for v in vmas] == [(a, a + 4 * K), (a + 4 * K, a + 64 * K)]
+        assert vmas[0].anon_vma == vmas[1].anon_vma != 0
+        mm.check_invariants()
+
+
+@pytest.mark.parametrize("cls", SIDES)
+def test_mremap_move_keeps_folios_at_unaligned_address(cls: type) -> None:
+    """move_ptes() keeps each folio's size: a 64K folio moved by 4K is mapped
+    at an address that is not 64K-aligned, keeps folio->index, and a write
+    next to it gets order 0 (its aligned block is not pte_none())."""
+    pol = Policy(kind="fixed", fixed_order=4, enabled="always")
+    with cls(Config(ram="64M", policy=pol)) as mm:
+        a = mm.mmap("64K", addr=_A, fixed=True)
+        mm.touch_range(a, "64K", write=True)
+        to = mm.mremap(a, "64K", "128K", may_move=True, new_addr=a + 4 * M + 4 * K)
+        assert to == a + 4 * M + 4 * K
+        f = mm.folio(to)
+        assert f.order == 4 and f.index == a >> 12
+        assert mm.fault(to + 64 * K, True).order == 0
+        assert mm.fault(to + 124 * K, True).order == 0        # the block runs past the VMA
+        mm.check_invariants()
+# ---- end mremap ----
