@@ -388,7 +388,7 @@ def random_op(rnd: random.Random, c: AddressSpace, spec: MachineSpec) -> tuple:
     return ("inject_pte_map", rnd.randrange(1, 3))
 
 
-def mremap_op(rnd: random.Random, vmas: list, ps: int, mmap_base: int) -> tuple:
+def mremap_op(rnd: random.Random, vmas: list[Any], ps: int, mmap_base: int) -> tuple[object, ...]:
     """A random mremap(): shrink, grow (in place or moving), same size, FIXED
     (near the mappings, sometimes over them) or DONTUNMAP, mostly over a
     VMA or part of one, sometimes across VMAs or with odd arguments."""
