@@ -132,6 +132,8 @@ def hostile_op(rnd: random.Random, page_size: int) -> tuple[object, ...]:
         return ("touch_range", a, ln, bounded_stride(ln, rnd.choice(strides)), rnd.random() < 0.5)
     if k == 7:
         return ("fault", a, rnd.random() < 0.5)
+    if rnd.random() < 0.3:
+        return ("mremap", a, ln, rnd.choice(lens), True, rnd.choice((None, *addrs)), rnd.random() < 0.3)
     return ("touch", [rnd.choice(addrs) for _ in range(4)], [True, False, True, False])
 
 

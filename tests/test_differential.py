@@ -191,13 +191,18 @@ class DiffMachine(RuleBasedStateMachine):
         addrs, lens, strides = diffops.hostile_values(self.ps)
         a = data.draw(st.sampled_from(addrs), label="hostile_addr")
         ln = data.draw(st.sampled_from(lens), label="hostile_len")
+        a2 = data.draw(st.sampled_from(addrs), label="hostile_addr2")
+        ps_len = self.ps
         op = data.draw(st.sampled_from((
             ("mmap", ln, None, "rw", False), ("mmap", min(ln, 64 * self.ps), a, "rw", True),
             ("munmap", a, ln), ("madvise", a, ln, "MADV_HUGEPAGE"), ("madvise", a, ln, "MADV_DONTNEED"),
             ("uffd_register", a, ln, "missing"), ("uffd_unregister", a, ln),
             ("touch_range", a, ln,
              diffops.bounded_stride(ln, data.draw(st.sampled_from(strides), label="stride")), True),
-            ("fault", a, True))), label="hostile_op")
+            ("fault", a, True), ("mremap", a, ln, ps_len, True, None, False),
+            ("mremap", a, ps_len, ln, True, None, False),
+            ("mremap", a, ln, ln, True, a2, data.draw(st.booleans(), label="dontunmap")))),
+            label="hostile_op")
         self.run(*op)
 
     @rule(data=st.data())
