@@ -218,6 +218,28 @@ void laf_machine_destroy(laf_machine *m)
 }
 
 /**
+ * laf_machine_put - the owner's reference on @m goes
+ *
+ * A garbage collector frees a machine and its address spaces in no set
+ * order, so the owner's release must not free mms that still have owners of
+ * their own: with no mm left the machine is freed now; otherwise it becomes
+ * "private" and laf_mm_destroy() of its last mm frees it.  Waits for a call
+ * in another thread to return first (the busy flag).
+ */
+void laf_machine_put(laf_machine *m)
+{
+	if (!m)
+		return;
+	machine_lock_wait(m);
+	if (!m->nr_mms) {
+		machine_free(m);
+		return;
+	}
+	m->private_machine = true;
+	machine_exit(m);
+}
+
+/**
  * __mm_create_on - mm_alloc() under the machine's flag
  */
 static int __mm_create_on(struct laf_machine *m, laf_mm **out)
@@ -501,6 +523,17 @@ int laf_madvise(laf_mm *mm, uint64_t addr, uint64_t len, int advice)
 {
 	GUARDED(mm, __laf_madvise(mm, addr, len, advice));
 }
+
+/* ---- mprotect (issue 10) ---- */
+/**
+ * laf_mprotect - mprotect(): __laf_mprotect() (mprotect.c) checks every
+ * argument as mm/mprotect.c do_mprotect_pkey() does
+ */
+int laf_mprotect(laf_mm *mm, uint64_t addr, uint64_t len, int prot)
+{
+	GUARDED(mm, __laf_mprotect(mm, addr, len, prot));
+}
+/* ---- end mprotect ---- */
 
 /**
  * laf_prctl - PR_SET_THP_DISABLE / PR_GET_THP_DISABLE (__laf_prctl(), vma.c)
@@ -838,7 +871,7 @@ static int __get_vmas(struct laf_mm *mm, struct laf_vma_info *out, size_t cap, s
 			break;
 		out[i].start = vma->vm_start;
 		out[i].end = vma->vm_end;
-		out[i].vm_flags = vma->vm_flags;
+		out[i].vm_flags = vma->vm_flags & ~(uint64_t)LAF_VM_ACCOUNT;	/* internal */
 		out[i].anon_vma = vma->anon_vma;
 		i++;
 	}

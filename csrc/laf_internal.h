@@ -274,7 +274,7 @@ struct laf_machine {
 	struct laf_mm **mms;
 	size_t nr_mms, cap_mms;
 	uint32_t next_mm_id;
-	bool private_machine;    /* created by laf_mm_create(): goes with its last mm */
+	bool private_machine;    /* laf_mm_create() or laf_machine_put(): goes with its last mm */
 
 	volatile int busy;
 };
@@ -536,6 +536,8 @@ static inline struct laf_vma *vma_prev(const struct laf_vma *vma) { return vma->
 int vmf_anon_prepare(struct laf_mm *mm, struct laf_vma *vma);
 int vma_modify_flags_uffd(struct laf_mm *mm, uint64_t start, uint64_t end, uint64_t set);
 int insert_vm_struct(struct laf_mm *mm, const struct laf_vma *vma);
+struct laf_vma *vma_modify_flags(struct laf_mm *mm, struct laf_vma *vma, uint64_t start,
+				 uint64_t end, uint64_t newflags, int *err);
 /* the VMA-tree operations mremap.c shares (vma.c) */
 struct laf_vma *__split_vma(struct laf_mm *mm, struct laf_vma *vma, uint64_t addr);
 struct laf_vma *vma_merge_around(struct laf_mm *mm, struct laf_vma *vma);
@@ -641,6 +643,7 @@ int __laf_munmap(struct laf_mm *mm, uint64_t start, uint64_t len);
 int __laf_mremap(struct laf_mm *mm, uint64_t addr, uint64_t old_len, uint64_t new_len, int flags,
 		 uint64_t new_addr, uint64_t *out);
 int __laf_madvise(struct laf_mm *mm, uint64_t start, uint64_t len, int advice);
+int __laf_mprotect(struct laf_mm *mm, uint64_t start, uint64_t len, int prot);	/* mprotect.c */
 int __laf_prctl(struct laf_mm *mm, int option, uint64_t arg2, uint64_t arg3, int64_t *out);
 int __laf_check_invariants(struct laf_machine *m, char *msg, size_t msglen);
 int laf_access(struct laf_mm *mm, uint64_t addr, bool write, struct laf_fault_result *res);

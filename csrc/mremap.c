@@ -17,8 +17,8 @@
  * Simplified (as pylaf/reference/mremap.py): no UFFD_FEATURE_EVENT_REMAP (a
  * moved VMA drops its userfaultfd registration, its PTEs lose uffd-wp, and
  * page tables are never moved whole while a VMA is registered); no mseal,
- * mlock, hugetlb, VM_DONTEXPAND/VM_PFNMAP, RLIMIT_AS/DATA, VM_ACCOUNT or
- * overcommit refusal; no soft-dirty.
+ * mlock, hugetlb, VM_DONTEXPAND/VM_PFNMAP, RLIMIT_AS/DATA or overcommit
+ * refusal (VM_ACCOUNT is kept as a flag only); no soft-dirty.
  */
 #include <stdlib.h>
 
@@ -367,13 +367,29 @@ static uint64_t move_page_tables(struct laf_mm *mm, struct laf_vma *old, struct 
 /* move_vma                                                            */
 
 /*
- * unmap_source_vma(): do_vmi_munmap() of the range, its errors ignored
- * (VM_ACCOUNT, which the kernel clears and gives back around it, is not
- * emulated).
+ * unmap_source_vma(): do_vmi_munmap() of the range, its errors ignored.
+ * @accountable: VM_ACCOUNT is cleared for the munmap (the charge moved with
+ * the pages) and given back to what is left of the VMA on either side.
  */
-static void unmap_source_vma(struct laf_mm *mm, uint64_t addr, uint64_t len)
+static void unmap_source_vma(struct laf_mm *mm, uint64_t addr, uint64_t len, bool accountable)
 {
+	struct laf_vma *vma = vma_lookup(mm, addr), *side;
+	uint64_t start, end;
+
+	if (!vma)
+		return;
+	start = vma->vm_start;
+	end = vma->vm_end;
+	accountable = accountable && (vma->vm_flags & LAF_VM_ACCOUNT);
+	if (accountable)
+		vma->vm_flags &= ~(uint64_t)LAF_VM_ACCOUNT;
 	(void)__laf_munmap(mm, addr, len);
+	if (!accountable)
+		return;
+	if (start < addr && (side = vma_lookup(mm, addr - 1)))
+		side->vm_flags |= LAF_VM_ACCOUNT;
+	if (end > addr + len && (side = vma_lookup(mm, addr + len)))
+		side->vm_flags |= LAF_VM_ACCOUNT;
 }
 
 /**
@@ -432,7 +448,7 @@ static int move_vma(struct laf_mm *mm, struct vma_remap_struct *vrm, struct laf_
 	moved = move_page_tables(mm, vma, nv, vrm->addr, vrm->new_addr, vrm->old_len);
 	if (moved < vrm->old_len) {
 		move_page_tables(mm, nv, vma, vrm->new_addr, vrm->addr, moved);
-		unmap_source_vma(mm, vrm->new_addr, vrm->new_len);
+		unmap_source_vma(mm, vrm->new_addr, vrm->new_len, false);
 		return LAF_ENOMEM;
 	}
 	nv->vm_flags &= ~(uint64_t)VM_UFFD_FLAGS;
@@ -441,7 +457,7 @@ static int move_vma(struct laf_mm *mm, struct vma_remap_struct *vrm, struct laf_
 		    vma->vm_end == vrm->addr + vrm->old_len)
 			vma->anon_vma = 0;
 	} else {
-		unmap_source_vma(mm, vrm->addr, vrm->old_len);
+		unmap_source_vma(mm, vrm->addr, vrm->old_len, true);
 	}
 	*out = vrm->new_addr;
 	return 0;

@@ -11,7 +11,7 @@
  * own (counted by step and errno in struct laf_ops_result); the stream goes
  * on unless the record asked to stop it (LAF_OPF_STOP).  Every field of
  * every record is untrusted input: no record value can crash the executor.
- * Simplified: one mm (fork, exit and mprotect are reserved op codes
+ * Simplified: one mm (fork and exit are reserved op codes
  * returning LAF_ENOSYS until the core has them).
  */
 #include <stdlib.h>
@@ -321,6 +321,16 @@ static int ops_madvise(struct ops_state *s, const struct laf_op *op, uint64_t ad
 	return ops_fail(s, LAF_OP_MADVISE, __laf_madvise(s->mm, addr, op->len, (int)op->arg));
 }
 
+/* ---- mprotect (issue 10) ---- */
+/* LAF_OP_PROTECT: __laf_mprotect() (mprotect.c) with int LAF_PROT_* bits */
+static int ops_protect(struct ops_state *s, const struct laf_op *op, uint64_t addr)
+{
+	if (op->arg > 0x7fffffff)
+		return ops_fail(s, LAF_OP_PROTECT, LAF_EINVAL);
+	return ops_fail(s, LAF_OP_PROTECT, __laf_mprotect(s->mm, addr, op->len, (int)op->arg));
+}
+/* ---- end mprotect ---- */
+
 /**
  * ops_remap - LAF_OP_REMAP: __laf_mremap(); the new address becomes the
  * stream's last-map address.  Pages a LAF_OP_MOVE_PAGES noted (old traces)
@@ -374,9 +384,10 @@ static int ops_one(struct ops_state *s, const struct laf_op *op, size_t i)
 		return ops_populate(s, addr, op->len, op->flags & LAF_OPF_ZERO);
 	case LAF_OP_MOVE_PAGES:
 		return ops_fail(s, LAF_OP_MOVE_PAGES, ops_move_pages(s, addr, op->len, op->arg));
+	case LAF_OP_PROTECT:
+		return ops_protect(s, op, addr);
 	case LAF_OP_REMAP:
 		return ops_remap(s, op, addr);
-	case LAF_OP_PROTECT:
 	case LAF_OP_FORK:
 	case LAF_OP_EXIT:
 		return ops_fail(s, LAF_OPS_STEP_RECORD, LAF_ENOSYS);

@@ -31,7 +31,9 @@
  *    fails when map_count >= max_map_count (mm/vma.c split_vma(), the
  *    middle-of-a-VMA munmap of vms_gather_munmap_vmas()); madvise turns
  *    that -ENOMEM into -EAGAIN (mm/madvise.c madvise_vma_behavior()).
- * Not emulated: VM_GROWSDOWN stacks and guard gaps, mprotect,
+ * mprotect (mprotect.c) changes vm_flags through vma_modify_flags(); mremap
+ * (mremap.c) resizes and moves VMAs with the helpers exported below.
+ * Not emulated: VM_GROWSDOWN stacks and guard gaps,
  * file and shared mappings.
  */
 #include <stdio.h>
@@ -666,6 +668,8 @@ int __laf_mmap(struct laf_mm *mm, uint64_t addr, uint64_t len, int prot, int fla
 	v->vm_pgoff = addr >> mm->page_shift;
 	v->vm_flags = (prot & LAF_PROT_READ ? LAF_VM_READ : 0) |
 		      (prot & LAF_PROT_WRITE ? LAF_VM_WRITE : 0);
+	if (v->vm_flags & LAF_VM_WRITE)		/* accountable_mapping() */
+		v->vm_flags |= LAF_VM_ACCOUNT;
 	if (flags & LAF_MAP_NOMERGE) {
 		v->no_merge_prev = 1;
 		v->anon_vma = ++mm->next_anon_vma;
@@ -761,25 +765,51 @@ int __laf_munmap(struct laf_mm *mm, uint64_t start, uint64_t len)
 	return 0;
 }
 
+/**
+ * vma_modify_flags - give [@start, @end) of @vma (inside it) the flags @newflags
+ *
+ * mm/vma.c vma_modify_flags() -> vma_modify(): split at the range edges
+ * that a merge does not absorb, set the flags, merge with the neighbours.
+ * Each split needs map_count < max_map_count (split_vma()).
+ * Simplified: when both edges need a split, both are checked before the
+ * first (the kernel may leave the first split done when the second fails).
+ * Return: the VMA that now covers [@start, @end), or NULL with *@err =
+ * LAF_ENOMEM (max_map_count, or the host out of memory) and nothing changed
+ * (but a host allocation failure after the first split).
+ */
+struct laf_vma *vma_modify_flags(struct laf_mm *mm, struct laf_vma *vma, uint64_t start,
+				 uint64_t end, uint64_t newflags, int *err)
+{
+	int splits = vma_modify_splits(mm, vma, start, end, newflags);
+
+	*err = LAF_ENOMEM;
+	if (splits && mm->map_count + (size_t)splits - 1 >= mm->machine->cfg.max_map_count)
+		return NULL;
+	if (vma->vm_start < start && !(vma = __split_vma(mm, vma, start)))
+		return NULL;
+	if (vma->vm_end > end && !__split_vma(mm, vma, end))
+		return NULL;
+	*err = 0;
+	vma->vm_flags = newflags;
+	return vma_merge_around(mm, vma);
+}
+
 /*
  * Apply new vm_flags (old & ~clear | set) to every VMA in [start, end):
  * split at the edges only where the flags change, then merge.  A split that
  * max_map_count refuses (split_vma(): map_count >= max_map_count), or a host
  * allocation failure, returns @nomem_err; holes give @hole_err after the
- * mapped parts were updated.
- * Simplified: when both edges need a split, both are checked before the
- * first (the kernel may leave the first split done when the second fails).
+ * mapped parts were updated.  Each VMA goes through vma_modify_flags().
  */
 static int modify_flags_range(struct laf_mm *mm, uint64_t start, uint64_t end,
 			      uint64_t clear, uint64_t set, int hole_err, int nomem_err)
 {
 	uint64_t addr = start;
-	int hole = 0;
+	int hole = 0, err;
 
 	while (addr < end) {
 		struct laf_vma *v = find_vma(mm, addr);
 		uint64_t nflags, vend;
-		int splits;
 
 		if (!v || v->vm_start >= end) {
 			hole = 1;
@@ -791,17 +821,8 @@ static int modify_flags_range(struct laf_mm *mm, uint64_t start, uint64_t end,
 		}
 		vend = v->vm_end < end ? v->vm_end : end;
 		nflags = (v->vm_flags & ~clear) | set;
-		if (nflags != v->vm_flags) {
-			splits = vma_modify_splits(mm, v, addr, vend, nflags);
-			if (splits && mm->map_count + (size_t)splits - 1 >= mm->machine->cfg.max_map_count)
-				return nomem_err;
-			if (v->vm_start < addr && !(v = __split_vma(mm, v, addr)))
-				return nomem_err;
-			if (v->vm_end > vend && !__split_vma(mm, v, vend))
-				return nomem_err;
-			v->vm_flags = nflags;
-			vma_merge_around(mm, v);
-		}
+		if (nflags != v->vm_flags && !vma_modify_flags(mm, v, addr, vend, nflags, &err))
+			return nomem_err;
 		addr = vend;
 	}
 	return hole ? hole_err : 0;

@@ -88,6 +88,9 @@ def random_spec(rnd: random.Random) -> MachineSpec:
 
 
 U64_MAX = (1 << 64) - 1
+#: mprotect() protections the random drivers use (issue 10); "w" and "x"
+#: alone are legal too (VM_WRITE without VM_READ, VM_EXEC only)
+MPROTECT_PROTS = ("rw", "rw", "r", "r", "", "", "rx", "rwx", "w", "x")
 
 
 def hostile_values(page_size: int) -> tuple[list[int], list[int], list[int]]:
@@ -115,7 +118,9 @@ def hostile_op(rnd: random.Random, page_size: int) -> tuple[object, ...]:
     """One operation with hostile arguments (see :func:`hostile_values`)."""
     addrs, lens, strides = hostile_values(page_size)
     a, ln = rnd.choice(addrs), rnd.choice(lens)
-    k = rnd.randrange(0, 9)
+    k = rnd.randrange(0, 10)
+    if k == 9:                                   # mprotect (issue 10)
+        return ("mprotect", a, ln, rnd.choice(MPROTECT_PROTS))
     if k == 0:
         return ("mmap", ln, None, "rw", False)
     if k == 1:
@@ -157,6 +162,11 @@ def apply(side: Any, op: tuple) -> Any:
         if name == "madvise":
             side.madvise(*args)
             return None
+        # ---- mprotect (issue 10) ----
+        if name == "mprotect":
+            side.mprotect(*args)
+            return None
+        # ---- end mprotect ----
         if name == "prctl":
             return side.prctl(*args)
         if name == "uffd_register":
@@ -361,6 +371,9 @@ def random_op(rnd: random.Random, c: AddressSpace, spec: MachineSpec) -> tuple:
         if k < 0.8:
             return ("uffd_zeropage", a, ln)
         return ("uffd_writeprotect", a, ln, rnd.random() < 0.6)
+    if r < 0.47:                                 # mprotect (issue 10)
+        a, ln = pick_range()
+        return ("mprotect", a, ln, rnd.choice(MPROTECT_PROTS))
     if r < 0.55:
         return ("fault", pick_addr(), rnd.random() < 0.6)
     if r < 0.78:

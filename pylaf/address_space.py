@@ -100,12 +100,9 @@ class AddressSpace:
         self.machine = machine
         self._private = private
         self.config = machine.config
-        mhandle = machine._raw
-
-        def destroy(mm: Any, _keep: Any = mhandle) -> None:
-            lib.laf_mm_destroy(mm)  # _keep: the machine outlives its mm
-
-        self._handle: Any = ffi.gc(raw, destroy)
+        # laf_mm_destroy() frees the machine too when the machine's owner let
+        # go of it first (laf_machine_put(): the collector's order is arbitrary)
+        self._handle: Any = ffi.gc(raw, lib.laf_mm_destroy)
         #: held for the whole of close(): a second closer (or the machine's
         #: close()) waits until the mm is really freed
         self._close_lock = threading.Lock()
@@ -277,6 +274,17 @@ class AddressSpace:
         with self._in_flight as mm:
             check(lib.laf_munmap(mm, a, n), f"munmap({a:#x}, {length!r})")
 
+    # ---- mprotect (issue 10) ----
+    def mprotect(self, addr: int, length: int | str, prot: str) -> None:
+        """mprotect(): ``prot`` spelled as in :meth:`mmap` (``""`` is PROT_NONE;
+        ``"x"`` allowed).  Errors as mm/mprotect.c do_mprotect_pkey(): an
+        unaligned ``addr`` is invalid, a range with a hole (or no mapping)
+        raises LafMemoryError after the VMAs below the hole were changed."""
+        bits = args.prot(prot)
+        a, n = args.u64("addr", addr), args.size("length", length)
+        with self._in_flight as mm:
+            check(lib.laf_mprotect(mm, a, n, bits), f"mprotect({a:#x}, {length!r}, {prot!r})")
+    # ---- end mprotect ----
     # ---- mremap (h-cmremap) ----
     def mremap(self, addr: int, old_len: int | str, new_len: int | str, *, may_move: bool = False,
                new_addr: Optional[int] = None, dontunmap: bool = False) -> int:

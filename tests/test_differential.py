@@ -3,7 +3,7 @@
 A hypothesis ``RuleBasedStateMachine`` drives :class:`pylaf.AddressSpace` (the
 C core) and :class:`pylaf.reference.Reference` (written independently from
 the kernel documents) with the same random operations: mmap of odd sizes,
-alignments and fixed addresses, munmap, madvise HUGEPAGE/NOHUGEPAGE/DONTNEED,
+alignments and fixed addresses, munmap, mprotect, madvise HUGEPAGE/NOHUGEPAGE/DONTNEED,
 prctl, userfaultfd register/unregister/copy/zeropage/writeprotect, read and
 write accesses (single, batches, strided ranges), memcg limit changes,
 allocation pressure (small RAM, ``fragment(k)``, injected allocation and
@@ -175,6 +175,12 @@ class DiffMachine(RuleBasedStateMachine):
     def madvise(self, data: st.DataObject, advice: str) -> None:
         self.run("madvise", *self._range(data), advice)
 
+    # ---- mprotect (issue 10) ----
+    @rule(data=st.data(), prot=st.sampled_from(diffops.MPROTECT_PROTS))
+    def mprotect(self, data: st.DataObject, prot: str) -> None:
+        self.run("mprotect", *self._range(data), prot)
+    # ---- end mprotect ----
+
     @rule(op=st.sampled_from(((41, 1, 0), (41, 1, 2), (41, 0, 0), (41, 2, 2), (42, 0, 0),
                               (41, 0, 2), (41, 1, 1), (42, 1, 0), (7, 0, 0))))
     def prctl(self, op: tuple[int, int, int]) -> None:
@@ -195,7 +201,7 @@ class DiffMachine(RuleBasedStateMachine):
         ps_len = self.ps
         op = data.draw(st.sampled_from((
             ("mmap", ln, None, "rw", False), ("mmap", min(ln, 64 * self.ps), a, "rw", True),
-            ("munmap", a, ln), ("madvise", a, ln, "MADV_HUGEPAGE"), ("madvise", a, ln, "MADV_DONTNEED"),
+            ("munmap", a, ln), ("mprotect", a, ln, "r"), ("madvise", a, ln, "MADV_HUGEPAGE"), ("madvise", a, ln, "MADV_DONTNEED"),
             ("uffd_register", a, ln, "missing"), ("uffd_unregister", a, ln),
             ("touch_range", a, ln,
              diffops.bounded_stride(ln, data.draw(st.sampled_from(strides), label="stride")), True),
