@@ -494,6 +494,28 @@ int laf_munmap(laf_mm *mm, uint64_t addr, uint64_t len)
 }
 
 /**
+ * laf_mremap - mremap(): __laf_mremap() (mremap.c) checks every argument as
+ * mm/mremap.c check_mremap_params() and check_prep_vma() do
+ */
+int laf_mremap(laf_mm *mm, uint64_t addr, uint64_t old_len, uint64_t new_len, int flags,
+	       uint64_t new_addr, uint64_t *out_addr)
+{
+	uint64_t out = 0;
+	int err;
+
+	if (!out_addr)
+		return LAF_EINVAL;
+	err = mm_enter(mm);
+	if (err)
+		return err;
+	err = __laf_mremap(mm, addr, old_len, new_len, flags, new_addr, &out);
+	mm_exit(mm);
+	if (!err)
+		*out_addr = out;
+	return err;
+}
+
+/**
  * laf_madvise - madvise(): __laf_madvise() (vma.c) checks the range as
  * mm/madvise.c is_valid_madvise() does
  */

@@ -378,9 +378,48 @@ static pte_t *pte_for(struct laf_mm *mm, uint64_t addr)
 }
 
 /*
+ * The rmap walk of split_folio() over the @nr pages of the folio at
+ * @head_pfn (folio->index @index): every PTE in any mm that maps one of
+ * them, found at vma_address() in each VMA covering the index
+ * (rmap_walk_anon(); after mremap() the address need not be
+ * index << PAGE_SHIFT), loses PTE_CONT and is counted in @maps[page].
+ * Simplified: every VMA of every mm is visited (the kernel walks the
+ * anon_vma's interval tree).
+ */
+/* the largest anon folio: a PMD of 64K pages (order 13) */
+#define SPLIT_MAX_PAGES 8192
+
+static void split_rmap_walk(struct laf_machine *m, uint64_t head_pfn, uint64_t index,
+			    unsigned int nr, int32_t *maps)
+{
+	size_t k;
+
+	for (k = 0; k < m->nr_mms; k++) {
+		struct laf_mm *o = m->mms[k];
+		struct laf_vma *v;
+
+		for_each_vma(o, v) {
+			uint64_t lo = index > v->vm_pgoff ? index : v->vm_pgoff;
+			uint64_t vend = v->vm_pgoff + ((v->vm_end - v->vm_start) >> o->page_shift);
+			uint64_t hi = index + nr < vend ? index + nr : vend, idx;
+
+			for (idx = lo; idx < hi; idx++) {
+				pte_t *ptep = pte_for(o, vma_address(o, v, idx));
+				uint64_t pfn = head_pfn + (idx - index);
+
+				if (ptep && pte_present(*ptep) && !pte_special(*ptep) &&
+				    pte_pfn(*ptep) == pfn) {
+					*ptep &= ~(pte_t)LAF_PTE_CONT;
+					maps[idx - index]++;
+				}
+			}
+		}
+	}
+}
+
+/*
  * split_folio() of a PTE-mapped, partially mapped anon folio to order 0:
- * the rmap walk visits every mm of the machine (fork keeps addresses, so
- * the page at index + i is mapped at that address or not at all).  Mapped
+ * split_rmap_walk() finds each page's mappings.  Mapped
  * pages become order-0 folios (refcount = mapcount = the PTEs mapping them,
  * AnonExclusive kept, own index), unmapped ones are freed.  Counts
  * split[order] (thp_split_page for PMD-mappable folios) in @mm, the caller.
@@ -394,7 +433,10 @@ static void split_anon_folio(struct laf_mm *mm, uint64_t head_pfn)
 	unsigned int order = page_order(head), nr = 1u << order, i;
 	uint64_t index = folio_index(head);
 	bool charged = head->flags & PG_memcg, lru = head->flags & PG_lru;
+	int32_t maps[SPLIT_MAX_PAGES] = { 0 };
 
+	LAF_BUG_ON(nr > SPLIT_MAX_PAGES);
+	split_rmap_walk(m, head_pfn, index, nr, maps);
 	mm->st.split[order]++;
 	if (order >= mm->pmd_order)
 		mm->st.thp_split_page++;
@@ -408,25 +450,14 @@ static void split_anon_folio(struct laf_mm *mm, uint64_t head_pfn)
 
 	for (i = 0; i < nr; i++) {
 		uint64_t pfn = head_pfn + i;
-		uint64_t va = (index + i) << mm->page_shift;
 		struct page *p = pfn_to_page(mm, pfn);
 		uint32_t excl = p->flags & PG_anon_exclusive;
-		int32_t maps = 0;
-		size_t k;
 
-		for (k = 0; k < m->nr_mms; k++) {
-			pte_t *ptep = pte_for(m->mms[k], va);
-
-			if (ptep && pte_present(*ptep) && !pte_special(*ptep) && pte_pfn(*ptep) == pfn) {
-				*ptep &= ~(pte_t)LAF_PTE_CONT;
-				maps++;
-			}
-		}
-		if (maps) {
+		if (maps[i]) {
 			p->flags = PG_head | PG_anon | excl | (lru ? PG_lru : 0) |
 				   (charged ? PG_memcg : 0);
-			p->refcount = maps;
-			p->mapcount = maps;
+			p->refcount = maps[i];
+			p->mapcount = maps[i];
 			folio_set_index(p, index + i);
 			if (lru)
 				m->gauges.lru_pages++;

@@ -147,6 +147,13 @@ enum laf_policy_kind {
                                  heap never merges with .bss; mremap(): the moved VMA keeps its
                                  source's anon_vma) */
 
+/* ---- mremap (h-cmremap) ---- */
+/* mremap flags (the kernel's values) */
+#define LAF_MREMAP_MAYMOVE   0x1
+#define LAF_MREMAP_FIXED     0x2
+#define LAF_MREMAP_DONTUNMAP 0x4
+/* ---- end mremap ---- */
+
 /* madvise advice (Linux values) */
 #define LAF_MADV_DONTNEED    4
 #define LAF_MADV_DONTFORK    10
@@ -475,6 +482,9 @@ int laf_set_memcg_limit(laf_mm *mm, uint64_t limit_bytes);
 /* address-space operations */
 int laf_mmap(laf_mm *mm, uint64_t addr, uint64_t len, int prot, int flags, uint64_t *out_addr);
 int laf_munmap(laf_mm *mm, uint64_t addr, uint64_t len);
+/* mremap(): LAF_MREMAP_* @flags; *@out_addr = the new address (errors as do_mremap()) */
+int laf_mremap(laf_mm *mm, uint64_t addr, uint64_t old_len, uint64_t new_len, int flags,
+	       uint64_t new_addr, uint64_t *out_addr);
 int laf_madvise(laf_mm *mm, uint64_t addr, uint64_t len, int advice);
 /* ---- mprotect (issue 10) ---- */
 /* mprotect(): LAF_PROT_* bits; errors as mm/mprotect.c do_mprotect_pkey() */
@@ -545,8 +555,12 @@ uint64_t laf_max_ram_bytes(uint32_t page_shift);
  *                   runs (folio pages first) at its own addr (trace replay's
  *                   stand-in for mremap() moving pages).
  *  LAF_OP_PROTECT   mprotect(addr, len, prot = arg) (LAF_PROT_* bits).
- *  LAF_OP_REMAP, LAF_OP_FORK, LAF_OP_EXIT
- *                   mremap(), fork(), exit(): reserved, LAF_ENOSYS
+ *  LAF_OP_REMAP     mremap(addr, old_len = len, new_len = arg, flags =
+ *                   (op flags >> LAF_OPF_MREMAP_SHIFT) & 7, new_addr = arg2);
+ *                   the result becomes the stream's last-map address (as
+ *                   a LAF_OP_MAP's), so later records can be RELATIVE to it.
+ *  LAF_OP_FORK, LAF_OP_EXIT
+ *                   fork(), exit(): reserved, LAF_ENOSYS
  *                   until the core has them.
  * mm: the address space a record acts on; 0 is laf_run_ops()'s @mm (the
  * only one until fork exists), any other index is a per-record LAF_EINVAL.
@@ -578,6 +592,8 @@ enum laf_op_code {
 #define LAF_OPF_RELATIVE 0x0020  /* addr is relative to the last LAF_OP_MAP's address */
 #define LAF_OPF_QUIET    0x0040  /* a failure of this record is not counted */
 #define LAF_OPF_STOP     0x0080  /* stop the stream if this record fails */
+/* LAF_OP_REMAP: LAF_MREMAP_* flags << LAF_OPF_MREMAP_SHIFT (bits 0x1000-0x4000) */
+#define LAF_OPF_MREMAP_SHIFT 12
 
 struct laf_op {
 	uint16_t op;       /* enum laf_op_code */

@@ -70,13 +70,16 @@ static inline uint64_t task_size_for(unsigned int page_shift)
  *     page[3].index         _mm_id[0] | _mm_id[1] << 16 | MM_IDS_SHARED_BIT
  *   Counts are stored as counts (the kernel stores them minus one; a free
  *   MM-id slot is id MM_ID_DUMMY with count 0 here).  16 bits suffice: one
- *   mm maps a folio at most once per page (no mremap), and a PMD folio has
+ *   mm maps a folio at most once per page (mremap moves mappings, it never
+ *   duplicates them), and a PMD folio has
  *   at most 8192 pages (64K base pages).
  * free buddy block head: PG_buddy, order, buddy_next / buddy_prev list links.
  *
- * folio->mapping (the anon_vma) is implied: there is no mremap, and fork
- * keeps every address, so index << PAGE_SHIFT is the folio's virtual address
- * in every mm that maps it (rmap walks look there: deferred split).
+ * folio->mapping (the anon_vma) is implied: rmap walks (deferred split) look
+ * in every VMA of every mm at vma_address() of the page's index
+ * (folio->index is linear_page_index(): vm_pgoff + offset, kept by an
+ * mremap() move, so the virtual address need not be index << PAGE_SHIFT
+ * nor aligned to the folio's size).
  */
 struct page {
 	uint32_t flags;
@@ -150,6 +153,12 @@ struct laf_vma {
 	uint64_t vm_end;
 	uint64_t vm_flags;
 	uint64_t anon_vma;     /* 0: not prepared (anon_vma_prepare not run yet) */
+	/*
+	 * vm_pgoff in pages: vm_start >> PAGE_SHIFT at mmap (do_mmap()), kept
+	 * by an mremap() move (copy_vma()), so a moved VMA's folios keep their
+	 * folio->index (linear_page_index()) and rmap finds them through it.
+	 */
+	uint64_t vm_pgoff;
 	/* LAF_THP_AUTO heuristic state (policy.c) */
 	uint64_t auto_next;
 	int32_t auto_order;
@@ -529,6 +538,39 @@ int vma_modify_flags_uffd(struct laf_mm *mm, uint64_t start, uint64_t end, uint6
 int insert_vm_struct(struct laf_mm *mm, const struct laf_vma *vma);
 struct laf_vma *vma_modify_flags(struct laf_mm *mm, struct laf_vma *vma, uint64_t start,
 				 uint64_t end, uint64_t newflags, int *err);
+/* the VMA-tree operations mremap.c shares (vma.c) */
+struct laf_vma *__split_vma(struct laf_mm *mm, struct laf_vma *vma, uint64_t addr);
+struct laf_vma *vma_merge_around(struct laf_mm *mm, struct laf_vma *vma);
+bool vma_can_merge(const struct laf_vma *a, const struct laf_vma *b, unsigned int page_shift);
+void vma_merge_next(struct laf_mm *mm, struct laf_vma *vma);
+struct laf_vma *vma_insert_copy(struct laf_mm *mm, const struct laf_vma *vma);
+bool range_free(struct laf_mm *mm, uint64_t addr, uint64_t len);
+uint64_t get_unmapped_area(struct laf_mm *mm, uint64_t hint, uint64_t len);
+void vma_set_end(struct laf_mm *mm, struct laf_vma *vma, uint64_t end);
+
+/* linear_page_index(): the page index of @addr in @vma (vm_pgoff + offset) */
+static inline uint64_t linear_page_index(const struct laf_mm *mm, const struct laf_vma *vma,
+					 uint64_t addr)
+{
+	return vma->vm_pgoff + ((addr - vma->vm_start) >> mm->page_shift);
+}
+
+/*
+ * vma_address(): where page @index is mapped in @vma (rmap), or 0 when
+ * @vma does not cover it.
+ */
+static inline uint64_t vma_address(const struct laf_mm *mm, const struct laf_vma *vma,
+				   uint64_t index)
+{
+	uint64_t off;
+
+	if (index < vma->vm_pgoff)
+		return 0;
+	off = index - vma->vm_pgoff;
+	if (off >= (vma->vm_end - vma->vm_start) >> mm->page_shift)
+		return 0;
+	return vma->vm_start + (off << mm->page_shift);
+}
 
 /* ---- userfaultfd.c ---- */
 int userfaultfd_register(struct laf_mm *mm, uint64_t start, uint64_t len, int mode);
@@ -599,6 +641,8 @@ static inline void mm_exit(struct laf_mm *mm)
 /* ---- bodies of the public entry points (api.c wraps them in the busy guard) ---- */
 int __laf_mmap(struct laf_mm *mm, uint64_t addr, uint64_t len, int prot, int flags, uint64_t *out);
 int __laf_munmap(struct laf_mm *mm, uint64_t start, uint64_t len);
+int __laf_mremap(struct laf_mm *mm, uint64_t addr, uint64_t old_len, uint64_t new_len, int flags,
+		 uint64_t new_addr, uint64_t *out);
 int __laf_madvise(struct laf_mm *mm, uint64_t start, uint64_t len, int advice);
 int __laf_mprotect(struct laf_mm *mm, uint64_t start, uint64_t len, int prot);	/* mprotect.c */
 int __laf_prctl(struct laf_mm *mm, int option, uint64_t arg2, uint64_t arg3, int64_t *out);

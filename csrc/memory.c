@@ -98,7 +98,7 @@ static void folio_sub_large_mapcount(struct laf_mm *mm, struct page *head, int d
  * @address: virtual address of the head page
  *
  * Dup of mm/rmap.c with RMAP_EXCLUSIVE and CONFIG_PAGE_MAPCOUNT: sets
- * folio->index and the anon flag.  Small folio: _mapcount 1, AnonExclusive.
+ * folio->index (linear_page_index() in @vma) and the anon flag.  Small folio: _mapcount 1, AnonExclusive.
  * PTE-mapped large folio: every page _mapcount 1 and AnonExclusive,
  * _large_mapcount = _nr_pages_mapped = nr, MM-id slot 0 = @mm with nr.
  * PMD-mapped THP: only the head is AnonExclusive; _entire_mapcount 1,
@@ -111,8 +111,7 @@ void folio_add_new_anon_rmap(struct laf_mm *mm, uint64_t pfn, struct laf_vma *vm
 	struct page *head = pfn_to_page(mm, pfn);
 	unsigned int order = page_order(head), nr = 1u << order, i;
 
-	(void)vma;
-	folio_set_index(head, address >> mm->page_shift);
+	folio_set_index(head, linear_page_index(mm, vma, address));
 	head->flags |= PG_anon | PG_anon_exclusive;
 	if (!order) {
 		head->mapcount = 1;

@@ -11,7 +11,7 @@
  * own (counted by step and errno in struct laf_ops_result); the stream goes
  * on unless the record asked to stop it (LAF_OPF_STOP).  Every field of
  * every record is untrusted input: no record value can crash the executor.
- * Simplified: one mm (fork, exit and mremap are reserved op codes
+ * Simplified: one mm (fork and exit are reserved op codes
  * returning LAF_ENOSYS until the core has them).
  */
 #include <stdlib.h>
@@ -332,6 +332,24 @@ static int ops_protect(struct ops_state *s, const struct laf_op *op, uint64_t ad
 /* ---- end mprotect ---- */
 
 /**
+ * ops_remap - LAF_OP_REMAP: __laf_mremap(); the new address becomes the
+ * stream's last-map address.  Pages a LAF_OP_MOVE_PAGES noted (old traces)
+ * are forgotten: a real move carries its pages.
+ */
+static int ops_remap(struct ops_state *s, const struct laf_op *op, uint64_t addr)
+{
+	int flags = (op->flags >> LAF_OPF_MREMAP_SHIFT) & 7;
+	uint64_t out = 0;
+	int err;
+
+	ops_move_reset(s);
+	err = __laf_mremap(s->mm, addr, op->len, op->arg, flags, op->arg2, &out);
+	if (!err)
+		s->res->last_map_addr = out;
+	return ops_fail(s, LAF_OP_REMAP, err);
+}
+
+/**
  * ops_one - execute record @i
  *
  * Return: the record's first error (already counted unless quiet), 0 if none.
@@ -369,6 +387,7 @@ static int ops_one(struct ops_state *s, const struct laf_op *op, size_t i)
 	case LAF_OP_PROTECT:
 		return ops_protect(s, op, addr);
 	case LAF_OP_REMAP:
+		return ops_remap(s, op, addr);
 	case LAF_OP_FORK:
 	case LAF_OP_EXIT:
 		return ops_fail(s, LAF_OPS_STEP_RECORD, LAF_ENOSYS);

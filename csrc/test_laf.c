@@ -2213,7 +2213,8 @@ static bool test_run_ops_bad_records(void)
 	ASSERT_EQ(res.first_errno, LAF_EINVAL);
 	ASSERT_EQ(res.errors[LAF_OPS_STEP_RECORD][-LAF_EINVAL], 4); /* op, 2 mm, populate */
 	ASSERT_EQ(res.errors[LAF_OP_MOVE_PAGES][-LAF_EINVAL], 1);
-	ASSERT_EQ(res.errors[LAF_OPS_STEP_RECORD][-LAF_ENOSYS], 3);
+	ASSERT_EQ(res.errors[LAF_OPS_STEP_RECORD][-LAF_ENOSYS], 2);
+	ASSERT_EQ(res.errors[LAF_OP_REMAP][-LAF_EINVAL], 1);	/* new_len 0 */
 	ASSERT_EQ(res.errors[LAF_OP_PROTECT][-LAF_ENOMEM], 1);	/* no VMA there */
 	ASSERT_EQ(res.errors[LAF_OP_TOUCH][-LAF_EINVAL], 2);
 	ASSERT_EQ(res.errors[LAF_OP_MAP][-LAF_EINVAL], 1);
@@ -2284,6 +2285,184 @@ static bool test_run_ops_move_pages(void)
 	ASSERT_EQ(res.failed, 0);
 	ASSERT_EQ(stats(mm).nr_vmas, 0);
 	ASSERT_EQ(stats(mm).mm_anonpages, 0);
+	return true;
+}
+
+/* ------------------------------------------------------------ mremap */
+
+/*
+ * mremap() argument rules (mm/mremap.c check_mremap_params(),
+ * check_prep_vma()): EINVAL, EFAULT, ENOMEM; nothing changes on an error.
+ */
+static bool test_mremap_errors(void)
+{
+	laf_mm *mm = mm_small();
+	uint64_t a, b, out = 0;
+
+	ASSERT_TRUE(mm);
+	a = map_fixed(mm, BASE, 64 * K);
+	b = map_fixed(mm, BASE + 64 * K, 64 * K);
+	ASSERT_TRUE(a && b);
+	ASSERT_EQ(laf_mremap(mm, a + 1, 4 * K, 8 * K, 0, 0, &out), LAF_EINVAL);
+	ASSERT_EQ(laf_mremap(mm, a, 4 * K, 0, 0, 0, &out), LAF_EINVAL);
+	ASSERT_EQ(laf_mremap(mm, a, 4 * K, 4 * K, 0x8, 0, &out), LAF_EINVAL);
+	ASSERT_EQ(laf_mremap(mm, a, 4 * K, 4 * K, LAF_MREMAP_FIXED, BASE + M, &out), LAF_EINVAL);
+	ASSERT_EQ(laf_mremap(mm, a, 4 * K, 8 * K, LAF_MREMAP_MAYMOVE | LAF_MREMAP_DONTUNMAP,
+			     BASE + M, &out), LAF_EINVAL);
+	ASSERT_EQ(laf_mremap(mm, a, 8 * K, 8 * K, LAF_MREMAP_MAYMOVE | LAF_MREMAP_FIXED, a + 4 * K,
+			     &out), LAF_EINVAL);	/* overlap */
+	ASSERT_EQ(laf_mremap(mm, BASE + M, 4 * K, 8 * K, LAF_MREMAP_MAYMOVE, 0, &out), LAF_EFAULT);
+	ASSERT_EQ(laf_mremap(mm, a, 0, 8 * K, LAF_MREMAP_MAYMOVE, 0, &out), LAF_EINVAL);
+	ASSERT_EQ(laf_mremap(mm, a, 256 * K, 512 * K, LAF_MREMAP_MAYMOVE, 0, &out), LAF_EFAULT);
+	/* grow blocked by b, no MAYMOVE */
+	ASSERT_EQ(laf_mremap(mm, a, 64 * K, 128 * K, 0, 0, &out), LAF_ENOMEM);
+	ASSERT_EQ(laf_mremap(mm, a, 64 * K, 64 * K, 0, 0, NULL), LAF_EINVAL);
+	ASSERT_EQ(nr_vmas(mm), 1);	/* a and b merged at mmap */
+	/* same size: the address back, nothing done */
+	ASSERT_OK(laf_mremap(mm, a, 64 * K, 64 * K, 0, 0, &out));
+	ASSERT_EQ(out, a);
+	return true;
+}
+
+/*
+ * A move to an address that is not aligned to the folios' size: folios keep
+ * their order, PFNs and folio->index; RSS and fault counts do not change; a
+ * fault next to them allocates what fits around them (alloc_anon_folio()
+ * looks at naturally aligned blocks, so order 0 beside a moved 64K folio).
+ *   before: FFFFFFFFFFFFFFFF at BASE (one 64K folio)
+ *   after:  .FFFFFFFFFFFFFFFF at to - 4K, then a grow in place and a fault.
+ */
+static bool test_mremap_move_unaligned(void)
+{
+	laf_mm *mm = mm_small();
+	uint64_t a, to = BASE + 16 * M + 4 * K, out = 0, pfn0, faults;
+	struct laf_folio_info fi, fi2;
+	struct laf_stats s;
+
+	ASSERT_TRUE(mm);
+	ASSERT_OK(set_upstream(mm, LAF_THP_NEVER, 1UL << 4, LAF_THP_NEVER));
+	a = map_fixed(mm, BASE, 64 * K);
+	ASSERT_EQ(touch(mm, a, 64 * K, 1), 1);
+	ASSERT_OK(laf_lookup(mm, a, NULL, &fi));
+	ASSERT_EQ(fi.order, 4);
+	pfn0 = fi.head_pfn;
+	s = stats(mm);
+	faults = s.faults;
+	ASSERT_OK(laf_mremap(mm, a, 64 * K, 64 * K, LAF_MREMAP_MAYMOVE | LAF_MREMAP_FIXED, to, &out));
+	ASSERT_EQ(out, to);
+	ASSERT_EQ(nr_vmas(mm), 1);
+	ASSERT_OK(laf_lookup(mm, to + 60 * K, NULL, &fi2));
+	ASSERT_EQ(fi2.order, 4);
+	ASSERT_EQ(fi2.head_pfn, pfn0);
+	ASSERT_EQ(fi2.index, BASE >> 12);	/* the VMA kept its vm_pgoff */
+	ASSERT_EQ(stats(mm).mm_anonpages, 16);
+	ASSERT_EQ(stats(mm).faults, faults);
+	ASSERT_EQ(touch(mm, to, 64 * K, 1), 0);	/* all there, writable */
+	/* grow in place, then fault right after the moved folio */
+	ASSERT_OK(laf_mremap(mm, to, 64 * K, 256 * K, 0, 0, &out));
+	ASSERT_EQ(out, to);
+	ASSERT_EQ(fault(mm, to + 64 * K, 1).access, LAF_ACCESS_FAULT);
+	ASSERT_EQ(folio_order_at(mm, to + 64 * K), 0);
+	/* the next aligned 64K block is free: order 4 again */
+	ASSERT_EQ(fault(mm, to + 124 * K, 1).access, LAF_ACCESS_FAULT);
+	ASSERT_EQ(folio_order_at(mm, to + 124 * K), 4);
+	/* shrink through the moved folio: partially mapped, deferred split */
+	ASSERT_OK(laf_mremap(mm, to, 256 * K, 32 * K, 0, 0, &out));
+	s = stats(mm);
+	ASSERT_EQ(s.mm_anonpages, 8);
+	ASSERT_EQ(s.nr_anon_partially_mapped[4], 1);
+	ASSERT_EQ(s.deferred_split_queue, 1);
+	ASSERT_EQ(laf_shrink_deferred_split(mm, NULL), 0);
+	ASSERT_EQ(stats(mm).nr_anon[4], 0);
+	ASSERT_EQ(stats(mm).mm_anonpages, 8);
+	return true;
+}
+
+/*
+ * PMD THPs: a move between PMD-aligned addresses keeps the huge PMD
+ * (move_huge_pmd()); a move by less than a PMD splits it into PTEs of the
+ * same order-9 folio (the folio is not split).
+ */
+static bool test_mremap_pmd(void)
+{
+	laf_mm *mm = mm_small();
+	uint64_t a, to = BASE + 64 * M, out = 0;
+	struct laf_stats s;
+
+	ASSERT_TRUE(mm);
+	ASSERT_OK(set_upstream(mm, LAF_THP_ALWAYS, 0, LAF_THP_INHERIT));
+	a = map_fixed(mm, BASE, 2 * M);
+	ASSERT_EQ(touch(mm, a, 2 * M, 1), 1);
+	ASSERT_STREQ(pte_picture(mm, a, 4), "HHHH");
+	ASSERT_OK(laf_mremap(mm, a, 2 * M, 2 * M, LAF_MREMAP_MAYMOVE | LAF_MREMAP_FIXED, to, &out));
+	ASSERT_STREQ(pte_picture(mm, to, 4), "HHHH");
+	s = stats(mm);
+	ASSERT_EQ(s.thp_split_pmd, 0);
+	ASSERT_EQ(s.mm_anonpages, 512);
+	ASSERT_OK(laf_mremap(mm, to, 2 * M, 2 * M, LAF_MREMAP_MAYMOVE | LAF_MREMAP_FIXED,
+			     to + 4 * M + 8 * K, &out));
+	ASSERT_EQ(stats(mm).thp_split_pmd, 1);
+	ASSERT_STREQ(pte_picture(mm, out, 4), "FFFF");
+	ASSERT_EQ(folio_order_at(mm, out + 2 * M - 4 * K), 9);
+	ASSERT_EQ(stats(mm).mm_anonpages, 512);
+	/* a write into the moved, PTE-mapped THP reuses it (exclusive) */
+	ASSERT_EQ(touch(mm, out, 2 * M, 1), 0);
+	return true;
+}
+
+/*
+ * MREMAP_DONTUNMAP: the pages move, the source VMA stays (empty) and,
+ * wholly moved, loses its anon_vma (dontunmap_complete()); a fault there is
+ * a fresh zero-fill.
+ */
+static bool test_mremap_dontunmap(void)
+{
+	laf_mm *mm = mm_small();
+	uint64_t a, to = BASE + 16 * M, out = 0;
+	struct laf_vma_info v[4];
+	size_t n = 0;
+
+	ASSERT_TRUE(mm);
+	a = map_fixed(mm, BASE, 16 * K);
+	ASSERT_EQ(touch(mm, a, 16 * K, 1), 4);
+	ASSERT_OK(laf_mremap(mm, a, 16 * K, 16 * K,
+			     LAF_MREMAP_MAYMOVE | LAF_MREMAP_FIXED | LAF_MREMAP_DONTUNMAP, to, &out));
+	ASSERT_OK(laf_get_vmas(mm, v, 4, &n));
+	ASSERT_EQ(n, 2);
+	ASSERT_EQ(v[0].start, a);
+	ASSERT_EQ(v[0].anon_vma, 0);
+	ASSERT_TRUE(v[1].anon_vma != 0);
+	ASSERT_STREQ(pte_picture(mm, a, 4), "....");
+	ASSERT_STREQ(pte_picture(mm, to, 4), "pppp");
+	ASSERT_EQ(touch(mm, a, 4 * K, 1), 1);
+	ASSERT_EQ(stats(mm).mm_anonpages, 5);
+	return true;
+}
+
+/* LAF_OP_REMAP in an op stream: the same state as the calls one by one */
+static bool test_run_ops_remap(void)
+{
+	laf_mm *mm = mm_small();
+	int rw = LAF_PROT_READ | LAF_PROT_WRITE;
+	uint64_t to = BASE + 16 * M + 4 * K;
+	struct laf_ops_result res;
+	struct laf_op ops[4];
+
+	ASSERT_TRUE(mm);
+	ASSERT_OK(set_upstream(mm, LAF_THP_NEVER, 1UL << 4, LAF_THP_NEVER));
+	ops[0] = op_rec(LAF_OP_MAP, 0, BASE, 64 * K, rw, LAF_MAP_FIXED);
+	ops[1] = op_rec(LAF_OP_TOUCH, LAF_OPF_WRITE, BASE, 64 * K, 4 * K, 0);
+	ops[2] = op_rec(LAF_OP_REMAP, (LAF_MREMAP_MAYMOVE | LAF_MREMAP_FIXED) << LAF_OPF_MREMAP_SHIFT,
+			BASE, 64 * K, 128 * K, to);
+	ops[3] = op_rec(LAF_OP_TOUCH, LAF_OPF_WRITE | LAF_OPF_RELATIVE, 64 * K, 64 * K, 4 * K, 0);
+	ASSERT_OK(laf_run_ops(mm, ops, 4, &res));
+	ASSERT_EQ(res.failed, 0);
+	ASSERT_EQ(res.last_map_addr, to);
+	ASSERT_EQ(folio_order_at(mm, to), 4);
+	ASSERT_EQ(stats(mm).mm_anonpages, 32);
+	ops[0] = op_rec(LAF_OP_REMAP, 0, BASE, 4 * K, 8 * K, 0);	/* nothing there now */
+	ASSERT_OK(laf_run_ops(mm, ops, 1, &res));
+	ASSERT_EQ(res.errors[LAF_OP_REMAP][14], 1);
 	return true;
 }
 
@@ -2683,6 +2862,11 @@ static const struct { const char *name; test_fn fn; } tests[] = {
 	T(run_ops_same_as_calls),
 	T(run_ops_bad_records),
 	T(run_ops_move_pages),
+	T(mremap_errors),
+	T(mremap_move_unaligned),
+	T(mremap_pmd),
+	T(mremap_dontunmap),
+	T(run_ops_remap),
 };
 
 /* After each test: every mm it created must pass laf_check_invariants(). */

@@ -19,9 +19,10 @@
  *  - split: madvise, munmap and uffd registration split VMAs at their range
  *    edges; a new edge inside a huge PMD splits the PMD
  *    (vma_adjust_trans_huge());
- *  - merge: adjacent VMAs with equal vm_flags and compatible anon_vmas merge
- *    (at mmap, and after madvise/uffd changes); anon VMAs have
- *    vm_pgoff == vm_start >> PAGE_SHIFT, so pgoff contiguity always holds;
+ *  - merge: adjacent VMAs with equal vm_flags, compatible anon_vmas and
+ *    contiguous vm_pgoff merge (at mmap, after madvise/uffd changes, at an
+ *    mremap() destination); vm_pgoff is vm_start >> PAGE_SHIFT at mmap and
+ *    kept by an mremap() move (mremap.c), so a moved VMA may not merge;
  *  - anon_vma: assigned at the first fault that needs one; reused from an
  *    adjacent VMA that differs only in access flags (find_mergeable_anon_vma);
  *    split VMAs share their anon_vma, so they can merge back;
@@ -30,8 +31,9 @@
  *    fails when map_count >= max_map_count (mm/vma.c split_vma(), the
  *    middle-of-a-VMA munmap of vms_gather_munmap_vmas()); madvise turns
  *    that -ENOMEM into -EAGAIN (mm/madvise.c madvise_vma_behavior()).
- * mprotect (mprotect.c) changes vm_flags through vma_modify_flags().
- * Not emulated: VM_GROWSDOWN stacks and guard gaps, mremap,
+ * mprotect (mprotect.c) changes vm_flags through vma_modify_flags(); mremap
+ * (mremap.c) resizes and moves VMAs with the helpers exported below.
+ * Not emulated: VM_GROWSDOWN stacks and guard gaps,
  * file and shared mappings.
  */
 #include <stdio.h>
@@ -241,7 +243,7 @@ static void vma_unlink_free(struct laf_mm *mm, struct laf_vma *vma)
  * vma_set_end - @vma now ends at @end (a split or a merge): the VMA above
  * sees a new gap.
  */
-static void vma_set_end(struct laf_mm *mm, struct laf_vma *vma, uint64_t end)
+void vma_set_end(struct laf_mm *mm, struct laf_vma *vma, uint64_t end)
 {
 	vma->vm_end = end;
 	vma_gap_update(mm, vma->vm_next);
@@ -383,17 +385,21 @@ int validate_mm(struct laf_mm *mm, char *msg, size_t msglen)
 /* ------------------------------------------------------------------ */
 /* anon_vma, split, merge                                              */
 
-static bool anon_vma_compatible(const struct laf_vma *a, const struct laf_vma *b)
+/* anon_vma_compatible() (mm/rmap.c): adjacent, flags equal but access bits, vm_pgoff continues */
+static bool anon_vma_compatible(const struct laf_mm *mm, const struct laf_vma *a,
+				const struct laf_vma *b)
 {
 	return a->vm_end == b->vm_start &&
-	       !((a->vm_flags ^ b->vm_flags) & ~(uint64_t)VM_ACCESS_FLAGS);
+	       !((a->vm_flags ^ b->vm_flags) & ~(uint64_t)VM_ACCESS_FLAGS) &&
+	       b->vm_pgoff == a->vm_pgoff + ((b->vm_start - a->vm_start) >> mm->page_shift);
 }
 
 /**
  * vmf_anon_prepare - anon_vma_prepare(): give @vma an anon_vma
  *
  * find_mergeable_anon_vma(): reuse the anon_vma of an adjacent VMA that is
- * compatible (adjacent, same flags but for access bits); else a new one.
+ * compatible (adjacent, same flags but for access bits, vm_pgoff
+ * continuing); else a new one.
  * Return: 0.
  */
 int vmf_anon_prepare(struct laf_mm *mm, struct laf_vma *vma)
@@ -402,9 +408,9 @@ int vmf_anon_prepare(struct laf_mm *mm, struct laf_vma *vma)
 
 	if (likely(vma->anon_vma))
 		return 0;
-	if (next && next->anon_vma && anon_vma_compatible(vma, next))
+	if (next && next->anon_vma && anon_vma_compatible(mm, vma, next))
 		vma->anon_vma = next->anon_vma;
-	else if (prev && prev->anon_vma && anon_vma_compatible(prev, vma))
+	else if (prev && prev->anon_vma && anon_vma_compatible(mm, prev, vma))
 		vma->anon_vma = prev->anon_vma;
 	else
 		vma->anon_vma = ++mm->next_anon_vma;
@@ -419,7 +425,7 @@ int vmf_anon_prepare(struct laf_mm *mm, struct laf_vma *vma)
  * callers make it where the kernel does (split_vma(), vms_gather_munmap_vmas()).
  * Return: the upper half, or NULL (host out of memory; no change).
  */
-static struct laf_vma *__split_vma(struct laf_mm *mm, struct laf_vma *vma, uint64_t addr)
+struct laf_vma *__split_vma(struct laf_mm *mm, struct laf_vma *vma, uint64_t addr)
 {
 	struct laf_vma *nv = malloc(sizeof(*nv));
 
@@ -428,6 +434,7 @@ static struct laf_vma *__split_vma(struct laf_mm *mm, struct laf_vma *vma, uint6
 	split_huge_pmd_address(mm, vma, addr);
 	*nv = *vma;
 	nv->vm_start = addr;
+	nv->vm_pgoff = vma->vm_pgoff + ((addr - vma->vm_start) >> mm->page_shift);
 	nv->no_merge_prev = 0;
 	vma->vm_end = addr;
 	vma_link(mm, nv, vma);
@@ -439,11 +446,20 @@ static bool is_mergeable_anon_vma(uint64_t a, uint64_t b)
 	return !a || !b || a == b;
 }
 
-static bool can_merge(const struct laf_vma *a, const struct laf_vma *b)
+/*
+ * vma_can_merge - @a (just below @b) and @b may merge: same vm_flags,
+ * compatible anon_vmas and @b's vm_pgoff continuing @a's
+ * (is_mergeable_vma(), can_vma_merge_after(): a moved VMA keeps its pgoff,
+ * docs/kernel-semantics.md §5.5).
+ */
+bool vma_can_merge(const struct laf_vma *a, const struct laf_vma *b, unsigned int page_shift)
 {
 	return a->vm_end == b->vm_start && a->vm_flags == b->vm_flags && !b->no_merge_prev &&
-	       is_mergeable_anon_vma(a->anon_vma, b->anon_vma);
+	       is_mergeable_anon_vma(a->anon_vma, b->anon_vma) &&
+	       a->vm_pgoff + ((a->vm_end - a->vm_start) >> page_shift) == b->vm_pgoff;
 }
+
+#define can_merge(a, b) vma_can_merge((a), (b), mm->page_shift)
 
 /**
  * vma_merge_around - merge @vma with its neighbours where allowed
@@ -452,7 +468,7 @@ static bool can_merge(const struct laf_vma *a, const struct laf_vma *b)
  * prev and next must be anon_vma-compatible too, else only prev merges.
  * A merged-away VMA is freed.  Return: the VMA that now covers @vma's range.
  */
-static struct laf_vma *vma_merge_around(struct laf_mm *mm, struct laf_vma *vma)
+struct laf_vma *vma_merge_around(struct laf_mm *mm, struct laf_vma *vma)
 {
 	struct laf_vma *prev = vma_prev(vma), *next = vma_next(vma);
 
@@ -485,8 +501,8 @@ static struct laf_vma *vma_merge_around(struct laf_mm *mm, struct laf_vma *vma)
  * edge of @vma that merges into the neighbour on that side needs no split
  * (the boundary moves); otherwise one split per edge inside @vma.
  */
-static int vma_modify_splits(const struct laf_vma *vma, uint64_t start, uint64_t end,
-			     uint64_t nflags)
+static int vma_modify_splits(struct laf_mm *mm, const struct laf_vma *vma, uint64_t start,
+			     uint64_t end, uint64_t nflags)
 {
 	bool below = start > vma->vm_start, above = end < vma->vm_end;
 	struct laf_vma part = *vma;
@@ -496,6 +512,7 @@ static int vma_modify_splits(const struct laf_vma *vma, uint64_t start, uint64_t
 	if (!below && !above)
 		return 0;
 	part.vm_start = start;
+	part.vm_pgoff = vma->vm_pgoff + ((start - vma->vm_start) >> mm->page_shift);
 	part.vm_end = end;
 	part.vm_flags = nflags;
 	if (above)	/* [vm_start, end): into prev? */
@@ -507,7 +524,7 @@ static int vma_modify_splits(const struct laf_vma *vma, uint64_t start, uint64_t
 /* ------------------------------------------------------------------ */
 /* placement                                                           */
 
-static bool range_free(struct laf_mm *mm, uint64_t addr, uint64_t len)
+bool range_free(struct laf_mm *mm, uint64_t addr, uint64_t len)
 {
 	struct laf_vma *v = find_vma(mm, addr);
 
@@ -583,7 +600,7 @@ static uint64_t get_unmapped_area_plain(struct laf_mm *mm, uint64_t hint, uint64
  * upper aligned slot).  With a hint the placement is the ordinary one
  * ("mm: respect mmap hint address when aligning for THP", 6.13: `!addr`).
  */
-static uint64_t get_unmapped_area(struct laf_mm *mm, uint64_t hint, uint64_t len)
+uint64_t get_unmapped_area(struct laf_mm *mm, uint64_t hint, uint64_t len)
 {
 	if (!hint && !(len & (mm->pmd_size - 1))) {
 		uint64_t size = mm->pmd_size, len_pad = len + size, ret, off_sub;
@@ -648,6 +665,7 @@ int __laf_mmap(struct laf_mm *mm, uint64_t addr, uint64_t len, int prot, int fla
 		return LAF_ENOMEM;
 	v->vm_start = addr;
 	v->vm_end = addr + len;
+	v->vm_pgoff = addr >> mm->page_shift;
 	v->vm_flags = (prot & LAF_PROT_READ ? LAF_VM_READ : 0) |
 		      (prot & LAF_PROT_WRITE ? LAF_VM_WRITE : 0);
 	if (v->vm_flags & LAF_VM_WRITE)		/* accountable_mapping() */
@@ -762,7 +780,7 @@ int __laf_munmap(struct laf_mm *mm, uint64_t start, uint64_t len)
 struct laf_vma *vma_modify_flags(struct laf_mm *mm, struct laf_vma *vma, uint64_t start,
 				 uint64_t end, uint64_t newflags, int *err)
 {
-	int splits = vma_modify_splits(vma, start, end, newflags);
+	int splits = vma_modify_splits(mm, vma, start, end, newflags);
 
 	*err = LAF_ENOMEM;
 	if (splits && mm->map_count + (size_t)splits - 1 >= mm->machine->cfg.max_map_count)
@@ -974,4 +992,43 @@ int insert_vm_struct(struct laf_mm *mm, const struct laf_vma *vma)
 int vma_modify_flags_uffd(struct laf_mm *mm, uint64_t start, uint64_t end, uint64_t set)
 {
 	return modify_flags_range(mm, start, end, VM_UFFD_FLAGS, set, LAF_EINVAL, LAF_ENOMEM);
+}
+
+/**
+ * vma_merge_next - @vma grew: absorb the next VMA if now adjacent and mergeable
+ *
+ * The tail of vma_merge_extend() -> vma_merge_new_range() (mm/vma.c): the
+ * extension itself always belongs to @vma; the VMA above joins it when
+ * vma_can_merge() allows.
+ */
+void vma_merge_next(struct laf_mm *mm, struct laf_vma *vma)
+{
+	struct laf_vma *next = vma_next(vma);
+
+	if (next && can_merge(vma, next)) {
+		if (!vma->anon_vma)
+			vma->anon_vma = next->anon_vma;
+		vma_set_end(mm, vma, next->vm_end);
+		vma_unlink_free(mm, next);
+	}
+	mm->vmacache = vma;
+}
+
+/**
+ * vma_insert_copy - link a copy of @vma (not overlapping any VMA), no merge
+ *
+ * vm_area_dup() + vma_link() for copy_vma() (mremap.c), which merges
+ * afterwards with vma_merge_around().  Return: the new VMA, or NULL (host
+ * out of memory).
+ */
+struct laf_vma *vma_insert_copy(struct laf_mm *mm, const struct laf_vma *vma)
+{
+	struct laf_vma *nv = malloc(sizeof(*nv)), *above;
+
+	if (!nv)
+		return NULL;
+	*nv = *vma;
+	above = find_vma(mm, vma->vm_start);
+	vma_link(mm, nv, above ? above->vm_prev : mm->vma_last);
+	return nv;
 }

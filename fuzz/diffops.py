@@ -137,6 +137,8 @@ def hostile_op(rnd: random.Random, page_size: int) -> tuple[object, ...]:
         return ("touch_range", a, ln, bounded_stride(ln, rnd.choice(strides)), rnd.random() < 0.5)
     if k == 7:
         return ("fault", a, rnd.random() < 0.5)
+    if rnd.random() < 0.3:
+        return ("mremap", a, ln, rnd.choice(lens), True, rnd.choice((None, *addrs)), rnd.random() < 0.3)
     return ("touch", [rnd.choice(addrs) for _ in range(4)], [True, False, True, False])
 
 
@@ -172,9 +174,15 @@ def _touch(side: Any, addrs: list[int], writes: list[bool]) -> tuple[Any, ...]:
             r.first_error, tuple(r.results.tolist()))
 
 
+def _mremap(side: Any, addr: int, old_len: int, new_len: int, may_move: bool,
+            new_addr: Optional[int], dontunmap: bool) -> Any:
+    return side.mremap(addr, old_len, new_len, may_move=may_move, new_addr=new_addr,
+                       dontunmap=dontunmap)
+
+
 #: ops with their own argument shape
-_SHAPED_OPS: dict[str, Callable[..., Any]] = {"mmap": _mmap, "touch_range": _touch_range,
-                                             "touch": _touch}
+_SHAPED_OPS: dict[str, Callable[..., Any]] = {"mmap": _mmap, "mremap": _mremap,
+                                             "touch_range": _touch_range, "touch": _touch}
 OP_NAMES = frozenset(_VOID_OPS) | frozenset(_VALUE_OPS) | frozenset(_SHAPED_OPS)
 
 
@@ -345,6 +353,10 @@ def _op_hostile(d: _Draw) -> Op:
     return hostile_op(d.rnd, d.ps)
 
 
+def _op_mremap(d: _Draw) -> Op:
+    return mremap_op(d.rnd, d.vmas, d.ps, d.mmap_base)
+
+
 def _op_munmap(d: _Draw) -> Op:
     return ("munmap", *d.range())
 
@@ -424,7 +436,7 @@ def _op_inject(name: str) -> Callable[[_Draw], Op]:
 #: (cumulative probability bound, draw): the op is the first row whose bound
 #: exceeds one uniform draw
 OP_TABLE: tuple[tuple[float, Callable[[_Draw], Op]], ...] = (
-    (0.03, _op_hostile), (0.12, _op_mmap), (0.18, _op_munmap), (0.30, _op_madvise), (0.32, _op_prctl),
+    (0.03, _op_hostile), (0.12, _op_mmap), (0.15, _op_mremap), (0.18, _op_munmap), (0.30, _op_madvise), (0.32, _op_prctl),
     (0.40, _op_uffd), (0.47, _op_mprotect), (0.55, _op_fault), (0.78, _op_touch_range), (0.84, _op_touch),
     (0.87, _op_memcg), (0.90, _op_fragment), (0.925, lambda d: ("shrink",)),
     (0.93, lambda d: ("reset",)), (0.96, _op_policy), (0.975, _op_inject("inject_alloc")),
@@ -452,6 +464,46 @@ def random_op(rnd: random.Random, c: AddressSpace, spec: MachineSpec,
     if not d.vmas and draw is not _op_hostile:
         return _op_mmap(d)
     return draw(d)
+
+
+def mremap_op(rnd: random.Random, vmas: list[Any], ps: int, mmap_base: int) -> tuple[object, ...]:
+    """A random mremap(): shrink, grow (in place or moving), same size, FIXED
+    (near the mappings, sometimes over them) or DONTUNMAP, mostly over a
+    VMA or part of one, sometimes across VMAs or with odd arguments."""
+    pmd = ps * (ps // 8)
+    if not vmas:
+        return ("mremap", mmap_base - pmd, ps, 2 * ps, True, None, False)
+    v = rnd.choice(vmas)
+    npg = (v.end - v.start) // ps
+    off = rnd.choice((0, 0, 0, rnd.randrange(0, npg), npg - 1, rnd.randrange(-2, npg + 2)))
+    addr = v.start + off * ps
+    old = max(rnd.choice((npg - off, npg - off, 1, rnd.randrange(1, npg + 2), pmd // ps, 0)), 0) * ps
+    kind = rnd.random()
+    if kind < 0.25:                                   # shrink
+        new = max(1, rnd.randrange(0, max(old // ps, 1) + 1)) * ps
+    elif kind < 0.7:                                  # grow
+        new = old + rnd.choice((1, 3, 16, pmd // ps, 2 * pmd // ps, rnd.randrange(1, 3 * pmd // ps))) * ps
+    else:
+        new = old or ps
+    if rnd.random() < 0.03:
+        addr += rnd.randrange(1, ps)
+    if rnd.random() < 0.04:
+        new += rnd.randrange(1, ps)
+    may_move = rnd.random() < 0.7
+    dontunmap = rnd.random() < 0.12
+    new_addr = None
+    if rnd.random() < 0.3:
+        base = vmas[0].start
+        new_addr = base - rnd.randrange(0, 64) * pmd + rnd.choice((0, ps, 16 * ps, pmd // 2))
+        if rnd.random() < 0.3:
+            w = rnd.choice(vmas)
+            new_addr = w.start + rnd.randrange(0, max((w.end - w.start) // ps, 1)) * ps
+        new_addr = max(new_addr, 0)
+    elif dontunmap and rnd.random() < 0.5:
+        new_addr = None
+    if dontunmap and rnd.random() < 0.8:
+        new = old
+    return ("mremap", addr, old, new, may_move, new_addr, dontunmap)
 
 
 def same_outcome(a: Any, b: Any) -> bool:

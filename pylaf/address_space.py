@@ -287,6 +287,25 @@ class AddressSpace:
         with self._in_flight as mm:
             check(lib.laf_mprotect(mm, a, n, bits), f"mprotect({a:#x}, {length!r}, {prot!r})")
     # ---- end mprotect ----
+    # ---- mremap (h-cmremap) ----
+    def mremap(self, addr: int, old_len: int | str, new_len: int | str, *, may_move: bool = False,
+               new_addr: Optional[int] = None, dontunmap: bool = False) -> int:
+        """mremap() of [addr, addr + old_len) to ``new_len``; returns the new
+        address.  ``may_move`` is MREMAP_MAYMOVE, ``new_addr`` MREMAP_FIXED
+        (needs ``may_move``), ``dontunmap`` MREMAP_DONTUNMAP.  Rules: mm/mremap.c
+        do_mremap() (csrc/mremap.c, docs/kernel-semantics.md §5)."""
+        a = args.u64("addr", addr)
+        old, new = args.size("old_len", old_len), args.size("new_len", new_len)
+        flags = ((lib.LAF_MREMAP_MAYMOVE if args.flag("may_move", may_move) else 0)
+                 | (lib.LAF_MREMAP_FIXED if new_addr is not None else 0)
+                 | (lib.LAF_MREMAP_DONTUNMAP if args.flag("dontunmap", dontunmap) else 0))
+        to = 0 if new_addr is None else args.u64("new_addr", new_addr)
+        out = ffi.new("uint64_t *")
+        with self._in_flight as mm:
+            check(lib.laf_mremap(mm, a, old, new, flags, to, out),
+                  f"mremap({a:#x}, {old_len!r}, {new_len!r}, new_addr={new_addr})")
+        return int(out[0])
+    # ---- end mremap ----
 
     def madvise(self, addr: int, length: int | str, advice: str | int) -> None:
         """MADV_DONTNEED, MADV_HUGEPAGE, MADV_NOHUGEPAGE, MADV_DONTFORK,

@@ -3,7 +3,7 @@
 An op stream is a numpy structured array of :data:`OP_DTYPE` records, the
 ``struct laf_op`` of ``csrc/laf.h`` (the dtype is read from the cffi type, so
 the layout has one home): map, unmap, madvise, touch (a run of accesses),
-prctl, populate and the replay's mremap stand-in; the op codes and flags are
+prctl, populate, mremap and the old traces' mremap stand-in; the op codes and flags are
 ``lib.LAF_OP_*`` / ``lib.LAF_OPF_*``.  :meth:`pylaf.AddressSpace.run_ops`
 executes it with ``laf_run_ops()`` (csrc/ops.c): one call, the GIL released
 (cffi releases it around every C call), no Python between records.

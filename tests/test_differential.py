@@ -114,13 +114,14 @@ class DiffMachine(RuleBasedStateMachine):
                     f.write(f"{self.nsteps}\n")
 
     # --- helpers
-    def run(self, *op: object) -> None:
+    def run(self, *op: object) -> object:
         if TRACE:
             print(f"OP {op!r}", file=sys.stderr)
         oc = diffops.apply(self.c, op)
         orr = diffops.apply(self.r, op)
         assert oc == orr, f"{op!r}: outcome C={oc!r} R={orr!r}"
         self.nsteps += 1
+        return oc
 
     def _range(self, data: st.DataObject) -> tuple[int, int]:
         return draw_range(data, self.c.vmas(), self.ps, self.pmd)
@@ -155,6 +156,21 @@ class DiffMachine(RuleBasedStateMachine):
     def munmap(self, data: st.DataObject) -> None:
         self.run("munmap", *self._range(data))
 
+    # ---- mremap (h-cmremap) ----
+    @rule(data=st.data(), write=st.booleans())
+    def mremap(self, data: st.DataObject, write: bool) -> None:
+        """A random mremap() (diffops.mremap_op()), then accesses around
+        where the range went (folios moved to unaligned addresses refault
+        next to them)."""
+        rnd = data.draw(st.randoms(use_true_random=False), label="mremap_rnd")
+        op = diffops.mremap_op(rnd, self.c.vmas(), self.ps, self.c.mmap_base)
+        got = self.run(*op)
+        if isinstance(got, int) and not isinstance(got, bool):
+            stride = data.draw(st.sampled_from((self.ps, 3 * self.ps, 16 * self.ps)), label="stride")
+            span = min(int(op[3]), 4 * self.pmd) + 8 * self.ps
+            self.run("touch_range", max(got - 4 * self.ps, 0), span, stride, write)
+    # ---- end mremap ----
+
     @rule(data=st.data(), advice=st.sampled_from(("MADV_DONTNEED", "MADV_HUGEPAGE", "MADV_NOHUGEPAGE")))
     def madvise(self, data: st.DataObject, advice: str) -> None:
         self.run("madvise", *self._range(data), advice)
@@ -181,13 +197,18 @@ class DiffMachine(RuleBasedStateMachine):
         addrs, lens, strides = diffops.hostile_values(self.ps)
         a = data.draw(st.sampled_from(addrs), label="hostile_addr")
         ln = data.draw(st.sampled_from(lens), label="hostile_len")
+        a2 = data.draw(st.sampled_from(addrs), label="hostile_addr2")
+        ps_len = self.ps
         op = data.draw(st.sampled_from((
             ("mmap", ln, None, "rw", False), ("mmap", min(ln, 64 * self.ps), a, "rw", True),
             ("munmap", a, ln), ("mprotect", a, ln, "r"), ("madvise", a, ln, "MADV_HUGEPAGE"), ("madvise", a, ln, "MADV_DONTNEED"),
             ("uffd_register", a, ln, "missing"), ("uffd_unregister", a, ln),
             ("touch_range", a, ln,
              diffops.bounded_stride(ln, data.draw(st.sampled_from(strides), label="stride")), True),
-            ("fault", a, True))), label="hostile_op")
+            ("fault", a, True), ("mremap", a, ln, ps_len, True, None, False),
+            ("mremap", a, ps_len, ln, True, None, False),
+            ("mremap", a, ln, ln, True, a2, data.draw(st.booleans(), label="dontunmap")))),
+            label="hostile_op")
         self.run(*op)
 
     @rule(data=st.data())
@@ -608,3 +629,46 @@ def test_writeprotect_unfolds_block_straddling_vmas(cls: type) -> None:
         assert not any(int(p) & 0x20 for p in ptes)
         assert all(int(p) & 0x40 for p in ptes[:8]) and not any(int(p) & 0x40 for p in ptes[8:])
         mm.check_invariants()
+
+
+# ---- mremap (h-cmremap) ----
+@pytest.mark.parametrize("cls", SIDES)
+def test_dontunmap_source_stays_unmerged(cls: type) -> None:
+    """Two adjacent VMAs kept apart only by different anon_vmas: a
+    MREMAP_DONTUNMAP move of the lower one leaves it without an anon_vma
+    (dontunmap_complete()); its next write takes the neighbour's
+    (find_mergeable_anon_vma()) and the two stay apart, since faults never
+    merge VMAs.  C's check_invariants() called that "should have merged"
+    (seeded differential run 1038); the kernel keeps that state."""
+    with cls(Config(ram="64M")) as mm:
+        a = mm.mmap("64K", addr=_A, fixed=True)
+        mm.madvise(a + 4 * K, "60K", "MADV_NOHUGEPAGE")
+        mm.fault(a, True)
+        mm.fault(a + 4 * K, True)                                # another anon_vma
+        mm.madvise(a, "4K", "MADV_NOHUGEPAGE")                   # same flags, no merge
+        got = mm.mremap(a, "4K", "4K", may_move=True, dontunmap=True)
+        assert got != a
+        mm.fault(a, True)
+        vmas = [v for v in mm.vmas() if v.start < a + 64 * K and v.end > a]
+        assert [(v.start, v.end) for v in vmas] == [(a, a + 4 * K), (a + 4 * K, a + 64 * K)]
+        assert vmas[0].anon_vma == vmas[1].anon_vma != 0
+        mm.check_invariants()
+
+
+@pytest.mark.parametrize("cls", SIDES)
+def test_mremap_move_keeps_folios_at_unaligned_address(cls: type) -> None:
+    """move_ptes() keeps each folio's size: a 64K folio moved by 4K is mapped
+    at an address that is not 64K-aligned, keeps folio->index, and a write
+    next to it gets order 0 (its aligned block is not pte_none())."""
+    pol = Policy(kind="fixed", fixed_order=4, enabled="always")
+    with cls(Config(ram="64M", policy=pol)) as mm:
+        a = mm.mmap("64K", addr=_A, fixed=True)
+        mm.touch_range(a, "64K", write=True)
+        to = mm.mremap(a, "64K", "128K", may_move=True, new_addr=a + 4 * M + 4 * K)
+        assert to == a + 4 * M + 4 * K
+        f = mm.folio(to)
+        assert f.order == 4 and f.index == a >> 12
+        assert mm.fault(to + 64 * K, True).order == 0
+        assert mm.fault(to + 124 * K, True).order == 0        # the block runs past the VMA
+        mm.check_invariants()
+# ---- end mremap ----

@@ -118,13 +118,14 @@ class ForkDiffMachine(RuleBasedStateMachine):
                     f.write(f"{self.nsteps}\n")
 
     # --- helpers
-    def run(self, i: int, *op: object) -> None:
+    def run(self, i: int, *op: object) -> object:
         if TRACE:
             print(f"OP mm{i} {op!r}", file=sys.stderr)
         oc = diffops.apply(self.cs[i], op)
         orr = diffops.apply(self.rs[i], op)
         assert oc == orr, f"mm{i} {op!r}: outcome C={oc!r} R={orr!r}"
         self.nsteps += 1
+        return oc
 
     def _proc(self, data: st.DataObject) -> int:
         return data.draw(st.integers(0, len(self.cs) - 1), label="mm")
@@ -158,6 +159,22 @@ class ForkDiffMachine(RuleBasedStateMachine):
     def munmap(self, data: st.DataObject) -> None:
         i = self._proc(data)
         self.run(i, "munmap", *self._range(data, i))
+
+    # ---- mremap (h-cmremap) ----
+    @rule(data=st.data(), write=st.booleans())
+    def mremap(self, data: st.DataObject, write: bool) -> None:
+        """A random mremap() in one process (diffops.mremap_op()), then
+        accesses around where the range went: COW of folios shared with
+        another process at their new, possibly unaligned, address."""
+        i = self._proc(data)
+        rnd = data.draw(st.randoms(use_true_random=False), label="mremap_rnd")
+        op = diffops.mremap_op(rnd, self.cs[i].vmas(), self.ps, self.cs[i].mmap_base)
+        got = self.run(i, *op)
+        if isinstance(got, int) and not isinstance(got, bool):
+            stride = data.draw(st.sampled_from((self.ps, 3 * self.ps, 16 * self.ps)), label="stride")
+            span = min(int(op[3]), 4 * self.pmd) + 8 * self.ps
+            self.run(i, "touch_range", max(got - 4 * self.ps, 0), span, stride, write)
+    # ---- end mremap ----
 
     @rule(data=st.data(), advice=st.sampled_from(ADVICE))
     def madvise(self, data: st.DataObject, advice: str) -> None:

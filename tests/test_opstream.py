@@ -16,6 +16,7 @@ from pylaf.errors import LafMemoryError, LafValueError
 from pylaf.experiments.workloads import Workload, get_workload
 from pylaf.opstream import OP_DTYPE, op_array
 from pylaf.trace import format as F
+from pylaf.trace import remap as R
 from pylaf.trace.bundled import traces_dir
 from pylaf.trace.compile import compile_trace
 from pylaf.trace.replay import ReplayReport, replay_into
@@ -115,6 +116,40 @@ def test_compiled_replay_counts_the_same_errors() -> None:
     assert [v.start for v in cstate["vmas"]] == [0x20000000, 0x20001000]
     orders = np.frombuffer(cstate["pages"][1][1], dtype=np.int8)
     assert orders[4] == lib.LAF_ORDER_ZERO and (orders[:4] == lib.LAF_ORDER_NONE).all()
+
+
+# ---- mremap (h-cmremap) ----
+def test_remap_events_replay_natively() -> None:
+    """OP_REMAP (+ OP_REMAP_TO) go to the emulator's mremap(): a move keeps the
+    folios' size at an address that is not aligned to it; both engines agree,
+    failures are counted under "mremap: ..." by both."""
+    base, to = 0x10000000, 0x20001000
+    fixed = R.R_MAYMOVE | R.R_FIXED
+    trace = _trace([
+        (1, 0, F.OP_FAULT, F.C_ANON, F.F_WRITE, base, 0, 0),
+        (2, 0, F.OP_FAULT, F.C_ANON, F.F_WRITE, base + 0x10000, 0, 0),
+        (3, 0, R.OP_REMAP, F.C_ANON, 0, base, 0x20000, 0x40000),              # grow in place
+        (4, 0, R.OP_REMAP, F.C_ANON, fixed, base, 0x40000, 0x40000),          # move, unaligned
+        (4, 0, R.OP_REMAP_TO, F.C_ANON, 0, to, 0x40000, 0),
+        (5, 0, F.OP_FAULT, F.C_ANON, F.F_WRITE, to + 0x20000, 0, 0),
+        (6, 0, R.OP_REMAP, F.C_ANON, 0, base, 0x1000, 0x2000),                # nothing there: EFAULT
+        (7, 0, R.OP_REMAP, F.C_ANON, fixed | R.R_DONTUNMAP, to, 0x10000, 0x10000),
+        (7, 0, R.OP_REMAP_TO, F.C_ANON, 0, 0x30000000, 0x10000, 0),
+    ], vmas=[[base, base + 0x20000, 3, F.C_ANON, "[anon]"]])
+    got = replay_both(trace, "order-4", ram="64M")
+    (prep, pstate), (crep, cstate) = got["python"], got["compiled"]
+    assert prep.errors == {"mremap: bad address (EFAULT)": 1}
+    assert prep.ops["mremap"] == 3
+    assert (crep, cstate) == (prep, pstate)
+    with AddressSpace(Config(policy=Policy.parse("order-4"), ram="64M")) as mm:
+        replay_into(mm, trace)
+        orders = [getattr(mm.folio(x), "order", None) for x in (to + 0x10000, 0x30000000, to + 0x20000)]
+        # moved by 4K from alignment; DONTUNMAP took the first one; the block
+        # [to + 0x1f000, + 64K) holds a moved page: the fault next to them is order 0
+        assert orders == [4, 4, 0]
+        assert mm.stats().mm_anonpages == 33
+        mm.check_invariants()
+# ---- end mremap ----
 
 
 def test_compile_is_cached_per_events_array() -> None:

@@ -18,6 +18,7 @@ from pylaf.trace import bundled as B
 from pylaf.trace import format as F
 from pylaf.trace import perf as P
 from pylaf.trace import record as R
+from pylaf.trace import remap as RM
 from pylaf.trace import replay as RP
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -183,7 +184,13 @@ def test_synthetic_classification():
     assert tr.header["skipped"]["exec_internal"] == 1
     assert tr.header["skipped"]["untracked"] == 1
     ops = [F.OP_NAMES[int(o)] for o in ev["op"] if o != F.OP_FAULT]
-    assert "move" in ops and "madvise" in ops and "map-other" in ops
+    assert "remap" in ops and "remap-to" in ops and "madvise" in ops and "map-other" in ops
+    assert "move" not in ops and "mremap_moved_pages" not in tr.header["skipped"]
+    # the moving mremap: OP_REMAP (old, old_len, new_len; MAYMOVE|FIXED) then OP_REMAP_TO (target)
+    i = int(np.flatnonzero(ev["op"] == RM.OP_REMAP)[0])
+    assert tuple(int(ev[i][k]) for k in ("addr", "len", "arg", "flags")) == \
+        (0x7ffff7e00000, 0x100000, 0x200000, RM.R_MAYMOVE | RM.R_FIXED)
+    assert int(ev[i + 1]["op"]) == RM.OP_REMAP_TO and int(ev[i + 1]["addr"]) == 0x7ffff7a00000
     # stack growth is a MAP of the stack class right before the fault
     grow = ev[(ev["op"] == F.OP_MAP) & (ev["cls"] == F.C_STACK)]
     assert int(grow[0]["addr"]) == 0x7ffffffdd000

@@ -21,6 +21,7 @@ import pytest
 from conftest import run_cli
 
 from pylaf.trace import format as F
+from pylaf.trace import remap as RM
 from pylaf.trace import replay as RP
 
 GiB = 1 << 30
@@ -247,6 +248,11 @@ EVENT_CASES: dict[str, tuple[tuple[int, ...], str]] = {
     "move-target": ((2, 0, F.OP_MOVE, 3, 0, 0x600000, 0x1000, (1 << 64) - 4096), "move target"),
     "huge-move": ((2, 0, F.OP_MOVE, 3, 0, 0x1000, 1 << 46, 1 << 46), "a move of"),
     "fault-length": ((2, 0, F.OP_FAULT, 0, 0, 0x401000, 5, 0), "a fault with length 5"),
+    "remap-length": ((2, 0, RM.OP_REMAP, 3, 0, 0x600000, 0x1000, 0x1001), "remap to a length"),
+    "remap-no-target": ((2, 0, RM.OP_REMAP, 3, RM.R_MAYMOVE | RM.R_FIXED, 0x600000, 0x1000, 0x1000),
+                        "not followed by its remap-to"),
+    "remap-to-alone": ((2, 0, RM.OP_REMAP_TO, 3, 0, 0x600000, 0x1000, 0), "without its moving remap"),
+    "remap-flags": ((2, 0, RM.OP_REMAP, 3, 8, 0x600000, 0x1000, 0x1000), "flags 0x8"),
 }
 
 

@@ -18,7 +18,7 @@ Modelling choices: no UFFD_FEATURE_EVENT_REMAP (a moved VMA drops its
 userfaultfd registration, its PTEs lose uffd-wp, and its page tables are
 never moved whole); no mseal, mlock, hugetlb, VM_DONTEXPAND/VM_PFNMAP,
 RLIMIT_AS/DATA, overcommit refusal; soft-dirty is not configured.  The
-vm.max_map_count checks are hooks (:func:`map_count_allows`).
+vm.max_map_count checks are in :func:`map_count_allows`.
 """
 from __future__ import annotations
 
@@ -75,11 +75,11 @@ class Remap:
 
 
 def map_count_allows(mm: MmStruct, extra: int) -> bool:
-    """The vm.max_map_count hook: check_mremap_params() refuses (-ENOMEM) at
-    ``map_count + 2 >= max_map_count - 3`` (``extra`` = 2) and
-    prep_move_vma() at ``map_count >= max_map_count - 3`` (``extra`` = 0).
-    The model has no max_map_count yet (another change adds it): True."""
-    return True
+    """vm.max_map_count (``mm.max_map_count``): check_mremap_params() refuses
+    (-ENOMEM) at ``map_count + 2 >= max_map_count - 3`` (``extra`` = 2) and
+    prep_move_vma() at ``map_count >= max_map_count - 3`` (``extra`` = 0);
+    int arithmetic, so a max_map_count below 3 refuses every move."""
+    return len(mm.vma_list) + extra < mm.max_map_count - 3
 
 
 # ---------------------------------------------------------------- the syscall
@@ -111,7 +111,8 @@ def check_mremap_params(mm: MmStruct, rq: Remap) -> int:
         return EINVAL
     if not rq.may_move or (rq.dontunmap and rq.old_len != rq.new_len):
         return EINVAL
-    if rq.addr + rq.old_len > rq.new_addr and rq.new_addr + rq.new_len > rq.addr:   # vrm_overlaps()
+    end_old, end_new = (rq.addr + rq.old_len) & MASK64, (rq.new_addr + rq.new_len) & MASK64
+    if end_old > rq.new_addr and end_new > rq.addr:     # vrm_overlaps(), unsigned long sums
         return EINVAL
     return 0 if map_count_allows(mm, 2) else ENOMEM
 

@@ -16,8 +16,11 @@ Python replay's calls, in its order, so both give the same emulator state:
   mprotect is ``LAF_OP_PROTECT`` (the protection collapsed as for a map,
   :func:`laf_prot`); an unmap or a non-anonymous
   mapping is ``LAF_OP_UNMAP``; madvise (DONTNEED, HUGEPAGE, NOHUGEPAGE),
-  populate, and an mremap move (``LAF_OP_MOVE_PAGES`` then the ``LAF_OP_MAP``
-  with ``LAF_OPF_MOVED``).  Other events are not replayed.
+  populate, an mremap (``LAF_OP_REMAP``; a moving one takes its
+  ``OP_REMAP_TO``'s address as MREMAP_FIXED target, the ``OP_REMAP_TO`` itself
+  becomes a ``LAF_OP_NOP``), and an old trace's mremap move
+  (``LAF_OP_MOVE_PAGES`` then the ``LAF_OP_MAP`` with ``LAF_OPF_MOVED``).  Other
+  events are not replayed.
 
 What does not depend on the emulator (the op counts of the report, faults
 replayed) is counted here; failures come from the run.
@@ -53,6 +56,7 @@ from pylaf.trace.format import (
     PROT_WRITE,
     Trace,
 )
+from pylaf.trace.remap import OP_REMAP, OP_REMAP_TO, REMAP_FLAGS
 
 #: the advice replay carries out (the others do not change anonymous memory)
 MADV_REPLAYED = {MADV["dontneed"]: "dontneed", MADV["hugepage"]: "hugepage",
@@ -62,7 +66,7 @@ MADV_REPLAYED = {MADV["dontneed"]: "dontneed", MADV["hugepage"]: "hugepage",
 _LAF_OP = {OP_FAULT: lib.LAF_OP_TOUCH, OP_MAP: lib.LAF_OP_MAP, OP_PROTECT: lib.LAF_OP_PROTECT,
            OP_UNMAP: lib.LAF_OP_UNMAP, OP_MAP_OTHER: lib.LAF_OP_UNMAP,
            OP_MADVISE: lib.LAF_OP_MADVISE, OP_POPULATE: lib.LAF_OP_POPULATE,
-           OP_MOVE: lib.LAF_OP_MOVE_PAGES}
+           OP_MOVE: lib.LAF_OP_MOVE_PAGES, OP_REMAP: lib.LAF_OP_REMAP}
 _OP_TABLE = np.array([_LAF_OP.get(o, lib.LAF_OP_NOP) for o in range(256)], dtype=np.uint16)
 #: report op names counted whatever happens (unmap and move only on success)
 _ALWAYS_COUNTED = {OP_MAP: "map", OP_PROTECT: "mprotect", OP_POPULATE: "populate"}
@@ -77,7 +81,8 @@ class CompiledTrace:
     faults_replayed: int            #: anonymous faults (one access each)
     op_counts: dict[str, int]       #: report op counts that do not depend on the run
     unmaps: int                     #: unmap records (counted in the report when they succeed)
-    moves: int                      #: mremap moves (likewise)
+    moves: int                      #: old traces' mremap moves (likewise)
+    remaps: int                     #: mremap calls (likewise)
     faults_not_replayed: dict[str, int]  #: recorded faults replay skips, by region class
 
 
@@ -106,7 +111,8 @@ def _replayed(sub: np.ndarray) -> np.ndarray:
     """The events of one process replay acts on."""
     op = sub["op"]
     keep: np.ndarray = (((op == OP_FAULT) & np.isin(sub["cls"], ANON_CLASSES))
-            | np.isin(op, [OP_MAP, OP_PROTECT, OP_UNMAP, OP_MAP_OTHER, OP_POPULATE, OP_MOVE])
+            | np.isin(op, [OP_MAP, OP_PROTECT, OP_UNMAP, OP_MAP_OTHER, OP_POPULATE, OP_MOVE,
+                           OP_REMAP, OP_REMAP_TO])
             | ((op == OP_MADVISE) & np.isin(sub["arg"], list(MADV_REPLAYED))))
     return keep
 
@@ -133,6 +139,10 @@ def _event_records(ev: np.ndarray) -> np.ndarray:
     nomerge = (op == OP_MAP) & ((flags & M_NOMERGE) != 0)
     out["arg2"][mapping] = lib.LAF_MAP_FIXED
     out["arg2"][nomerge] = lib.LAF_MAP_FIXED | lib.LAF_MAP_NOMERGE
+    remap = op == OP_REMAP
+    out["flags"][remap] = (flags[remap] & REMAP_FLAGS) << lib.LAF_OPF_MREMAP_SHIFT
+    to = np.flatnonzero(op == OP_REMAP_TO)          # right after its OP_REMAP (check_events())
+    out["arg2"][to - 1] = ev["addr"][to]
     return out
 
 
@@ -157,7 +167,7 @@ def _compile(trace: Trace) -> CompiledTrace:
     ev = trace.events
     parts: list[np.ndarray] = []
     counts: Counter[str] = Counter()
-    faults = unmaps = moves = 0
+    faults = unmaps = moves = remaps = 0
     order = replay_order(trace)
     for mi in order:
         sub = ev[ev["mm"] == mi]
@@ -167,6 +177,7 @@ def _compile(trace: Trace) -> CompiledTrace:
         faults += int(np.count_nonzero(op == OP_FAULT))
         unmaps += int(np.count_nonzero((op == OP_UNMAP) | (op == OP_MAP_OTHER)))
         moves += int(np.count_nonzero(op == OP_MOVE))
+        remaps += int(np.count_nonzero(op == OP_REMAP))
         for code, name in _ALWAYS_COUNTED.items():
             counts[name] += int(np.count_nonzero(op == code))
         for adv, name in MADV_REPLAYED.items():
@@ -175,7 +186,7 @@ def _compile(trace: Trace) -> CompiledTrace:
     recorded = trace.fault_counts()
     skipped = {k: recorded[k] for k in ("file", "shared", "special", "no-vma") if recorded[k]}
     return CompiledTrace(ops, len(order), faults, {k: v for k, v in counts.items() if v},
-                         unmaps, moves, skipped)
+                         unmaps, moves, remaps, skipped)
 
 
 def compile_trace(trace: Trace) -> CompiledTrace:

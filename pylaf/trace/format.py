@@ -92,6 +92,7 @@ from typing import Any, BinaryIO, Optional, Union
 import numpy as np
 
 from pylaf._ffi import lib
+from pylaf.trace.remap import OP_REMAP, REMAP_FLAGS, REMAP_NAMES, remap_problems
 from pylaf.trace.schema import (
     Checker,
     HeaderSchemaError,
@@ -113,8 +114,7 @@ PREFIX = struct.Struct("<8sHHIII")        # magic, version, flags, hlen, hcrc, r
 #: traces are recorded on x86_64 with 4K base pages
 PAGE_SHIFT: int = lib.LAF_PAGE_SHIFT_4K
 PAGE = 1 << PAGE_SHIFT
-#: longest mremap move replay carries pages over for (it reads the old range's
-#: PTEs: 64 GiB is 16 M pages, well under a second)
+#: longest OP_MOVE replay carries pages over (it reads the old PTEs: 64 GiB is 16 M pages, < 1 s)
 MAX_MOVE_BYTES = 1 << 36
 #: the recorder's user/kernel split (x86_64 4-level paging, TASK_SIZE_MAX rounded up)
 USER_TOP = 1 << 47
@@ -127,11 +127,10 @@ OP_PROTECT = 4     # mprotect of an anonymous range (addr, len, arg=prot)
 OP_MADVISE = 5     # (addr, len, arg=advice)
 OP_POPULATE = 6    # pages present without a fault (addr, len); flags bit0: zero pages
 OP_MAP_OTHER = 7   # a non-anonymous mapping (file/shared) created: (addr, len, arg=prot)
-OP_MOVE = 8        # mremap moves (addr=old, len=old_len, arg=new addr); then UNMAP + MAP(M_MOVED)
+OP_MOVE = 8        # old traces' mremap move (addr=old, len, arg=new addr); UNMAP + MAP(M_MOVED) follow
 
-OP_NAMES = {OP_FAULT: "fault", OP_MAP: "map", OP_UNMAP: "unmap", OP_PROTECT: "protect",
-            OP_MADVISE: "madvise", OP_POPULATE: "populate", OP_MAP_OTHER: "map-other",
-            OP_MOVE: "move"}
+OP_NAMES = {OP_FAULT: "fault", OP_MAP: "map", OP_UNMAP: "unmap", OP_PROTECT: "protect", OP_MOVE: "move",
+            OP_MADVISE: "madvise", OP_POPULATE: "populate", OP_MAP_OTHER: "map-other", **REMAP_NAMES}
 
 # fault flags
 F_WRITE = 1
@@ -145,7 +144,7 @@ P_ZERO = 1         # OP_POPULATE: zero-page PTEs
 
 #: flag bits each op may carry
 _OP_FLAGS = {OP_FAULT: F_WRITE | F_KERNEL | F_PRESENT | F_INSTR, OP_MAP: M_MOVED | M_NOMERGE,
-             OP_MAP_OTHER: M_MOVED | M_NOMERGE, OP_POPULATE: P_ZERO}
+             OP_MAP_OTHER: M_MOVED | M_NOMERGE, OP_POPULATE: P_ZERO, OP_REMAP: REMAP_FLAGS}
 
 # region classes (the VMA a fault or mapping belongs to)
 C_HEAP, C_STACK, C_BSS, C_ANON, C_FILE, C_SHARED, C_SPECIAL, C_BAD = range(8)
@@ -582,6 +581,7 @@ def _event_problems(ev: np.ndarray, nprocs: int) -> Iterator[tuple[np.ndarray, s
     to_room = np.uint64(USER_TOP) - np.minimum(arg, np.uint64(USER_TOP))
     yield move & (((arg & (PAGE - 1)) != 0) | (ln > to_room)), \
         "move target {arg:#x}+{len:#x} is not a page-aligned user range"
+    yield from remap_problems(ev, PAGE, USER_TOP)
 
 
 def check_events(ev: np.ndarray, nprocs: int, path: Union[str, Path] = "<trace>",

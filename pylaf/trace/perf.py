@@ -53,7 +53,6 @@ from pylaf.trace.format import (
     OP_MADVISE,
     OP_MAP,
     OP_MAP_OTHER,
-    OP_MOVE,
     OP_POPULATE,
     OP_PROTECT,
     OP_UNMAP,
@@ -67,6 +66,7 @@ from pylaf.trace.format import (
     TraceError,
     page_runs,
 )
+from pylaf.trace.remap import record_remap
 from pylaf.trace.vmamap import RecordedVma, VmaMap, page_down, page_up, prot_of
 
 # mmap() flags (include/uapi/linux/mman.h, asm-generic/mman-common.h)
@@ -222,7 +222,7 @@ class TraceBuilder:
         self.in_exec: dict[int, list[RawEvent]] = {}
         self.rows: list[tuple[int, int, int, int, int, int, int, int]] = []
         self.skipped = {"exec_internal": 0, "untracked": 0, "kernel_address": 0,
-                        "unsupported_madvise": 0, "mremap_moved_pages": 0}
+                        "unsupported_madvise": 0}
         self.comms: dict[int, str] = {}
         if self.root is not None:
             self.pid_mm[self.root] = None       # tracked from its first execve on
@@ -489,29 +489,23 @@ class TraceBuilder:
         src = mm.vmas.find(old)
         if src is None:
             return
-        if ret != old:
-            self._mremap_move(mm, t, src, (old, old_len, new_len, ret), a.get("flags", 0))
+        if src.cls in ANON_CLASSES:
+            self._mremap_anon(mm, t, src, (old, old_len, new_len, ret), a.get("flags", 0))
+        elif ret != old:
+            if not a.get("flags", 0) & MREMAP_DONTUNMAP:   # MREMAP_DONTUNMAP keeps the old range
+                self._unmap(mm, t, old, old + old_len)
+            self._map(mm, t, src.copy(start=ret, end=ret + new_len), M_MOVED)
         elif new_len > old_len:
             self._map(mm, t, src.copy(start=old + old_len, end=old + new_len))
         elif new_len < old_len:
             self._unmap(mm, t, old + new_len, old + old_len)
 
-    def _mremap_move(self, mm: _MM, t: int, src: RecordedVma, lens: tuple[int, int, int, int],
+    def _mremap_anon(self, mm: _MM, t: int, src: RecordedVma, lens: tuple[int, int, int, int],
                      flags: int) -> None:
-        """mremap() that moved the mapping (mm/mremap.c move_vma())."""
-        old, old_len, new_len, new = lens
-        moved = [p for p in mm.present if old >> PAGE_SHIFT <= p < (old + old_len) >> PAGE_SHIFT]
-        self.skipped["mremap_moved_pages"] += len(moved)
-        if src.cls in ANON_CLASSES:
-            # replay carries the emulator's pages over (see replay_into)
-            self._emit(t, mm.idx, OP_MOVE, src.cls, 0, old, min(old_len, new_len), new)
-        if not flags & MREMAP_DONTUNMAP:        # MREMAP_DONTUNMAP keeps the old range
-            self._unmap(mm, t, old, old + old_len)
-        self._map(mm, t, src.copy(start=new, end=new + new_len), M_MOVED)
-        if src.cls in ANON_CLASSES:
-            delta = (new - old) >> PAGE_SHIFT
-            mm.present.update(p + delta for p in moved if p - (old >> PAGE_SHIFT) <
-                              new_len >> PAGE_SHIFT)
+        """mremap() of an anonymous range: OP_REMAP (+ OP_REMAP_TO), pylaf.trace.remap."""
+        for op, fl, addr, ln, arg in record_remap(mm.vmas, mm.present, src, lens,
+                                                  bool(flags & MREMAP_DONTUNMAP), PAGE_SHIFT):
+            self._emit(t, mm.idx, op, src.cls, fl, addr, ln, arg)
 
     SYSCALL_HANDLERS: ClassVar[dict[str, _SyscallHandler]] = {
         "mmap": _sys_mmap, "munmap": _sys_munmap, "mprotect": _sys_mprotect,

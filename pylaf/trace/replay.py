@@ -65,13 +65,15 @@ from pylaf.trace.format import (
     load_trace,
     page_runs,
 )
+from pylaf.trace.remap import OP_REMAP, OP_REMAP_TO, R_DONTUNMAP, R_FIXED, R_MAYMOVE
 
 #: ReplayReport.errors keys of the op-stream steps whose key is not "<what>: <text>"
 _STEP_KEYS = {lib.LAF_OPS_STEP_UFFD_REGISTER: "populate: range not mapped",
               lib.LAF_OPS_STEP_UFFD_FILL: "populate: already present"}
 #: "<what>" of the other steps
 _STEP_WHAT = {lib.LAF_OP_MAP: "map", lib.LAF_OP_UNMAP: "unmap", lib.LAF_OP_MADVISE: "madvise",
-              lib.LAF_OP_MOVE_PAGES: "move", lib.LAF_OP_PROTECT: "mprotect", **STEP_NAMES}
+              lib.LAF_OP_MOVE_PAGES: "move", lib.LAF_OP_PROTECT: "mprotect", lib.LAF_OP_REMAP: "mremap",
+              **STEP_NAMES}
 Engine = Literal["compiled", "python"]
 #: pages read per read_ptes() call when an mremap move is replayed
 _MOVE_CHUNK = 1 << 18
@@ -163,10 +165,12 @@ class _Replayer:
         self.rep = rep
         self.fault_log = fault_log
         self.moving: Optional[_Moving] = None
+        self.remap: Optional[np.void] = None   # a moving OP_REMAP waiting for its OP_REMAP_TO
         self.ops: dict[int, Callable[[np.void], None]] = {
             OP_MAP: self._op_map, OP_MOVE: self._op_move, OP_UNMAP: self._op_unmap,
             OP_MAP_OTHER: self._op_unmap, OP_PROTECT: self._op_protect,
             OP_MADVISE: self._op_madvise, OP_POPULATE: self._op_populate,
+            OP_REMAP: self._op_remap, OP_REMAP_TO: self._op_remap_to,
         }
 
     def process(self, mi: int, proc: dict[str, object], sub: np.ndarray) -> None:
@@ -186,6 +190,7 @@ class _Replayer:
                 if cls in ANON_CLASSES:
                     self.map(start, end - start, prot)
         self.moving = None
+        self.remap = None
 
     def run(self, mi: int, sub: np.ndarray) -> None:
         """Events *sub* of process *mi*, in ``self.mm``."""
@@ -259,6 +264,29 @@ class _Replayer:
                 n = min(_MOVE_CHUNK, (hi - a) >> PAGE_SHIFT)
                 _ptes, orders = self.mm.read_ptes(a, n)
                 yield (a - start) >> PAGE_SHIFT, orders
+
+    def _op_remap(self, e: np.void) -> None:
+        # a moving mremap waits for its target (the OP_REMAP_TO right after it)
+        if int(e["flags"]) & R_FIXED:
+            self.remap = e
+            return
+        self._mremap(e, None)
+
+    def _op_remap_to(self, e: np.void) -> None:
+        if self.remap is not None:
+            self._mremap(self.remap, int(e["addr"]))
+        self.remap = None
+
+    def _mremap(self, e: np.void, to: Optional[int]) -> None:
+        flags = int(e["flags"])
+        self.moving = None          # as LAF_OP_REMAP: a real move carries its pages
+        try:
+            self.mm.mremap(int(e["addr"]), int(e["len"]), int(e["arg"]), may_move=bool(flags & R_MAYMOVE),
+                           new_addr=to, dontunmap=bool(flags & R_DONTUNMAP))
+        except LafError as exc:
+            self.rep.error(f"mremap: {error_text(exc.errno)}")
+            return
+        self.rep.op("mremap")
 
     def _op_unmap(self, e: np.void) -> None:
         try:
@@ -449,10 +477,11 @@ def _compiled_report(rep: ReplayReport, comp: CompiledTrace, res: OpsResult) -> 
         key = _step_key(step, errno)
         rep.errors[key] = rep.errors.get(key, 0) + n
     failed = {step: sum(n for (s, _e), n in res.errors.items() if s == step)
-              for step in (lib.LAF_OP_UNMAP, lib.LAF_OP_MOVE_PAGES)}
+              for step in (lib.LAF_OP_UNMAP, lib.LAF_OP_MOVE_PAGES, lib.LAF_OP_REMAP)}
     counts = dict(comp.op_counts)
     counts["unmap"] = comp.unmaps - failed[lib.LAF_OP_UNMAP]
     counts["mremap move"] = comp.moves - failed[lib.LAF_OP_MOVE_PAGES]
+    counts["mremap"] = comp.remaps - failed[lib.LAF_OP_REMAP]
     rep.ops = {k: v for k, v in counts.items() if v}
 
 
