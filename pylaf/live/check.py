@@ -120,6 +120,9 @@ def _compare_ops(ops: Sequence[str], k: SideResult, e: SideResult) -> list[str]:
     for i, (kerr, eerr) in enumerate(zip(k.op_errno, e.op_errno, strict=True)):
         if kerr != eerr:
             out.append(f"op {i} `{ops[i]}`: errno kernel={kerr} emulator={eerr}")
+    for i, (ka, ea) in enumerate(zip(k.op_addr, e.op_addr, strict=False)):
+        if ka != ea:
+            out.append(f"op {i} `{ops[i]}`: address kernel={ka and hex(ka)} emulator={ea and hex(ea)}")
     return out
 
 
