@@ -308,8 +308,10 @@ class GroupResult:
 
 
 def run_group(group: SettingGroup, programs: Optional[Iterable[str]] = None,
-              retries: int = 10, progress: Optional[Callable[[str], None]] = None) -> GroupResult:
-    """Run the suite (or *programs*) under *group*'s settings (restored afterwards)."""
+              retries: int = 10, progress: Optional[Callable[[str], None]] = None,
+              mm_factory: MmFactory = AddressSpace) -> GroupResult:
+    """Run the suite (or *programs*) under *group*'s settings (restored afterwards);
+    *mm_factory*: the emulator side's address space (e.g. :class:`pylaf.reference.Reference`)."""
     current = read_thp_settings()
     why = group.unavailable(current)
     if why:
@@ -328,7 +330,8 @@ def run_group(group: SettingGroup, programs: Optional[Iterable[str]] = None,
         for n in names:
             if progress:
                 progress(f"{group.name}: {n}")
-            checks.append(check_program(PROGRAMS_BY_NAME[n], group.name, retries, policy))
+            checks.append(check_program(PROGRAMS_BY_NAME[n], group.name, retries, policy,
+                                        mm_factory=mm_factory))
     return GroupResult(group, settings, checks)
 
 

@@ -718,6 +718,46 @@ MPROTECT_PROGRAMS: tuple[CheckProgram, ...] = (
         write a 0 256K 4K
         snapshot s
     """),
+    _p("mprotect_pmd_roundtrip",
+       "MADV_HUGEPAGE: a PMD THP made r (change_huge_pmd(), no split; a write is "
+       "SIGSEGV), none, rw: writes do not fault (can_change_pmd_writable()); a huge "
+       "zero PMD made r and rw: the first write still faults",
+       """
+        mmap a 2M align=2M
+        madvise a 0 2M hugepage
+        write a 0
+        mprotect a 0 2M r
+        read a 0 2M 4K
+        write a 4K
+        mprotect a 0 2M none
+        mprotect a 0 2M rw
+        write a 0 2M 4K
+        mmap z 2M align=2M
+        madvise z 0 2M hugepage
+        read z 0
+        mprotect z 0 2M r
+        mprotect z 0 2M rw
+        read z 0 2M 4K
+        write z 8K
+        snapshot s
+    """),
+    _p("mprotect_errors",
+       "mprotect over a hole is ENOMEM after the VMA before the hole was changed "
+       "(do_mprotect_pkey() walks VMA by VMA), an unaligned start EINVAL",
+       """
+        mmap a 256K align=2M
+        mmap b 128K hint=@a+384K fixed
+        write a 0 256K 4K
+        write b 0 128K 4K
+        mprotect a 0 512K r
+        write a 0
+        write b 0
+        mprotect a 2K 4K r
+        mprotect a 0 512K rw
+        mprotect a 0 256K rw
+        write a 0 256K 4K
+        snapshot s
+    """),
     _p("mprotect_split_pmd",
        "MADV_HUGEPAGE 2M THP, mprotect r on 64K in the middle: the PMD is split "
        "(__split_huge_pmd() from vma_adjust_trans_huge()), the folio stays whole and "
@@ -825,6 +865,55 @@ MREMAP_PROGRAMS: tuple[CheckProgram, ...] = (
         mremap h 2M 2M fixed=@d+2M
         read h 0 2M 4K
         write h 4K
+        snapshot s
+    """),
+    _p("mremap_shrink_regrow",
+       "shrink through a 64K folio, then grow back in place: the pages the shrink "
+       "zapped fault again next to the partially mapped folio",
+       """
+        mmap a 1M align=2M
+        write a 0 1M 4K
+        mremap a 1M 600K
+        mremap a 600K 1M
+        write a 512K 512K 4K
+        snapshot s
+    """),
+    _p("mremap_errors",
+       "mremap errors: new_len 0 is EINVAL, growing an old range that crosses the end "
+       "of its VMA EFAULT (check_prep_vma()), while the same range at the same size is "
+       "a no-op that succeeds (MREMAP_NO_RESIZE returns before that check); a FIXED "
+       "destination overlapping the source and DONTUNMAP with a size change EINVAL",
+       """
+        mmap a 256K align=2M
+        mmap b 256K hint=@a+256K fixed
+        madvise b 0 256K nohugepage
+        write a 0 256K 4K
+        mremap a 256K 0
+        mremap a 512K 768K maymove
+        mremap a 512K 512K maymove
+        mremap a 256K 256K fixed=@a+64K
+        mremap a 256K 512K maymove dontunmap
+        write a 0 512K 4K
+        snapshot s
+    """),
+    _p("mremap_multi_vma_move",
+       "MREMAP_FIXED move of a range over three VMAs (two adjacent with different "
+       "flags, one after a 128K gap): remap_move() moves each, keeping the gaps; "
+       "folios keep their size at the new 64K-misaligned place",
+       """
+        mmap a 256K align=2M
+        mmap b 256K hint=@a+256K fixed
+        mmap c 128K hint=@a+640K fixed
+        madvise b 0 256K nohugepage
+        write a 0 256K 4K
+        write b 0 256K 4K
+        write c 64K
+        mmap d 4M align=2M prot=none
+        mremap a 768K 768K fixed=@d+36K
+        snapshot moved
+        write a 0 512K 4K
+        write a 512K
+        write a 640K 128K 4K
         snapshot s
     """),
     _p("mremap_dontunmap",
