@@ -104,6 +104,7 @@ def test_mprotect_mremap_programs_agree_with_the_reference() -> None:
 @pytest.mark.kernel
 @live
 @settings
+@pytest.mark.timeout(1800)     # 11 groups x 20 programs, retried on a busy machine
 def test_mprotect_mremap_programs_agree_with_the_reference_at_every_group() -> None:
     before = sysfs.read_thp_settings().sysfs_values()
     failures, noisy = {}, {}
