@@ -13,6 +13,7 @@ pylaf.AddressSpace gets them from the C core, until then they are a SKIP).
 from __future__ import annotations
 
 import os
+import re
 import warnings
 from typing import Any, cast
 
@@ -29,6 +30,8 @@ settings = pytest.mark.skipif(os.environ.get("PYLAF_KERNEL_SETTINGS") != "1",
                               reason="changes THP knobs: set PYLAF_KERNEL_SETTINGS=1")
 NAMES = [p.name for p in programs.MPROTECT_PROGRAMS + programs.MREMAP_PROGRAMS]
 POLICY_64K = Policy.parse("upstream/enabled=madvise/thp_anon=64K:always")
+#: a disagreement of a system-wide counter (pylaf.live.check's counter lines)
+COUNTER = re.compile(r"^(\d+kB \w+|vmstat \w+): kernel=")
 #: the reference model mirrors AddressSpace's API (pylaf/reference/mm.py), not its type
 REF = cast(sides.MmFactory, Reference)
 A, D = 0x7F0000000000, 0x7F0000400000          # 2M-aligned, as laf_kprog's align=2M places them
@@ -112,10 +115,14 @@ def test_mprotect_mremap_programs_agree_with_the_reference_at_every_group() -> N
         res = KC.run_group(g, NAMES, mm_factory=REF)
         assert sysfs.read_thp_settings().sysfs_values() == before, f"knobs not restored after {g.name}"
         for c in res.checks:
-            if c.gauge_noise_only:
+            facts = [m for m in c.mismatches if not COUNTER.search(m)]
+            if c.error or facts:
+                failures[(g.name, c.program)] = c.error or facts
+            elif c.mismatches:
                 noisy[(g.name, c.program)] = c.mismatches
-            elif c.failed:
-                failures[(g.name, c.program)] = c.error or c.mismatches
     assert not failures
     if noisy:
-        warnings.warn(f"nr_anon gauge noise not resolved by retries: {noisy}", stacklevel=2)
+        # system-wide counters only (faults, layouts, VMAs, errnos agree): other
+        # processes' allocations on a busy machine; the current-settings test
+        # above compares the counters strictly
+        warnings.warn(f"counter noise not resolved by retries: {noisy}", stacklevel=2)
