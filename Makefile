@@ -6,7 +6,7 @@ SAN = -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover
 include csrc/sources.mk
 CORE = $(addprefix csrc/,$(LAF_CORE_SOURCES))
 
-.PHONY: all ext ctest ctest-asan bench bench-quick fuzz-smoke lint test clean
+.PHONY: all ext ctest ctest-asan asan bench bench-quick fuzz-smoke lint test clean
 
 all: ext
 
@@ -27,6 +27,15 @@ ctest: build/test_laf
 ctest-asan: build/test_laf_asan
 	ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 ./build/test_laf_asan
 
+# The _laf extension under ASan + UBSan (a copy of the tree in build/asan/src):
+# the hostile-input, thread, snapshot, VMA-tree and differential tests, the
+# fuzz corpus replay, random differential runs and the trace-loader fuzz
+# target, ASAN_FUZZ_SECONDS each (about 75 s in all at 20 s, so part of
+# `make test`; the long run is in docs/reliability.md).
+ASAN_FUZZ_SECONDS ?= 20
+asan:
+	bash fuzz/asan.sh $(ASAN_FUZZ_SECONDS)
+
 # The standalone C microbench (bench/laf_bench); bench-quick checks every case on 16 MiB.
 bench:
 	$(MAKE) -C bench
@@ -39,7 +48,7 @@ fuzz-smoke:
 	bash fuzz/smoke.sh 30
 
 # The whole suite: C unit tests (plain and ASan+UBSan), the microbench's
-# self-checks, the fuzz smoke run, then pytest (benchmarks run once each as
+# self-checks, the fuzz smoke run, `make asan`, then pytest (benchmarks run once each as
 # correctness checks; the differential state machine with the "ci"
 # hypothesis profile).  pytest's summary is the last line.
 # Gates: ruff (lint + McCabe complexity <= 12) on the whole tree, mypy --strict on pylaf/.
@@ -47,7 +56,7 @@ lint:
 	$(PYTHON) -m ruff check .
 	$(PYTHON) -m mypy
 
-test: lint ctest ctest-asan bench-quick fuzz-smoke
+test: lint ctest ctest-asan bench-quick fuzz-smoke asan
 	$(PYTHON) -m pytest -q --benchmark-disable
 
 clean:

@@ -74,7 +74,7 @@ static inline bool walk_cache_hit(struct mmu_walk_cache *c, uint64_t addr, pte_t
 	if ((addr >> c->pmd_shift) != c->tag)
 		return false;
 	pte = c->ptes[(addr >> c->page_shift) & c->index_mask];
-	if ((pte & need) != need)
+	if ((pte & (need | LAF_PTE_PROTNONE)) != need)	/* pte_protnone(): no access */
 		return false;
 	c->hits++;
 	return true;

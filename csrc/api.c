@@ -44,6 +44,7 @@ const char *laf_strerror(int err)
 	case LAF_OK: return "success";
 	case LAF_EPERM: return "operation not permitted (EPERM)";
 	case LAF_ENOENT: return "no such mapping or registration (ENOENT)";
+	case LAF_EAGAIN: return "resource temporarily unavailable, e.g. vm.max_map_count reached (EAGAIN)";
 	case LAF_ENOMEM: return "out of memory or address range not mapped (ENOMEM)";
 	case LAF_EFAULT: return "bad address (EFAULT)";
 	case LAF_EBUSY: return "address space in use by another thread (EBUSY)";
@@ -68,6 +69,7 @@ void laf_config_default(struct laf_config *cfg)
 	cfg->arch = LAF_ARCH_GENERIC;
 	cfg->ram_bytes = 1ULL << 30;
 	cfg->memcg_limit_bytes = LAF_MEMCG_UNLIMITED;
+	cfg->max_map_count = LAF_DEFAULT_MAX_MAP_COUNT;
 }
 
 /**
@@ -108,7 +110,7 @@ static int geometry_init(struct laf_machine *m, const struct laf_config *cfg)
 		return LAF_EINVAL;
 	if (cfg->arch != LAF_ARCH_GENERIC && cfg->arch != LAF_ARCH_ARM64)
 		return LAF_EINVAL;
-	if (cfg->flags || cfg->reserved)
+	if (cfg->flags || cfg->max_map_count > INT32_MAX)	/* sysctl: an int >= 0 */
 		return LAF_EINVAL;
 	m->page_shift = ps;
 	m->page_size = 1ULL << ps;
@@ -213,6 +215,28 @@ void laf_machine_destroy(laf_machine *m)
 	while (m->nr_mms)
 		mm_teardown(m->mms[m->nr_mms - 1]);
 	machine_free(m);
+}
+
+/**
+ * laf_machine_put - the owner's reference on @m goes
+ *
+ * A garbage collector frees a machine and its address spaces in no set
+ * order, so the owner's release must not free mms that still have owners of
+ * their own: with no mm left the machine is freed now; otherwise it becomes
+ * "private" and laf_mm_destroy() of its last mm frees it.  Waits for a call
+ * in another thread to return first (the busy flag).
+ */
+void laf_machine_put(laf_machine *m)
+{
+	if (!m)
+		return;
+	machine_lock_wait(m);
+	if (!m->nr_mms) {
+		machine_free(m);
+		return;
+	}
+	m->private_machine = true;
+	machine_exit(m);
 }
 
 /**
@@ -478,6 +502,17 @@ int laf_madvise(laf_mm *mm, uint64_t addr, uint64_t len, int advice)
 	GUARDED(mm, __laf_madvise(mm, addr, len, advice));
 }
 
+/* ---- mprotect (issue 10) ---- */
+/**
+ * laf_mprotect - mprotect(): __laf_mprotect() (mprotect.c) checks every
+ * argument as mm/mprotect.c do_mprotect_pkey() does
+ */
+int laf_mprotect(laf_mm *mm, uint64_t addr, uint64_t len, int prot)
+{
+	GUARDED(mm, __laf_mprotect(mm, addr, len, prot));
+}
+/* ---- end mprotect ---- */
+
 /**
  * laf_prctl - PR_SET_THP_DISABLE / PR_GET_THP_DISABLE (__laf_prctl(), vma.c)
  */
@@ -673,7 +708,7 @@ static int __get_stats(struct laf_mm *mm, struct laf_stats *st)
 {
 	*st = mm->st;
 	machine_gauges(mm->machine, st);
-	st->nr_vmas = (int64_t)mm->nr_vmas;
+	st->nr_vmas = (int64_t)mm->map_count;
 	/* mm_pgtables_bytes(): every PTE table and PMD table is one page */
 	st->pgtables_bytes = (uint64_t)(st->nr_ptes + st->nr_pmds) << mm->page_shift;
 	return 0;
@@ -695,7 +730,7 @@ static int __machine_get_stats(struct laf_machine *m, struct laf_stats *st)
 
 		for (i = 0; i < n; i++)
 			dst[i] += src[i];
-		vmas += (int64_t)m->mms[k]->nr_vmas;
+		vmas += (int64_t)m->mms[k]->map_count;
 	}
 	machine_gauges(m, st);
 	st->nr_vmas = vmas;
@@ -805,14 +840,18 @@ int laf_reset_counters(laf_mm *mm)
  */
 static int __get_vmas(struct laf_mm *mm, struct laf_vma_info *out, size_t cap, size_t *nr)
 {
-	size_t i;
+	struct laf_vma *vma;
+	size_t i = 0;
 
-	*nr = mm->nr_vmas;
-	for (i = 0; i < mm->nr_vmas && i < cap; i++) {
-		out[i].start = mm->vmas[i].vm_start;
-		out[i].end = mm->vmas[i].vm_end;
-		out[i].vm_flags = mm->vmas[i].vm_flags;
-		out[i].anon_vma = mm->vmas[i].anon_vma;
+	*nr = mm->map_count;
+	for_each_vma(mm, vma) {
+		if (i == cap)
+			break;
+		out[i].start = vma->vm_start;
+		out[i].end = vma->vm_end;
+		out[i].vm_flags = vma->vm_flags & ~(uint64_t)LAF_VM_ACCOUNT;	/* internal */
+		out[i].anon_vma = vma->anon_vma;
+		i++;
 	}
 	return 0;
 }

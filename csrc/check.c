@@ -81,20 +81,21 @@ static int fail(struct ctx *c, const char *fmt, ...)
 static int check_vmas(struct ctx *c)
 {
 	struct laf_mm *mm = c->mm;
-	size_t i;
+	struct laf_vma *v, *p;
+	size_t i = 0;
+	int err = validate_mm(mm, c->msg, c->msglen);
 
-	for (i = 0; i < mm->nr_vmas; i++) {
-		struct laf_vma *v = &mm->vmas[i];
-
+	if (err)
+		return err;
+	for_each_vma(mm, v) {
 		CHECK(c, v->vm_start < v->vm_end, "vma %zu empty [%#llx,%#llx)", i,
 		      (unsigned long long)v->vm_start, (unsigned long long)v->vm_end);
 		CHECK(c, !((v->vm_start | v->vm_end) & (mm->page_size - 1)), "vma %zu unaligned", i);
 		CHECK(c, v->vm_end <= mm->task_size, "vma %zu beyond TASK_SIZE", i);
 		CHECK(c, !((v->vm_flags & LAF_VM_HUGEPAGE) && (v->vm_flags & LAF_VM_NOHUGEPAGE)),
 		      "vma %zu has both VM_HUGEPAGE and VM_NOHUGEPAGE", i);
-		if (i) {
-			struct laf_vma *p = &mm->vmas[i - 1];
-
+		p = vma_prev(v);
+		if (p) {
 			CHECK(c, p->vm_end <= v->vm_start, "vmas %zu and %zu overlap", i - 1, i);
 			CHECK(c, !(p->vm_end == v->vm_start && p->vm_flags == v->vm_flags &&
 				   !v->no_merge_prev &&
@@ -102,6 +103,7 @@ static int check_vmas(struct ctx *c)
 			      "vmas %zu and %zu [%#llx) should have merged", i - 1, i,
 			      (unsigned long long)v->vm_start);
 		}
+		i++;
 	}
 	return 0;
 }

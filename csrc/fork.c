@@ -92,7 +92,8 @@ struct laf_mm *mm_alloc(struct laf_machine *m)
 
 /*
  * Event counters add up in the machine when an mm goes; its gauges are zero
- * after exit_mmap() and are not carried.
+ * after exit_mmap() and are not carried.  VmHWM (hiwater_rss) is a property
+ * of the live mm, like RSS: it goes with the mm.
  */
 static void account_dead_mm(struct laf_machine *m, struct laf_mm *mm)
 {
@@ -103,6 +104,7 @@ static void account_dead_mm(struct laf_machine *m, struct laf_mm *mm)
 	_Static_assert(sizeof(struct laf_stats) % sizeof(uint64_t) == 0, "laf_stats is 64-bit words");
 	mm->st.mm_anonpages = mm->st.nr_ptes = mm->st.nr_pmds = 0;
 	mm->st.pages_touched = mm->st.zero_pages_touched = 0;
+	mm->st.hiwater_rss = 0;
 	for (i = 0; i < sizeof(struct laf_stats) / sizeof(uint64_t); i++)
 		dst[i] += src[i];
 }
@@ -121,8 +123,8 @@ void mm_free(struct laf_mm *mm)
 			break;
 		}
 	account_dead_mm(m, mm);
+	exit_mmap_vmas(mm);
 	free(mm->pgd);
-	free(mm->vmas);
 	free(mm);
 }
 
@@ -136,10 +138,10 @@ void mm_free(struct laf_mm *mm)
  */
 void exit_mmap(struct laf_mm *mm)
 {
-	size_t i;
+	struct laf_vma *vma;
 
-	for (i = 0; i < mm->nr_vmas; i++)
-		zap_page_range(mm, &mm->vmas[i], mm->vmas[i].vm_start, mm->vmas[i].vm_end);
+	for_each_vma(mm, vma)
+		zap_page_range(mm, vma, vma->vm_start, vma->vm_end);
 	free_all_pgtables(mm);
 }
 
@@ -337,16 +339,16 @@ static int copy_page_range(struct laf_mm *dst, struct laf_vma *dst_vma, struct l
  */
 int dup_mmap(struct laf_mm *mm, struct laf_mm *oldmm)
 {
-	size_t i;
+	struct laf_vma *src;
 
-	for (i = 0; i < oldmm->nr_vmas; i++)
-		if (userfaultfd_armed(&oldmm->vmas[i]))
+	for_each_vma(oldmm, src)
+		if (userfaultfd_armed(src))
 			return LAF_ENOSYS;
 	mm->mmf_disable_thp_completely = oldmm->mmf_disable_thp_completely;
 	mm->mmf_disable_thp_except_advised = oldmm->mmf_disable_thp_except_advised;
 	mm->mmap_base = oldmm->mmap_base;
-	for (i = 0; i < oldmm->nr_vmas; i++) {
-		struct laf_vma *src = &oldmm->vmas[i], v = *src, *dst;
+	for_each_vma(oldmm, src) {
+		struct laf_vma v = *src, *dst;
 		int err;
 
 		if (src->vm_flags & LAF_VM_DONTCOPY)

@@ -273,13 +273,13 @@ vm_fault_t do_huge_pmd_wp_page(struct vm_fault *vmf)
  * zero-page PTEs for a huge zero PMD (__split_huge_zero_page_pmd()), or the
  * THP's pages (refcount += nr - 1, nr PTE mappings added - each page
  * AnonExclusive if the head was - then the PMD mapping removed).
- * Touched bits stay in place.  The folio itself is not split.
+ * Touched bits stay in place; uffd-wp and pte_protnone() carry over.  The folio itself is not split.
  */
 void __split_huge_pmd(struct laf_mm *mm, struct laf_vma *vma, pmd_t *pmd, uint64_t address)
 {
 	uint64_t haddr = align_down(address, mm->pmd_size);
 	unsigned int i, nr = mm->ptrs_per_pte;
-	pte_t *ptes = pmd->ptes, keep_wp = pmd->val & LAF_PTE_UFFD_WP;
+	pte_t *ptes = pmd->ptes, keep_wp = pmd->val & (LAF_PTE_UFFD_WP | LAF_PTE_PROTNONE);
 	uint64_t pfn = pte_pfn(pmd->val);
 
 	(void)vma;
@@ -300,7 +300,7 @@ void __split_huge_pmd(struct laf_mm *mm, struct laf_vma *vma, pmd_t *pmd, uint64
 	} else {
 		struct page *head = pfn_to_page(mm, pfn);
 		pte_t bits = (pmd->val & (LAF_PTE_WRITE | LAF_PTE_DIRTY | LAF_PTE_YOUNG |
-					  LAF_PTE_UFFD_WP)) | LAF_PTE_PRESENT;
+					  LAF_PTE_UFFD_WP | LAF_PTE_PROTNONE)) | LAF_PTE_PRESENT;
 		pte_t touched[1];
 		pte_t *save = malloc(nr * sizeof(pte_t));
 

@@ -54,6 +54,7 @@ enum laf_err {
 	LAF_OK = 0,
 	LAF_EPERM = -1,
 	LAF_ENOENT = -2,
+	LAF_EAGAIN = -11,   /* madvise: a split refused (max_map_count) */
 	LAF_ENOMEM = -12,
 	LAF_EFAULT = -14,
 	LAF_EBUSY = -16,
@@ -124,11 +125,21 @@ enum laf_policy_kind {
 #define LAF_VM_NOHUGEPAGE    0x40000000
 /* VM_DONTCOPY: the kernel's 0x00020000 is LAF_VM_UFFD_MINOR in this ABI */
 #define LAF_VM_DONTCOPY      0x100000000
+/* ---- mprotect (issue 10) ---- */
+/*
+ * VM_ACCOUNT (the kernel's value): the commit charge of a private writable
+ * mapping, set by mmap() of a writable mapping and by mprotect() making one
+ * writable (mm/mprotect.c mprotect_fixup()).  Internal: it only decides VMA
+ * merges; laf_get_vmas() does not report it.
+ */
+#define LAF_VM_ACCOUNT       0x00100000
+/* ---- end mprotect ---- */
 
 /* mmap prot / flags */
 #define LAF_PROT_NONE   0x0
 #define LAF_PROT_READ   0x1
 #define LAF_PROT_WRITE  0x2
+#define LAF_PROT_EXEC   0x4   /* mprotect() only: VM_EXEC (laf_mmap() takes READ/WRITE) */
 #define LAF_MAP_FIXED   0x1   /* place exactly at addr; overlap is -EEXIST (MAP_FIXED_NOREPLACE) */
 #define LAF_MAP_NOMERGE 0x2   /* a VMA the kernel keeps unmerged: no merge at creation, its own
                                  anon_vma, never merged with the VMA just below it (brk():
@@ -168,6 +179,7 @@ enum laf_policy_kind {
 #define LAF_PTE_UFFD_WP  0x040
 #define LAF_PTE_TOUCHED  0x080   /* emulator only: the workload accessed this page */
 #define LAF_PTE_HUGE     0x100   /* PMD leaf (only in laf_read_ptes output) */
+#define LAF_PTE_PROTNONE 0x200   /* pte_protnone(): present, no access allowed (PROT_NONE VMA) */
 
 /* laf_read_ptes() per-page orders: >= 0 is the folio order; these are not folios */
 #define LAF_ORDER_NONE      -1   /* pte_none / not present */
@@ -220,6 +232,8 @@ enum laf_inject_kind {
  * every charge fails.
  */
 #define LAF_MEMCG_UNLIMITED 0xffffffffffffffffULL
+/* vm.max_map_count's default (include/linux/mm.h DEFAULT_MAX_MAP_COUNT) */
+#define LAF_DEFAULT_MAX_MAP_COUNT 65530
 
 struct laf_config {
 	uint32_t page_shift;        /* 12 (4K), 14 (16K) or 16 (64K) */
@@ -229,7 +243,7 @@ struct laf_config {
 				     * 0 = nothing may be charged */
 	uint64_t mmap_base;         /* top of the mmap area; 0 = TASK_SIZE - 128M */
 	uint32_t flags;             /* reserved, must be 0 */
-	uint32_t reserved;
+	uint32_t max_map_count;     /* vm.max_map_count (LAF_DEFAULT_MAX_MAP_COUNT); at most INT32_MAX */
 };
 
 struct laf_policy {
@@ -433,6 +447,11 @@ void laf_mm_destroy(laf_mm *mm);
 int laf_machine_create(const struct laf_config *cfg, laf_machine **out);
 /* destroys every mm still on the machine (exit_mmap()), then the machine */
 void laf_machine_destroy(laf_machine *machine);
+/*
+ * the owner lets go of the machine: freed now if no mm is left on it, else
+ * with its last mm (laf_mm_destroy()); the mms stay valid until destroyed
+ */
+void laf_machine_put(laf_machine *machine);
 int laf_mm_create_on(laf_machine *machine, laf_mm **out);
 /* the THP knobs of the machine (laf_set_policy() on any of its mms does the same) */
 int laf_machine_set_policy(laf_machine *machine, const struct laf_policy *pol);
@@ -457,6 +476,10 @@ int laf_set_memcg_limit(laf_mm *mm, uint64_t limit_bytes);
 int laf_mmap(laf_mm *mm, uint64_t addr, uint64_t len, int prot, int flags, uint64_t *out_addr);
 int laf_munmap(laf_mm *mm, uint64_t addr, uint64_t len);
 int laf_madvise(laf_mm *mm, uint64_t addr, uint64_t len, int advice);
+/* ---- mprotect (issue 10) ---- */
+/* mprotect(): LAF_PROT_* bits; errors as mm/mprotect.c do_mprotect_pkey() */
+int laf_mprotect(laf_mm *mm, uint64_t addr, uint64_t len, int prot);
+/* ---- end mprotect ---- */
 int laf_prctl(laf_mm *mm, int option, uint64_t arg2, uint64_t arg3, int64_t *out);
 int laf_uffd_register(laf_mm *mm, uint64_t addr, uint64_t len, int mode);
 int laf_uffd_unregister(laf_mm *mm, uint64_t addr, uint64_t len);
@@ -521,8 +544,9 @@ uint64_t laf_max_ram_bytes(uint32_t page_shift);
  *                   LAF_OPF_MOVED, which re-creates them as LAF_OP_POPULATE
  *                   runs (folio pages first) at its own addr (trace replay's
  *                   stand-in for mremap() moving pages).
- *  LAF_OP_PROTECT, LAF_OP_REMAP, LAF_OP_FORK, LAF_OP_EXIT
- *                   mprotect(), mremap(), fork(), exit(): reserved, LAF_ENOSYS
+ *  LAF_OP_PROTECT   mprotect(addr, len, prot = arg) (LAF_PROT_* bits).
+ *  LAF_OP_REMAP, LAF_OP_FORK, LAF_OP_EXIT
+ *                   mremap(), fork(), exit(): reserved, LAF_ENOSYS
  *                   until the core has them.
  * mm: the address space a record acts on; 0 is laf_run_ops()'s @mm (the
  * only one until fork exists), any other index is a per-record LAF_EINVAL.

@@ -154,6 +154,18 @@ struct laf_vma {
 	uint64_t auto_next;
 	int32_t auto_order;
 	int32_t no_merge_prev; /* LAF_MAP_NOMERGE: never merged with the VMA just below it */
+	/*
+	 * The VMA tree (vma.c): address order as a list (the vm_prev/vm_next of
+	 * kernels before the maple tree) and an AVL tree keyed by vm_start,
+	 * augmented with the largest gap below a VMA in each subtree (the
+	 * rb_subtree_gap of the pre-6.1 mm/mmap.c) for unmapped_area_topdown().
+	 * vm_start never changes while a VMA is in the tree.
+	 */
+	struct laf_vma *vm_prev, *vm_next;
+	struct laf_vma *vm_rb_left, *vm_rb_right;
+	uint64_t rb_subtree_gap;
+	int32_t vm_rb_height;
+	int32_t pad;
 };
 
 struct deferred_split {
@@ -253,7 +265,7 @@ struct laf_machine {
 	struct laf_mm **mms;
 	size_t nr_mms, cap_mms;
 	uint32_t next_mm_id;
-	bool private_machine;    /* created by laf_mm_create(): goes with its last mm */
+	bool private_machine;    /* laf_mm_create() or laf_machine_put(): goes with its last mm */
 
 	volatile int busy;
 };
@@ -273,10 +285,11 @@ struct laf_mm {
 	struct pmd_table **pgd;
 	size_t pgd_entries;
 
-	/* VMAs: sorted, non-overlapping (the maple tree's contract) */
-	struct laf_vma *vmas;
-	size_t nr_vmas, cap_vmas;
-	size_t vma_cache;
+	/* VMAs: non-overlapping, in the VMA tree of vma.c (the maple tree's contract) */
+	struct laf_vma *mm_rb;               /* root of the tree */
+	struct laf_vma *vma_first, *vma_last;
+	size_t map_count;                    /* mm->map_count */
+	struct laf_vma *vmacache;            /* the last VMA find_vma() returned */
 	uint64_t next_anon_vma;
 
 	/* prctl(PR_SET_THP_DISABLE): MMF_DISABLE_THP_MASK, inherited on fork */
@@ -502,9 +515,20 @@ void policy_auto_update(struct laf_mm *mm, struct laf_vma *vma, uint64_t addr, u
 
 /* ---- vma.c ---- */
 struct laf_vma *find_vma(struct laf_mm *mm, uint64_t addr);
+void exit_mmap_vmas(struct laf_mm *mm);
+int validate_mm(struct laf_mm *mm, char *msg, size_t msglen);
+
+/* vma_next()/vma_prev() - neighbours in address order (NULL at the ends) */
+static inline struct laf_vma *vma_next(const struct laf_vma *vma) { return vma->vm_next; }
+static inline struct laf_vma *vma_prev(const struct laf_vma *vma) { return vma->vm_prev; }
+
+/* for_each_vma() - every VMA in address order; @vma must not be freed in the body */
+#define for_each_vma(mm, vma) for ((vma) = (mm)->vma_first; (vma); (vma) = vma_next(vma))
 int vmf_anon_prepare(struct laf_mm *mm, struct laf_vma *vma);
 int vma_modify_flags_uffd(struct laf_mm *mm, uint64_t start, uint64_t end, uint64_t set);
 int insert_vm_struct(struct laf_mm *mm, const struct laf_vma *vma);
+struct laf_vma *vma_modify_flags(struct laf_mm *mm, struct laf_vma *vma, uint64_t start,
+				 uint64_t end, uint64_t newflags, int *err);
 
 /* ---- userfaultfd.c ---- */
 int userfaultfd_register(struct laf_mm *mm, uint64_t start, uint64_t len, int mode);
@@ -575,6 +599,7 @@ static inline void mm_exit(struct laf_mm *mm)
 int __laf_mmap(struct laf_mm *mm, uint64_t addr, uint64_t len, int prot, int flags, uint64_t *out);
 int __laf_munmap(struct laf_mm *mm, uint64_t start, uint64_t len);
 int __laf_madvise(struct laf_mm *mm, uint64_t start, uint64_t len, int advice);
+int __laf_mprotect(struct laf_mm *mm, uint64_t start, uint64_t len, int prot);	/* mprotect.c */
 int __laf_prctl(struct laf_mm *mm, int option, uint64_t arg2, uint64_t arg3, int64_t *out);
 int __laf_check_invariants(struct laf_machine *m, char *msg, size_t msglen);
 int laf_access(struct laf_mm *mm, uint64_t addr, bool write, struct laf_fault_result *res);

@@ -938,7 +938,7 @@ static inline bool mmu_access(struct laf_mm *mm, uint64_t addr, bool write)
 		return false;
 	pmd = &t->e[(addr >> mm->pmd_shift) & (mm->ptrs_per_pte - 1)];
 	if (unlikely(pmd->val)) {	/* huge leaf: touched bits live in the deposited table */
-		if (write && !(pmd->val & LAF_PTE_WRITE))
+		if ((pmd->val & LAF_PTE_PROTNONE) || (write && !(pmd->val & LAF_PTE_WRITE)))
 			return false;
 		ptep = &pmd->ptes[pte_index(mm, addr)];
 		if (!(*ptep & LAF_PTE_TOUCHED)) {
@@ -954,7 +954,8 @@ static inline bool mmu_access(struct laf_mm *mm, uint64_t addr, bool write)
 		return false;
 	ptep = &pmd->ptes[pte_index(mm, addr)];
 	pte = *ptep;
-	if (!(pte & LAF_PTE_PRESENT) || (write && !(pte & LAF_PTE_WRITE)))
+	if (!(pte & LAF_PTE_PRESENT) || (pte & LAF_PTE_PROTNONE) ||
+	    (write && !(pte & LAF_PTE_WRITE)))
 		return false;
 	if (!(pte & LAF_PTE_TOUCHED)) {
 		*ptep = pte | LAF_PTE_TOUCHED;

@@ -11,7 +11,7 @@
  * own (counted by step and errno in struct laf_ops_result); the stream goes
  * on unless the record asked to stop it (LAF_OPF_STOP).  Every field of
  * every record is untrusted input: no record value can crash the executor.
- * Simplified: one mm (fork, exit, mremap and mprotect are reserved op codes
+ * Simplified: one mm (fork, exit and mremap are reserved op codes
  * returning LAF_ENOSYS until the core has them).
  */
 #include <stdlib.h>
@@ -143,14 +143,14 @@ static int ops_move_pages(struct ops_state *s, uint64_t addr, uint64_t len, uint
 	uint64_t end = addr + len, chunk = MOVE_CHUNK;
 	uint64_t ptes[MOVE_CHUNK];
 	int8_t orders[MOVE_CHUNK];
-	size_t v;
+	struct laf_vma *vma;
 
 	ops_move_reset(s);
 	if (end < addr)
 		return LAF_EINVAL;
-	for (v = 0; v < mm->nr_vmas; v++) {
-		uint64_t lo = mm->vmas[v].vm_start > addr ? mm->vmas[v].vm_start : addr;
-		uint64_t hi = mm->vmas[v].vm_end < end ? mm->vmas[v].vm_end : end;
+	for (vma = find_vma(mm, addr); vma && vma->vm_start < end; vma = vma_next(vma)) {
+		uint64_t lo = vma->vm_start > addr ? vma->vm_start : addr;
+		uint64_t hi = vma->vm_end < end ? vma->vm_end : end;
 
 		for (; lo < hi; lo += chunk << shift) {
 			uint64_t i, n = (hi - lo) >> shift;
@@ -183,15 +183,12 @@ static int ops_move_pages(struct ops_state *s, uint64_t addr, uint64_t len, uint
 /* A VMA next to [@addr, @addr + @len) already has an anon_vma. */
 static bool neighbour_has_anon_vma(struct laf_mm *mm, uint64_t addr, uint64_t len)
 {
-	size_t v;
+	const struct laf_vma *below = addr ? find_vma(mm, addr - 1) : NULL;
+	const struct laf_vma *above = find_vma(mm, addr + len);
 
-	for (v = 0; v < mm->nr_vmas; v++) {
-		const struct laf_vma *vma = &mm->vmas[v];
-
-		if (vma->anon_vma && (vma->vm_end == addr || vma->vm_start == addr + len))
-			return true;
-	}
-	return false;
+	if (below && below->vm_end == addr && below->anon_vma)
+		return true;
+	return above && above->vm_start == addr + len && above->anon_vma;
 }
 
 /**
@@ -246,8 +243,9 @@ static int ops_unmap(struct ops_state *s, const struct laf_op *op, uint64_t addr
 	if (!(op->flags & LAF_OPF_ALL))
 		return ops_fail(s, LAF_OP_UNMAP, __laf_munmap(mm, addr, op->len));
 	ops_move_reset(s);
-	while (mm->nr_vmas) {
-		err = __laf_munmap(mm, mm->vmas[0].vm_start, mm->vmas[0].vm_end - mm->vmas[0].vm_start);
+	while (mm->vma_first) {
+		err = __laf_munmap(mm, mm->vma_first->vm_start,
+				   mm->vma_first->vm_end - mm->vma_first->vm_start);
 		if (err)
 			return ops_fail(s, LAF_OP_UNMAP, err);
 	}
@@ -323,6 +321,16 @@ static int ops_madvise(struct ops_state *s, const struct laf_op *op, uint64_t ad
 	return ops_fail(s, LAF_OP_MADVISE, __laf_madvise(s->mm, addr, op->len, (int)op->arg));
 }
 
+/* ---- mprotect (issue 10) ---- */
+/* LAF_OP_PROTECT: __laf_mprotect() (mprotect.c) with int LAF_PROT_* bits */
+static int ops_protect(struct ops_state *s, const struct laf_op *op, uint64_t addr)
+{
+	if (op->arg > 0x7fffffff)
+		return ops_fail(s, LAF_OP_PROTECT, LAF_EINVAL);
+	return ops_fail(s, LAF_OP_PROTECT, __laf_mprotect(s->mm, addr, op->len, (int)op->arg));
+}
+/* ---- end mprotect ---- */
+
 /**
  * ops_one - execute record @i
  *
@@ -359,6 +367,7 @@ static int ops_one(struct ops_state *s, const struct laf_op *op, size_t i)
 	case LAF_OP_MOVE_PAGES:
 		return ops_fail(s, LAF_OP_MOVE_PAGES, ops_move_pages(s, addr, op->len, op->arg));
 	case LAF_OP_PROTECT:
+		return ops_protect(s, op, addr);
 	case LAF_OP_REMAP:
 	case LAF_OP_FORK:
 	case LAF_OP_EXIT:

@@ -2020,6 +2020,36 @@ static bool test_fork_machine_stats(void)
 	return true;
 }
 
+/*
+ * laf_machine_put(): the owner's release while mms remain (a garbage
+ * collector's order) leaves them usable; the last mm frees the machine
+ * (ASan: no use after free, no leak).
+ */
+static bool test_machine_put_before_its_mms(void)
+{
+	struct laf_config cfg;
+	laf_machine *m = NULL, *empty = NULL;
+	laf_mm *a = NULL, *b = NULL;
+	uint64_t out;
+	char msg[256];
+
+	laf_config_default(&cfg);
+	cfg.ram_bytes = 64 * M;
+	ASSERT_OK(laf_machine_create(&cfg, &empty));
+	laf_machine_put(empty);			/* no mm: freed at once */
+	ASSERT_OK(laf_machine_create(&cfg, &m));
+	ASSERT_OK(laf_mm_create_on(m, &a));
+	ASSERT_OK(laf_mmap(a, BASE, 256 * K, LAF_PROT_READ | LAF_PROT_WRITE, LAF_MAP_FIXED, &out));
+	ASSERT_EQ(touch(a, BASE, 256 * K, 1), 64);
+	ASSERT_OK(laf_mm_fork(a, &b));
+	laf_machine_put(m);
+	laf_mm_destroy(a);
+	ASSERT_EQ(touch(b, BASE, 256 * K, 1), 64);	/* the last owner: reused in place */
+	ASSERT_OK(laf_check_invariants(b, msg, sizeof(msg)));
+	laf_mm_destroy(b);			/* frees the machine */
+	return true;
+}
+
 /* ------------------------------------------------------ op streams (ops.c) */
 
 static struct laf_op op_rec(int op, int flags, uint64_t addr, uint64_t len, uint64_t arg,
@@ -2089,7 +2119,8 @@ static bool test_run_ops_same_as_calls(void)
 /*
  * Every field of a record is untrusted: an unknown op, an mm index other
  * than 0, a run or range that wraps past 2^64, a zero stride, an int field
- * out of range and the reserved ops (LAF_ENOSYS) are per-record failures,
+ * out of range, the reserved ops (LAF_ENOSYS) and an mprotect of nothing
+ * (LAF_ENOMEM) are per-record failures,
  * counted by step and errno; the stream goes on, and a failing LAF_OPF_STOP
  * record ends it.
  */
@@ -2126,7 +2157,8 @@ static bool test_run_ops_bad_records(void)
 	ASSERT_EQ(res.first_errno, LAF_EINVAL);
 	ASSERT_EQ(res.errors[LAF_OPS_STEP_RECORD][-LAF_EINVAL], 4); /* op, 2 mm, populate */
 	ASSERT_EQ(res.errors[LAF_OP_MOVE_PAGES][-LAF_EINVAL], 1);
-	ASSERT_EQ(res.errors[LAF_OPS_STEP_RECORD][-LAF_ENOSYS], 4);
+	ASSERT_EQ(res.errors[LAF_OPS_STEP_RECORD][-LAF_ENOSYS], 3);
+	ASSERT_EQ(res.errors[LAF_OP_PROTECT][-LAF_ENOMEM], 1);	/* no VMA there */
 	ASSERT_EQ(res.errors[LAF_OP_TOUCH][-LAF_EINVAL], 2);
 	ASSERT_EQ(res.errors[LAF_OP_MAP][-LAF_EINVAL], 1);
 	ASSERT_EQ(res.errors[LAF_OP_MAP][-LAF_ENOMEM], 1);
@@ -2201,9 +2233,342 @@ static bool test_run_ops_move_pages(void)
 
 typedef bool (*test_fn)(void);
 
+/* ------------------------------------------------ VMA tree, max_map_count */
+
+/*
+ * The VMA tree (vma.c) at scale: 20,000 one-page VMAs that cannot merge,
+ * random unmaps and refills; laf_check_invariants() runs validate_mm() (list,
+ * tree order, AVL balance, rb_subtree_gap, map_count).
+ */
+static bool test_vma_tree_many(void)
+{
+	laf_mm *mm = mm_small();
+	uint64_t *addrs, a, x = 88172645463325252ULL;
+	int i;
+
+	ASSERT_TRUE(mm);
+	addrs = calloc(20000, sizeof(*addrs));
+	ASSERT_TRUE(addrs);
+	for (i = 0; i < 20000; i++) {
+		if (laf_mmap(mm, 0, 4096, i % 2 ? LAF_PROT_READ | LAF_PROT_WRITE : LAF_PROT_READ, 0,
+			     &addrs[i])) {
+			free(addrs);
+			ASSERT_TRUE(0);
+		}
+	}
+	for (i = 0; i < 4000; i++) {
+		x ^= x << 13, x ^= x >> 7, x ^= x << 17;
+		a = addrs[x % 20000];
+		if (laf_munmap(mm, a, 4096) || laf_mmap(mm, a, 4096, LAF_PROT_READ, LAF_MAP_FIXED, &a)) {
+			free(addrs);
+			ASSERT_TRUE(0);
+		}
+		if (i % 1000 == 0 && laf_check_invariants(mm, NULL, 0)) {
+			free(addrs);
+			ASSERT_TRUE(0);
+		}
+	}
+	free(addrs);
+	ASSERT_OK(laf_check_invariants(mm, NULL, 0));
+	return true;
+}
+
+/*
+ * vm.max_map_count: do_mmap() refuses at map_count > max (so max + 1 VMAs
+ * fit); munmap of the middle of a VMA and a madvise split refuse at
+ * map_count >= max (-ENOMEM, madvise -EAGAIN).
+ */
+static bool test_max_map_count(void)
+{
+	struct laf_config cfg;
+	laf_mm *mm = NULL;
+	uint64_t big, a;
+
+	laf_config_default(&cfg);
+	ASSERT_EQ(cfg.max_map_count, LAF_DEFAULT_MAX_MAP_COUNT);
+	cfg.ram_bytes = 64 * M;
+	cfg.max_map_count = 2;
+	ASSERT_OK(laf_mm_create(&cfg, &mm));
+	live[nr_live++] = mm;
+	ASSERT_OK(laf_mmap(mm, 0, 16 * 4096, LAF_PROT_READ | LAF_PROT_WRITE, 0, &big));
+	ASSERT_OK(laf_mmap(mm, 0, 4096, LAF_PROT_READ, 0, &a));
+	ASSERT_EQ(nr_vmas(mm), 2);
+	ASSERT_EQ(laf_munmap(mm, big + 4 * 4096, 4096), LAF_ENOMEM);
+	ASSERT_EQ(laf_madvise(mm, big + 4 * 4096, 4096, LAF_MADV_HUGEPAGE), LAF_EAGAIN);
+	ASSERT_EQ(laf_uffd_register(mm, big + 15 * 4096, 4096, LAF_UFFDIO_REGISTER_MODE_MISSING),
+		  LAF_ENOMEM);
+	ASSERT_OK(laf_madvise(mm, big + 4 * 4096, 4096, LAF_MADV_DONTNEED));
+	ASSERT_OK(laf_mmap(mm, 0, 4096, 0, 0, &a));	/* 2 > 2 is false: a third VMA */
+	ASSERT_EQ(nr_vmas(mm), 3);
+	ASSERT_EQ(laf_mmap(mm, 0, 4096, LAF_PROT_READ, 0, &a), LAF_ENOMEM);
+	ASSERT_OK(laf_munmap(mm, big, 4096));		/* an edge: no new VMA */
+	cfg.max_map_count = 0x80000000u;
+	ASSERT_EQ(laf_mm_create(&cfg, &mm), LAF_EINVAL);
+	return true;
+}
+
+/* ---- mprotect (issue 10) ---- */
+
+/* the raw PTE (or PMD leaf) at @addr, 0 if none */
+static uint64_t pte_at(laf_mm *mm, uint64_t addr)
+{
+	uint64_t pte = 0;
+	int8_t order;
+
+	if (laf_read_ptes(mm, addr, 1, &pte, &order))
+		return ~0ULL;
+	return pte;
+}
+
+/*
+ * mm/mprotect.c do_mprotect_pkey(): unaligned start -EINVAL, len 0 is 0,
+ * a wrapping range -ENOMEM, unknown prot bits -EINVAL (after the range
+ * checks), no VMA at start -ENOMEM, a hole -ENOMEM after the VMAs below it
+ * were changed (no rollback).
+ */
+static bool test_mprotect_args(void)
+{
+	laf_mm *mm = mm_small();
+	struct laf_vma_info v[4];
+	size_t n;
+
+	ASSERT_TRUE(mm);
+	ASSERT_EQ(map_fixed(mm, BASE, 64 * K), BASE);
+	ASSERT_EQ(map_fixed(mm, BASE + 128 * K, 64 * K), BASE + 128 * K);
+	ASSERT_EQ(laf_mprotect(mm, BASE + 1, 4 * K, LAF_PROT_READ), LAF_EINVAL);
+	ASSERT_EQ(laf_mprotect(mm, BASE + 1, 0, 0x40), LAF_EINVAL);	/* alignment first */
+	ASSERT_OK(laf_mprotect(mm, BASE, 0, 0x40));			/* len 0: nothing checked */
+	ASSERT_EQ(laf_mprotect(mm, BASE, UINT64_MAX, 0x40), LAF_ENOMEM);	/* wraps before prot */
+	ASSERT_EQ(laf_mprotect(mm, BASE, 4 * K, 0x40), LAF_EINVAL);
+	ASSERT_EQ(laf_mprotect(mm, BASE - 4 * K, 8 * K, LAF_PROT_READ), LAF_ENOMEM);
+	ASSERT_EQ(laf_mprotect(mm, BASE + 64 * K, 4 * K, LAF_PROT_READ), LAF_ENOMEM);
+	ASSERT_EQ(laf_mprotect(mm, BASE, 192 * K, LAF_PROT_READ), LAF_ENOMEM);	/* the hole */
+	ASSERT_OK(laf_get_vmas(mm, v, 4, &n));
+	ASSERT_EQ(n, 2);
+	ASSERT_EQ(v[0].vm_flags, LAF_VM_READ);	/* changed before the hole; VM_ACCOUNT not shown */
+	ASSERT_EQ(v[1].vm_flags, LAF_VM_READ | LAF_VM_WRITE);	/* after it: untouched */
+	ASSERT_OK(laf_mprotect(mm, BASE + 128 * K, 1, LAF_PROT_READ | LAF_PROT_EXEC));
+	ASSERT_OK(laf_get_vmas(mm, v, 4, &n));
+	ASSERT_EQ(n, 3);
+	ASSERT_EQ(v[1].vm_flags, LAF_VM_READ | LAF_VM_EXEC);
+	return true;
+}
+
+/*
+ * mprotect_fixup() -> vma_modify_flags(): the middle of a VMA splits it in
+ * three; the same protection back merges them again (VM_ACCOUNT kept, as
+ * the VMA has an anon_vma).  A read-only mapping that never had an
+ * anon_vma loses VM_ACCOUNT, so it does not merge with one that kept it.
+ */
+static bool test_mprotect_split_merge(void)
+{
+	laf_mm *mm = mm_small();
+	struct laf_vma_info v[4];
+	size_t n;
+	uint64_t b;
+
+	ASSERT_TRUE(mm);
+	ASSERT_EQ(map_fixed(mm, BASE, 64 * K), BASE);
+	ASSERT_EQ(fault(mm, BASE, 1).access, LAF_ACCESS_FAULT);	/* anon_vma */
+	ASSERT_OK(laf_mprotect(mm, BASE + 16 * K, 16 * K, LAF_PROT_READ));
+	ASSERT_EQ(nr_vmas(mm), 3);
+	ASSERT_OK(laf_mprotect(mm, BASE + 16 * K, 16 * K, LAF_PROT_READ | LAF_PROT_WRITE));
+	ASSERT_EQ(nr_vmas(mm), 1);
+	/* [BASE, +64K) read-only keeps VM_ACCOUNT (anon_vma); a fresh "r" mapping above has none */
+	ASSERT_OK(laf_mprotect(mm, BASE, 64 * K, LAF_PROT_READ));
+	ASSERT_OK(laf_mmap(mm, BASE + 64 * K, 64 * K, LAF_PROT_READ, LAF_MAP_FIXED, &b));
+	ASSERT_EQ(nr_vmas(mm), 2);
+	ASSERT_OK(laf_get_vmas(mm, v, 4, &n));
+	ASSERT_EQ(v[0].vm_flags, v[1].vm_flags);	/* equal as reported: VM_ACCOUNT is internal */
+	/* writable then read-only again without an anon_vma: VM_ACCOUNT dropped, merges */
+	ASSERT_OK(laf_mprotect(mm, BASE + 64 * K, 64 * K, LAF_PROT_READ | LAF_PROT_WRITE));
+	ASSERT_OK(laf_mprotect(mm, BASE + 64 * K, 64 * K, LAF_PROT_READ));
+	ASSERT_EQ(nr_vmas(mm), 2);
+	ASSERT_OK(laf_mprotect(mm, BASE, 128 * K, LAF_PROT_READ | LAF_PROT_WRITE));
+	ASSERT_EQ(nr_vmas(mm), 1);
+	return true;
+}
+
+/*
+ * PROT_NONE: pte_protnone() entries; any access is a SIGSEGV before
+ * handle_mm_fault() (counted in faults_sigsegv, not in pgfault).  With write
+ * permission back, MM_CP_TRY_CHANGE_WRITABLE makes the exclusive pages
+ * writable again: the next write is a hit.  A zero-page PTE stays read-only.
+ */
+static bool test_mprotect_protnone(void)
+{
+	laf_mm *mm = mm_small();
+	struct laf_stats s0, s1;
+	uint64_t pte;
+
+	ASSERT_TRUE(mm);
+	ASSERT_EQ(map_fixed(mm, BASE, 64 * K), BASE);
+	ASSERT_EQ(touch(mm, BASE, 32 * K, 1), 8);
+	ASSERT_EQ(fault(mm, BASE + 32 * K, 0).access, LAF_ACCESS_FAULT);	/* zero page */
+	ASSERT_OK(laf_mprotect(mm, BASE, 64 * K, LAF_PROT_NONE));
+	pte = pte_at(mm, BASE);
+	ASSERT_TRUE(pte & LAF_PTE_PRESENT);
+	ASSERT_TRUE(pte & LAF_PTE_PROTNONE);
+	ASSERT_FALSE(pte & LAF_PTE_WRITE);
+	s0 = stats(mm);
+	ASSERT_EQ(fault(mm, BASE, 0).access, LAF_ACCESS_SIGSEGV);
+	ASSERT_EQ(fault(mm, BASE + 48 * K, 1).access, LAF_ACCESS_SIGSEGV);
+	s1 = stats(mm);
+	ASSERT_EQ(s1.faults_sigsegv - s0.faults_sigsegv, 2);
+	ASSERT_EQ(s1.pgfault, s0.pgfault);
+	ASSERT_OK(laf_check_invariants(mm, NULL, 0));
+	ASSERT_OK(laf_mprotect(mm, BASE, 64 * K, LAF_PROT_READ));
+	ASSERT_EQ(fault(mm, BASE, 0).access, LAF_ACCESS_HIT);
+	ASSERT_EQ(fault(mm, BASE, 1).access, LAF_ACCESS_SIGSEGV);
+	ASSERT_OK(laf_mprotect(mm, BASE, 64 * K, LAF_PROT_READ | LAF_PROT_WRITE));
+	pte = pte_at(mm, BASE);
+	ASSERT_TRUE(pte & LAF_PTE_WRITE);
+	ASSERT_FALSE(pte & LAF_PTE_PROTNONE);
+	ASSERT_FALSE(pte_at(mm, BASE + 32 * K) & LAF_PTE_WRITE);	/* the zero page */
+	s0 = stats(mm);
+	ASSERT_EQ(fault(mm, BASE + 4 * K, 1).access, LAF_ACCESS_HIT);
+	ASSERT_EQ(fault(mm, BASE + 32 * K, 1).access, LAF_ACCESS_FAULT);	/* wp copy of the zero page */
+	s1 = stats(mm);
+	ASSERT_EQ(s1.faults_wp - s0.faults_wp, 1);
+	return true;
+}
+
+/*
+ * After fork the pages are shared (not PageAnonExclusive): read-only and
+ * back to read-write leaves them write-protected (can_change_pte_writable()
+ * fails), so the next write is a do_wp_page() copy; in the child too.
+ */
+static bool test_mprotect_after_fork(void)
+{
+	laf_mm *mm = mm_small(), *child;
+	struct laf_stats s0, s1;
+
+	ASSERT_TRUE(mm);
+	ASSERT_EQ(map_fixed(mm, BASE, 64 * K), BASE);
+	ASSERT_EQ(touch(mm, BASE, 64 * K, 1), 16);
+	child = fork_of(mm);
+	ASSERT_TRUE(child);
+	ASSERT_OK(laf_mprotect(mm, BASE, 64 * K, LAF_PROT_READ));
+	ASSERT_OK(laf_mprotect(mm, BASE, 64 * K, LAF_PROT_READ | LAF_PROT_WRITE));
+	ASSERT_FALSE(pte_at(mm, BASE) & LAF_PTE_WRITE);
+	s0 = stats(mm);
+	ASSERT_EQ(fault(mm, BASE, 1).access, LAF_ACCESS_FAULT);
+	s1 = stats(mm);
+	ASSERT_EQ(s1.faults_wp_copy - s0.faults_wp_copy, 1);
+	/* the page just copied is exclusive: read-only and back makes it writable */
+	ASSERT_OK(laf_mprotect(mm, BASE, 8 * K, LAF_PROT_READ));
+	ASSERT_OK(laf_mprotect(mm, BASE, 8 * K, LAF_PROT_READ | LAF_PROT_WRITE));
+	ASSERT_TRUE(pte_at(mm, BASE) & LAF_PTE_WRITE);
+	ASSERT_FALSE(pte_at(mm, BASE + 4 * K) & LAF_PTE_WRITE);
+	ASSERT_OK(laf_check_invariants(child, NULL, 0));
+	return true;
+}
+
+/*
+ * A PMD the range covers whole: change_huge_pmd() in place (no split), the
+ * write bit back through can_change_pmd_writable(); a range inside the PMD
+ * splits it at the VMA split (vma_adjust_trans_huge()).
+ */
+static bool test_mprotect_pmd(void)
+{
+	laf_mm *mm = mm_small();
+	uint64_t a = 0;
+
+	ASSERT_TRUE(mm);
+	ASSERT_OK(set_upstream(mm, LAF_THP_ALWAYS, 0, LAF_THP_INHERIT));
+	ASSERT_OK(laf_mmap(mm, 0, 4 * M, LAF_PROT_READ | LAF_PROT_WRITE, 0, &a));
+	ASSERT_EQ(fault(mm, a, 1).access, LAF_ACCESS_FAULT);
+	ASSERT_TRUE(pte_at(mm, a) & LAF_PTE_HUGE);
+	ASSERT_OK(laf_mprotect(mm, a, 2 * M, LAF_PROT_READ));
+	ASSERT_TRUE(pte_at(mm, a) & LAF_PTE_HUGE);
+	ASSERT_FALSE(pte_at(mm, a) & LAF_PTE_WRITE);
+	ASSERT_EQ(fault(mm, a + 4 * K, 1).access, LAF_ACCESS_SIGSEGV);
+	ASSERT_OK(laf_mprotect(mm, a, 2 * M, LAF_PROT_NONE));
+	ASSERT_TRUE(pte_at(mm, a) & LAF_PTE_PROTNONE);
+	ASSERT_OK(laf_check_invariants(mm, NULL, 0));
+	ASSERT_OK(laf_mprotect(mm, a, 2 * M, LAF_PROT_READ | LAF_PROT_WRITE));
+	ASSERT_TRUE(pte_at(mm, a) & LAF_PTE_WRITE);
+	ASSERT_EQ(fault(mm, a + 4 * K, 1).access, LAF_ACCESS_HIT);
+	ASSERT_EQ(stats(mm).thp_split_pmd, 0);
+	ASSERT_OK(laf_mprotect(mm, a + 64 * K, 64 * K, LAF_PROT_NONE));
+	ASSERT_EQ(stats(mm).thp_split_pmd, 1);
+	ASSERT_TRUE(pte_at(mm, a + 64 * K) & LAF_PTE_PROTNONE);
+	ASSERT_TRUE(pte_at(mm, a) & LAF_PTE_WRITE);
+	ASSERT_FALSE(pte_at(mm, a) & LAF_PTE_PROTNONE);
+	ASSERT_EQ(fault(mm, a + 64 * K, 0).access, LAF_ACCESS_SIGSEGV);
+	ASSERT_OK(laf_check_invariants(mm, NULL, 0));
+	return true;
+}
+
+/*
+ * arm64: a range that covers a contpte block in part unfolds it
+ * (modify_prot_start_ptes()); a batch over the whole folio refolds it
+ * (prot_commit_flush_ptes() -> contpte_set_ptes()).
+ */
+static bool test_mprotect_contpte(void)
+{
+	laf_mm *mm = mm_new(LAF_PAGE_SHIFT_4K, LAF_ARCH_ARM64, 64 * M, LAF_MEMCG_UNLIMITED);
+	struct laf_stats s0;
+
+	ASSERT_TRUE(mm);
+	ASSERT_OK(set_upstream(mm, LAF_THP_NEVER, 1UL << 4, LAF_THP_NEVER));
+	ASSERT_EQ(map_fixed(mm, BASE, 128 * K), BASE);
+	ASSERT_EQ(fault(mm, BASE, 1).access, LAF_ACCESS_FAULT);
+	ASSERT_STREQ(pte_picture(mm, BASE, 16), "CCCCCCCCCCCCCCCC");
+	s0 = stats(mm);
+	ASSERT_OK(laf_mprotect(mm, BASE, 128 * K, LAF_PROT_READ));
+	ASSERT_STREQ(pte_picture(mm, BASE, 16), "CCCCCCCCCCCCCCCC");
+	ASSERT_EQ(stats(mm).contpte_unfolds, s0.contpte_unfolds);
+	ASSERT_OK(laf_mprotect(mm, BASE + 8 * K, 8 * K, LAF_PROT_NONE));
+	ASSERT_EQ(stats(mm).contpte_unfolds, s0.contpte_unfolds + 1);
+	ASSERT_STREQ(pte_picture(mm, BASE, 16), "FFFFFFFFFFFFFFFF");
+	ASSERT_OK(laf_check_invariants(mm, NULL, 0));
+	/* three VMAs, three change_protection() calls: no batch covers the block */
+	ASSERT_OK(laf_mprotect(mm, BASE, 128 * K, LAF_PROT_READ | LAF_PROT_WRITE));
+	ASSERT_STREQ(pte_picture(mm, BASE, 16), "FFFFFFFFFFFFFFFF");
+	ASSERT_TRUE(pte_at(mm, BASE + 8 * K) & LAF_PTE_WRITE);
+	/* one VMA again: the whole folio is one batch, contpte_set_ptes() refolds */
+	ASSERT_OK(laf_mprotect(mm, BASE, 128 * K, LAF_PROT_READ));
+	ASSERT_STREQ(pte_picture(mm, BASE, 16), "CCCCCCCCCCCCCCCC");
+	ASSERT_OK(laf_check_invariants(mm, NULL, 0));
+	return true;
+}
+
+/* vm.max_map_count: a split that would pass it is -ENOMEM (split_vma()) */
+static bool test_mprotect_max_map_count(void)
+{
+	struct laf_config cfg;
+	laf_mm *mm = NULL;
+
+	laf_config_default(&cfg);
+	cfg.ram_bytes = 64 * M;
+	cfg.max_map_count = 2;
+	ASSERT_OK(laf_mm_create(&cfg, &mm));
+	live[nr_live++] = mm;
+	ASSERT_EQ(map_fixed(mm, BASE, 64 * K), BASE);
+	ASSERT_EQ(laf_mprotect(mm, BASE + 16 * K, 16 * K, LAF_PROT_READ), LAF_ENOMEM);
+	ASSERT_EQ(nr_vmas(mm), 1);
+	ASSERT_OK(laf_mprotect(mm, BASE, 16 * K, LAF_PROT_READ));	/* one split: 1 < 2 */
+	ASSERT_EQ(nr_vmas(mm), 2);
+	ASSERT_EQ(laf_mprotect(mm, BASE + 32 * K, 16 * K, LAF_PROT_READ), LAF_ENOMEM);
+	ASSERT_OK(laf_mprotect(mm, BASE + 16 * K, 16 * K, LAF_PROT_READ));	/* merges into prev */
+	ASSERT_EQ(nr_vmas(mm), 2);
+	return true;
+}
+/* ---- end mprotect ---- */
+
 #define T(name) { #name, test_##name }
 static const struct { const char *name; test_fn fn; } tests[] = {
 	T(geometry),
+	T(vma_tree_many),
+	T(max_map_count),
+	T(mprotect_args),
+	T(mprotect_split_merge),
+	T(mprotect_protnone),
+	T(mprotect_after_fork),
+	T(mprotect_pmd),
+	T(mprotect_contpte),
+	T(mprotect_max_map_count),
 	T(arch_pte_orders),
 	T(create_rejects_bad_config),
 	T(policy_default_and_validation),
@@ -2257,6 +2622,7 @@ static const struct { const char *name; test_fn fn; } tests[] = {
 	T(fork_huge_zero_pmd),
 	T(fork_dontfork_wipeonfork),
 	T(fork_machine_stats),
+	T(machine_put_before_its_mms),
 	T(run_ops_same_as_calls),
 	T(run_ops_bad_records),
 	T(run_ops_move_pages),

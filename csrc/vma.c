@@ -1,12 +1,19 @@
 // SPDX-License-Identifier: GPL-2.0
 /*
- * vma.c - the VMA lifecycle: placement, split, merge, mmap/munmap/madvise,
- * prctl, anon_vma_prepare(); the vm_flags change behind userfaultfd
- * registration (userfaultfd.c).
+ * vma.c - the VMA lifecycle: the VMA tree, placement, split, merge,
+ * mmap/munmap/madvise, prctl, anon_vma_prepare(); the vm_flags change behind
+ * userfaultfd registration (userfaultfd.c).
  *
- * VMAs live in a sorted array (the maple tree's contract: find_vma() returns
- * the first VMA ending above an address).  What matters for folio-fit
- * decisions is emulated as the kernel does it:
+ * The VMA tree gives what the kernel's maple tree gives, in O(log n):
+ * find_vma() (the first VMA ending above an address), insert, removal,
+ * neighbours and ordered iteration (vma_prev()/vma_next(), for_each_vma()),
+ * and top-down placement (unmapped_area_topdown(): the highest gap of a
+ * length below mmap_base).  It is the structure of mm/mmap.c before 6.1: an
+ * address-ordered list (vm_prev/vm_next) plus a balanced tree keyed by
+ * vm_start whose nodes carry the largest gap below any VMA of their subtree
+ * (rb_subtree_gap, vma_compute_gap()), here an AVL tree.
+ *
+ * What matters for folio-fit decisions is emulated as the kernel does it:
  *  - placement: top-down below mmap_base; an anonymous mapping whose length
  *    is a multiple of PMD_SIZE is PMD-aligned (__thp_get_unmapped_area());
  *  - split: madvise, munmap and uffd registration split VMAs at their range
@@ -17,10 +24,17 @@
  *    vm_pgoff == vm_start >> PAGE_SHIFT, so pgoff contiguity always holds;
  *  - anon_vma: assigned at the first fault that needs one; reused from an
  *    adjacent VMA that differs only in access flags (find_mergeable_anon_vma);
- *    split VMAs share their anon_vma, so they can merge back.
- * Not emulated: VM_GROWSDOWN stacks and guard gaps, mremap, mprotect,
+ *    split VMAs share their anon_vma, so they can merge back;
+ *  - vm.max_map_count (struct laf_config.max_map_count): do_mmap() fails
+ *    with -ENOMEM when map_count > max_map_count; a split that adds a VMA
+ *    fails when map_count >= max_map_count (mm/vma.c split_vma(), the
+ *    middle-of-a-VMA munmap of vms_gather_munmap_vmas()); madvise turns
+ *    that -ENOMEM into -EAGAIN (mm/madvise.c madvise_vma_behavior()).
+ * mprotect (mprotect.c) changes vm_flags through vma_modify_flags().
+ * Not emulated: VM_GROWSDOWN stacks and guard gaps, mremap,
  * file and shared mappings.
  */
+#include <stdio.h>
 #include <stdlib.h>
 
 #include "laf_internal.h"
@@ -28,42 +42,346 @@
 #define VM_ACCESS_FLAGS (LAF_VM_READ | LAF_VM_WRITE | LAF_VM_EXEC)
 #define VM_UFFD_FLAGS (LAF_VM_UFFD_MISSING | LAF_VM_UFFD_WP | LAF_VM_UFFD_MINOR)
 
-/* index of the first VMA with vm_end > addr (nr_vmas if none) */
-static size_t vma_index(struct laf_mm *mm, uint64_t addr)
+/* ------------------------------------------------------------------ */
+/* the VMA tree                                                        */
+
+/* vma_compute_gap(): the free space between @vma and the VMA below it */
+static inline uint64_t vma_compute_gap(const struct laf_vma *vma)
 {
-	size_t lo = 0, hi = mm->nr_vmas;
+	return vma->vm_start - (vma->vm_prev ? vma->vm_prev->vm_end : 0);
+}
 
-	while (lo < hi) {
-		size_t mid = (lo + hi) / 2;
+static inline int vt_height(const struct laf_vma *n)
+{
+	return n ? n->vm_rb_height : 0;
+}
 
-		if (mm->vmas[mid].vm_end > addr)
-			hi = mid;
-		else
-			lo = mid + 1;
+static inline uint64_t vt_subtree_gap(const struct laf_vma *n)
+{
+	return n ? n->rb_subtree_gap : 0;
+}
+
+/* vma_compute_subtree_gap() + the AVL height of @n from its children */
+static void vt_recompute(struct laf_vma *n)
+{
+	uint64_t gap = vma_compute_gap(n), l = vt_subtree_gap(n->vm_rb_left),
+		 r = vt_subtree_gap(n->vm_rb_right);
+	int hl = vt_height(n->vm_rb_left), hr = vt_height(n->vm_rb_right);
+
+	if (l > gap)
+		gap = l;
+	if (r > gap)
+		gap = r;
+	n->rb_subtree_gap = gap;
+	n->vm_rb_height = 1 + (hl > hr ? hl : hr);
+}
+
+static struct laf_vma *vt_rotate_right(struct laf_vma *n)
+{
+	struct laf_vma *l = n->vm_rb_left;
+
+	n->vm_rb_left = l->vm_rb_right;
+	l->vm_rb_right = n;
+	vt_recompute(n);
+	vt_recompute(l);
+	return l;
+}
+
+static struct laf_vma *vt_rotate_left(struct laf_vma *n)
+{
+	struct laf_vma *r = n->vm_rb_right;
+
+	n->vm_rb_right = r->vm_rb_left;
+	r->vm_rb_left = n;
+	vt_recompute(n);
+	vt_recompute(r);
+	return r;
+}
+
+/* Recompute @n and restore the AVL balance at it; return the subtree's root. */
+static struct laf_vma *vt_balance(struct laf_vma *n)
+{
+	int bf;
+
+	vt_recompute(n);
+	bf = vt_height(n->vm_rb_left) - vt_height(n->vm_rb_right);
+	if (bf > 1) {
+		if (vt_height(n->vm_rb_left->vm_rb_left) < vt_height(n->vm_rb_left->vm_rb_right))
+			n->vm_rb_left = vt_rotate_left(n->vm_rb_left);
+		return vt_rotate_right(n);
 	}
-	return lo;
+	if (bf < -1) {
+		if (vt_height(n->vm_rb_right->vm_rb_right) < vt_height(n->vm_rb_right->vm_rb_left))
+			n->vm_rb_right = vt_rotate_right(n->vm_rb_right);
+		return vt_rotate_left(n);
+	}
+	return n;
+}
+
+static struct laf_vma *vt_insert(struct laf_vma *root, struct laf_vma *vma)
+{
+	if (!root)
+		return vma;
+	if (vma->vm_start < root->vm_start)
+		root->vm_rb_left = vt_insert(root->vm_rb_left, vma);
+	else
+		root->vm_rb_right = vt_insert(root->vm_rb_right, vma);
+	return vt_balance(root);
+}
+
+/* Detach the leftmost node of @root into *@min; return the new subtree. */
+static struct laf_vma *vt_remove_min(struct laf_vma *root, struct laf_vma **min)
+{
+	if (!root->vm_rb_left) {
+		*min = root;
+		return root->vm_rb_right;
+	}
+	root->vm_rb_left = vt_remove_min(root->vm_rb_left, min);
+	return vt_balance(root);
+}
+
+static struct laf_vma *vt_remove(struct laf_vma *root, struct laf_vma *vma)
+{
+	struct laf_vma *succ;
+
+	if (!root)
+		return NULL;
+	if (vma->vm_start < root->vm_start) {
+		root->vm_rb_left = vt_remove(root->vm_rb_left, vma);
+	} else if (vma->vm_start > root->vm_start) {
+		root->vm_rb_right = vt_remove(root->vm_rb_right, vma);
+	} else {
+		if (!root->vm_rb_right)
+			return root->vm_rb_left;
+		root->vm_rb_right = vt_remove_min(root->vm_rb_right, &succ);
+		succ->vm_rb_left = root->vm_rb_left;
+		succ->vm_rb_right = root->vm_rb_right;
+		root = succ;
+	}
+	return vt_balance(root);
+}
+
+/* Recompute the augmented gaps on the path from @root to the node at @key. */
+static void vt_update_path(struct laf_vma *root, uint64_t key)
+{
+	if (!root)
+		return;
+	if (key < root->vm_start)
+		vt_update_path(root->vm_rb_left, key);
+	else if (key > root->vm_start)
+		vt_update_path(root->vm_rb_right, key);
+	vt_recompute(root);
+}
+
+/*
+ * vma_gap_update - @vma's gap changed (the VMA below it grew, shrank or went
+ * away): propagate it up the tree.  NULL (nothing above) is a no-op.
+ */
+static void vma_gap_update(struct laf_mm *mm, struct laf_vma *vma)
+{
+	if (vma)
+		vt_update_path(mm->mm_rb, vma->vm_start);
+}
+
+/**
+ * vma_link - insert @vma (not overlapping any VMA) after @prev (NULL: first)
+ *
+ * __vma_link_list() + __vma_link_rb() of the pre-maple-tree kernel: list,
+ * tree, map_count; the gap of the VMA above changes, so it is updated.
+ */
+static void vma_link(struct laf_mm *mm, struct laf_vma *vma, struct laf_vma *prev)
+{
+	struct laf_vma *next = prev ? prev->vm_next : mm->vma_first;
+
+	vma->vm_prev = prev;
+	vma->vm_next = next;
+	if (prev)
+		prev->vm_next = vma;
+	else
+		mm->vma_first = vma;
+	if (next)
+		next->vm_prev = vma;
+	else
+		mm->vma_last = vma;
+	vma->vm_rb_left = vma->vm_rb_right = NULL;
+	vt_recompute(vma);
+	mm->mm_rb = vt_insert(mm->mm_rb, vma);
+	vma_gap_update(mm, next);
+	mm->map_count++;
+	mm->vmacache = vma;
+}
+
+/**
+ * vma_unlink_free - remove @vma from the list and the tree, then free it
+ *
+ * __vma_unlink_list() + vma_rb_erase() + vm_area_free().  The find_vma()
+ * cache forgets it (vmacache_invalidate()).
+ */
+static void vma_unlink_free(struct laf_mm *mm, struct laf_vma *vma)
+{
+	struct laf_vma *prev = vma->vm_prev, *next = vma->vm_next;
+
+	mm->mm_rb = vt_remove(mm->mm_rb, vma);
+	if (prev)
+		prev->vm_next = next;
+	else
+		mm->vma_first = next;
+	if (next)
+		next->vm_prev = prev;
+	else
+		mm->vma_last = prev;
+	vma_gap_update(mm, next);
+	mm->map_count--;
+	if (mm->vmacache == vma)
+		mm->vmacache = NULL;
+	free(vma);
+}
+
+/*
+ * vma_set_end - @vma now ends at @end (a split or a merge): the VMA above
+ * sees a new gap.
+ */
+static void vma_set_end(struct laf_mm *mm, struct laf_vma *vma, uint64_t end)
+{
+	vma->vm_end = end;
+	vma_gap_update(mm, vma->vm_next);
+}
+
+/* The first VMA with vm_start >= @addr, or NULL. */
+static struct laf_vma *vma_at_or_above(struct laf_mm *mm, uint64_t addr)
+{
+	struct laf_vma *n = mm->mm_rb, *found = NULL;
+
+	while (n) {
+		if (n->vm_start >= addr) {
+			found = n;
+			n = n->vm_rb_left;
+		} else {
+			n = n->vm_rb_right;
+		}
+	}
+	return found;
 }
 
 /**
  * find_vma - the first VMA with vm_end > @addr, or NULL
- * A one-entry cache (like the per-thread vmacache of old) serves streams.
+ *
+ * O(log n) in the tree.  A one-entry cache (like the per-thread vmacache of
+ * old) serves streams of faults in one VMA.
  */
 struct laf_vma *find_vma(struct laf_mm *mm, uint64_t addr)
 {
-	size_t i = mm->vma_cache;
+	struct laf_vma *n = mm->vmacache, *found = NULL;
 
-	if (i < mm->nr_vmas) {
-		struct laf_vma *v = &mm->vmas[i];
-
-		if (addr < v->vm_end && (i == 0 || addr >= mm->vmas[i - 1].vm_end))
-			return v;
+	if (n && addr < n->vm_end && (!n->vm_prev || addr >= n->vm_prev->vm_end))
+		return n;
+	for (n = mm->mm_rb; n;) {
+		if (n->vm_end > addr) {
+			found = n;
+			n = n->vm_rb_left;
+		} else {
+			n = n->vm_rb_right;
+		}
 	}
-	i = vma_index(mm, addr);
-	if (i == mm->nr_vmas)
-		return NULL;
-	mm->vma_cache = i;
-	return &mm->vmas[i];
+	if (found)
+		mm->vmacache = found;
+	return found;
 }
+
+/* find_vma_prev(): find_vma() and the VMA below @addr's VMA (the last one if none) */
+static struct laf_vma *find_vma_prev(struct laf_mm *mm, uint64_t addr, struct laf_vma **pprev)
+{
+	struct laf_vma *vma = find_vma(mm, addr);
+
+	*pprev = vma ? vma->vm_prev : mm->vma_last;
+	return vma;
+}
+
+/**
+ * exit_mmap_vmas - free every VMA (exit_mmap()'s remove_vma() loop)
+ *
+ * The caller has zapped the pages and page tables already.
+ */
+void exit_mmap_vmas(struct laf_mm *mm)
+{
+	struct laf_vma *vma = mm->vma_first, *next;
+
+	for (; vma; vma = next) {
+		next = vma->vm_next;
+		free(vma);
+	}
+	mm->mm_rb = mm->vma_first = mm->vma_last = mm->vmacache = NULL;
+	mm->map_count = 0;
+}
+
+/* validate_mm_rb(): AVL shape, key order and augmented gaps of @n's subtree */
+static int validate_subtree(const struct laf_vma *n, const struct laf_vma *lo,
+			    const struct laf_vma *hi, size_t *count, char *msg, size_t msglen)
+{
+	uint64_t gap;
+	int hl, hr, err;
+
+	if (!n)
+		return 0;
+	if ((lo && n->vm_start <= lo->vm_start) || (hi && n->vm_start >= hi->vm_start)) {
+		snprintf(msg, msglen, "vma tree out of order at %#llx", (unsigned long long)n->vm_start);
+		return LAF_EUCLEAN;
+	}
+	if ((err = validate_subtree(n->vm_rb_left, lo, n, count, msg, msglen)) ||
+	    (err = validate_subtree(n->vm_rb_right, n, hi, count, msg, msglen)))
+		return err;
+	(*count)++;
+	hl = vt_height(n->vm_rb_left);
+	hr = vt_height(n->vm_rb_right);
+	gap = vma_compute_gap(n);
+	if (vt_subtree_gap(n->vm_rb_left) > gap)
+		gap = vt_subtree_gap(n->vm_rb_left);
+	if (vt_subtree_gap(n->vm_rb_right) > gap)
+		gap = vt_subtree_gap(n->vm_rb_right);
+	if (n->vm_rb_height != 1 + (hl > hr ? hl : hr) || hl - hr > 1 || hr - hl > 1 ||
+	    n->rb_subtree_gap != gap) {
+		snprintf(msg, msglen, "vma tree node %#llx: height %d (%d/%d), gap %#llx (want %#llx)",
+			 (unsigned long long)n->vm_start, n->vm_rb_height, hl, hr,
+			 (unsigned long long)n->rb_subtree_gap, (unsigned long long)gap);
+		return LAF_EUCLEAN;
+	}
+	return 0;
+}
+
+/**
+ * validate_mm - the VMA tree agrees with the list and map_count (mm/vma.c validate_mm())
+ *
+ * Checks the list links both ways, the tree's order, AVL balance and
+ * augmented gaps, and that list, tree and map_count count the same VMAs.
+ * Return: 0, or LAF_EUCLEAN with a message in @msg.
+ */
+int validate_mm(struct laf_mm *mm, char *msg, size_t msglen)
+{
+	const struct laf_vma *v, *prev = NULL;
+	size_t n = 0, in_tree = 0;
+	int err;
+
+	for (v = mm->vma_first; v; prev = v, v = v->vm_next) {
+		if (v->vm_prev != prev || ++n > mm->map_count) {
+			snprintf(msg, msglen, "vma list broken at %#llx", (unsigned long long)v->vm_start);
+			return LAF_EUCLEAN;
+		}
+	}
+	if (prev != mm->vma_last || n != mm->map_count) {
+		snprintf(msg, msglen, "vma list: %zu VMAs, map_count %zu", n, mm->map_count);
+		return LAF_EUCLEAN;
+	}
+	if ((err = validate_subtree(mm->mm_rb, NULL, NULL, &in_tree, msg, msglen)))
+		return err;
+	if (in_tree != n) {
+		snprintf(msg, msglen, "vma tree holds %zu VMAs, the list %zu", in_tree, n);
+		return LAF_EUCLEAN;
+	}
+	return 0;
+}
+
+/* ------------------------------------------------------------------ */
+/* anon_vma, split, merge                                              */
 
 static bool anon_vma_compatible(const struct laf_vma *a, const struct laf_vma *b)
 {
@@ -80,70 +398,40 @@ static bool anon_vma_compatible(const struct laf_vma *a, const struct laf_vma *b
  */
 int vmf_anon_prepare(struct laf_mm *mm, struct laf_vma *vma)
 {
-	size_t i;
+	struct laf_vma *next = vma_next(vma), *prev = vma_prev(vma);
 
 	if (likely(vma->anon_vma))
 		return 0;
-	i = (size_t)(vma - mm->vmas);
-	if (i + 1 < mm->nr_vmas && mm->vmas[i + 1].anon_vma &&
-	    anon_vma_compatible(vma, &mm->vmas[i + 1]))
-		vma->anon_vma = mm->vmas[i + 1].anon_vma;
-	else if (i > 0 && mm->vmas[i - 1].anon_vma && anon_vma_compatible(&mm->vmas[i - 1], vma))
-		vma->anon_vma = mm->vmas[i - 1].anon_vma;
+	if (next && next->anon_vma && anon_vma_compatible(vma, next))
+		vma->anon_vma = next->anon_vma;
+	else if (prev && prev->anon_vma && anon_vma_compatible(prev, vma))
+		vma->anon_vma = prev->anon_vma;
 	else
 		vma->anon_vma = ++mm->next_anon_vma;
 	return 0;
 }
 
-static int vma_reserve(struct laf_mm *mm, size_t extra)
-{
-	if (mm->nr_vmas + extra > mm->cap_vmas) {
-		size_t ncap = mm->cap_vmas ? mm->cap_vmas * 2 : 16;
-		struct laf_vma *n;
-
-		while (ncap < mm->nr_vmas + extra)
-			ncap *= 2;
-		n = realloc(mm->vmas, ncap * sizeof(*n));
-		if (!n)
-			return LAF_ENOMEM;
-		mm->vmas = n;
-		mm->cap_vmas = ncap;
-	}
-	return 0;
-}
-
-static void vma_insert_at(struct laf_mm *mm, size_t i, const struct laf_vma *v)
-{
-	memmove(&mm->vmas[i + 1], &mm->vmas[i], (mm->nr_vmas - i) * sizeof(*v));
-	mm->vmas[i] = *v;
-	mm->nr_vmas++;
-	mm->vma_cache = i;
-}
-
-static void vma_remove_at(struct laf_mm *mm, size_t i)
-{
-	memmove(&mm->vmas[i], &mm->vmas[i + 1], (mm->nr_vmas - i - 1) * sizeof(mm->vmas[0]));
-	mm->nr_vmas--;
-	mm->vma_cache = 0;
-}
-
 /**
- * split_vma - split VMA @i at @addr (vm_start < addr < vm_end)
- * Both halves keep flags and anon_vma.  Return: 0 or LAF_ENOMEM (no change).
+ * __split_vma - split @vma at @addr (vm_start < addr < vm_end)
+ *
+ * Both halves keep flags and anon_vma; @vma keeps [vm_start, addr), a new
+ * VMA gets [addr, vm_end) (new_below == 0).  No max_map_count check: the
+ * callers make it where the kernel does (split_vma(), vms_gather_munmap_vmas()).
+ * Return: the upper half, or NULL (host out of memory; no change).
  */
-static int split_vma(struct laf_mm *mm, size_t i, uint64_t addr)
+static struct laf_vma *__split_vma(struct laf_mm *mm, struct laf_vma *vma, uint64_t addr)
 {
-	struct laf_vma nv;
+	struct laf_vma *nv = malloc(sizeof(*nv));
 
-	if (vma_reserve(mm, 1))
-		return LAF_ENOMEM;
-	split_huge_pmd_address(mm, &mm->vmas[i], addr);
-	nv = mm->vmas[i];
-	nv.vm_start = addr;
-	nv.no_merge_prev = 0;
-	mm->vmas[i].vm_end = addr;
-	vma_insert_at(mm, i + 1, &nv);
-	return 0;
+	if (!nv)
+		return NULL;
+	split_huge_pmd_address(mm, vma, addr);
+	*nv = *vma;
+	nv->vm_start = addr;
+	nv->no_merge_prev = 0;
+	vma->vm_end = addr;
+	vma_link(mm, nv, vma);
+	return nv;
 }
 
 static bool is_mergeable_anon_vma(uint64_t a, uint64_t b)
@@ -157,55 +445,124 @@ static bool can_merge(const struct laf_vma *a, const struct laf_vma *b)
 	       is_mergeable_anon_vma(a->anon_vma, b->anon_vma);
 }
 
-/* Merge VMA @i with its neighbours where allowed; return its new index. */
-static size_t vma_merge_around(struct laf_mm *mm, size_t i)
+/**
+ * vma_merge_around - merge @vma with its neighbours where allowed
+ *
+ * vma_merge_new_range() / vma_merge_existing_range(): with both neighbours,
+ * prev and next must be anon_vma-compatible too, else only prev merges.
+ * A merged-away VMA is freed.  Return: the VMA that now covers @vma's range.
+ */
+static struct laf_vma *vma_merge_around(struct laf_mm *mm, struct laf_vma *vma)
 {
-	if (i + 1 < mm->nr_vmas && can_merge(&mm->vmas[i], &mm->vmas[i + 1])) {
+	struct laf_vma *prev = vma_prev(vma), *next = vma_next(vma);
+
+	if (next && can_merge(vma, next)) {
 		/* with both neighbours: prev and next must be compatible too */
-		if (!(i > 0 && can_merge(&mm->vmas[i - 1], &mm->vmas[i]) &&
-		      !is_mergeable_anon_vma(mm->vmas[i - 1].anon_vma, mm->vmas[i + 1].anon_vma))) {
-			if (!mm->vmas[i].anon_vma)
-				mm->vmas[i].anon_vma = mm->vmas[i + 1].anon_vma;
-			mm->vmas[i].vm_end = mm->vmas[i + 1].vm_end;
-			vma_remove_at(mm, i + 1);
+		if (!(prev && can_merge(prev, vma) &&
+		      !is_mergeable_anon_vma(prev->anon_vma, next->anon_vma))) {
+			if (!vma->anon_vma)
+				vma->anon_vma = next->anon_vma;
+			vma_set_end(mm, vma, next->vm_end);
+			vma_unlink_free(mm, next);
 		}
 	}
-	if (i > 0 && can_merge(&mm->vmas[i - 1], &mm->vmas[i])) {
-		if (!mm->vmas[i - 1].anon_vma)
-			mm->vmas[i - 1].anon_vma = mm->vmas[i].anon_vma;
-		mm->vmas[i - 1].vm_end = mm->vmas[i].vm_end;
-		vma_remove_at(mm, i);
-		i--;
+	if (prev && can_merge(prev, vma)) {
+		if (!prev->anon_vma)
+			prev->anon_vma = vma->anon_vma;
+		vma_set_end(mm, prev, vma->vm_end);
+		vma_unlink_free(mm, vma);
+		vma = prev;
 	}
-	mm->vma_cache = i;
-	return i;
+	mm->vmacache = vma;
+	return vma;
 }
+
+/*
+ * vma_modify_splits - how many split_vma() calls vma_modify() makes to give
+ * [@start, @end) of @vma the flags @nflags
+ *
+ * mm/vma.c vma_modify(): vma_merge_existing_range() first; a range at one
+ * edge of @vma that merges into the neighbour on that side needs no split
+ * (the boundary moves); otherwise one split per edge inside @vma.
+ */
+static int vma_modify_splits(const struct laf_vma *vma, uint64_t start, uint64_t end,
+			     uint64_t nflags)
+{
+	bool below = start > vma->vm_start, above = end < vma->vm_end;
+	struct laf_vma part = *vma;
+
+	if (below && above)
+		return 2;
+	if (!below && !above)
+		return 0;
+	part.vm_start = start;
+	part.vm_end = end;
+	part.vm_flags = nflags;
+	if (above)	/* [vm_start, end): into prev? */
+		return !(vma->vm_prev && can_merge(vma->vm_prev, &part));
+	part.no_merge_prev = 0;
+	return !(vma->vm_next && can_merge(&part, vma->vm_next));
+}
+
+/* ------------------------------------------------------------------ */
+/* placement                                                           */
 
 static bool range_free(struct laf_mm *mm, uint64_t addr, uint64_t len)
 {
-	size_t i = vma_index(mm, addr);
+	struct laf_vma *v = find_vma(mm, addr);
 
-	return i == mm->nr_vmas || mm->vmas[i].vm_start >= addr + len;
+	return !v || v->vm_start >= addr + len;
 }
 
-/* unmapped_area_topdown(): the highest gap of @len in [mmap_min_addr, mmap_base) */
+/*
+ * The rightmost VMA of @n's subtree with vm_start < @high whose gap below
+ * is >= @len, or NULL.  O(log n): a subtree wholly below @high with a large
+ * enough rb_subtree_gap always holds an answer, so only the path along @high
+ * branches.
+ */
+static struct laf_vma *gap_search_below(struct laf_vma *n, uint64_t high, uint64_t len)
+{
+	while (n && n->rb_subtree_gap >= len) {
+		struct laf_vma *r;
+
+		if (n->vm_start >= high) {
+			n = n->vm_rb_left;
+			continue;
+		}
+		r = gap_search_below(n->vm_rb_right, high, len);
+		if (r)
+			return r;
+		if (vma_compute_gap(n) >= len)
+			return n;
+		n = n->vm_rb_left;
+	}
+	return NULL;
+}
+
+/**
+ * unmapped_area_topdown - the highest gap of @len in [mmap_min_addr, mmap_base)
+ *
+ * mm/mmap.c unmapped_area_topdown() without alignment or guard gaps: first
+ * the gap that ends at mmap_base (below the first VMA at or above it), then
+ * the highest VMA below mmap_base with a gap of @len beneath it, found
+ * through rb_subtree_gap.  Return: the start of the area (gap end - @len),
+ * or 0 if none fits.
+ */
 static uint64_t unmapped_area_topdown(struct laf_mm *mm, uint64_t len)
 {
-	uint64_t high = mm->mmap_base, low = MMAP_MIN_ADDR;
-	size_t i = vma_index(mm, high), k;
+	uint64_t high = mm->mmap_base, low = MMAP_MIN_ADDR, gap_start;
+	struct laf_vma *above, *below, *v;
 
 	if (len > high - low)
 		return 0;
-	for (k = i + 1; k-- > 0;) {
-		uint64_t gap_end = high, gap_start = low;
-
-		if (k < mm->nr_vmas && mm->vmas[k].vm_start < high)
-			gap_end = mm->vmas[k].vm_start;
-		if (k > 0 && mm->vmas[k - 1].vm_end > low)
-			gap_start = mm->vmas[k - 1].vm_end;
-		if (gap_end > gap_start && gap_end - gap_start >= len)
-			return gap_end - len;
-	}
+	above = vma_at_or_above(mm, high);
+	below = above ? vma_prev(above) : mm->vma_last;
+	gap_start = below && below->vm_end > low ? below->vm_end : low;
+	if (high > gap_start && high - gap_start >= len)
+		return high - len;
+	v = gap_search_below(mm->mm_rb, high, len);
+	if (v && v->vm_start >= low && v->vm_start - low >= len)
+		return v->vm_start - len;
 	return 0;
 }
 
@@ -244,11 +601,13 @@ static uint64_t get_unmapped_area(struct laf_mm *mm, uint64_t hint, uint64_t len
 	return get_unmapped_area_plain(mm, hint, len);
 }
 
+/* ------------------------------------------------------------------ */
+/* mmap, munmap, madvise                                               */
+
 int __laf_mmap(struct laf_mm *mm, uint64_t addr, uint64_t len, int prot, int flags,
 	       uint64_t *out)
 {
-	struct laf_vma v;
-	size_t i;
+	struct laf_vma *v, *prev;
 
 	if (!len || (prot & ~(LAF_PROT_READ | LAF_PROT_WRITE)) ||
 	    (flags & ~(LAF_MAP_FIXED | LAF_MAP_NOMERGE)))
@@ -262,6 +621,9 @@ int __laf_mmap(struct laf_mm *mm, uint64_t addr, uint64_t len, int prot, int fla
 	if (len > mm->task_size)
 		return LAF_ENOMEM;
 	len = align_up(len, mm->page_size);
+	/* do_mmap(): "Too many mappings?" before __get_unmapped_area() */
+	if (mm->map_count > mm->machine->cfg.max_map_count)
+		return LAF_ENOMEM;
 	if (flags & LAF_MAP_FIXED) {
 		/*
 		 * __get_unmapped_area() on the address MAP_FIXED returns as is:
@@ -281,53 +643,56 @@ int __laf_mmap(struct laf_mm *mm, uint64_t addr, uint64_t len, int prot, int fla
 		if (!addr)
 			return LAF_ENOMEM;
 	}
-	if (vma_reserve(mm, 1))
+	v = calloc(1, sizeof(*v));
+	if (!v)
 		return LAF_ENOMEM;
-	memset(&v, 0, sizeof(v));
-	v.vm_start = addr;
-	v.vm_end = addr + len;
-	v.vm_flags = (prot & LAF_PROT_READ ? LAF_VM_READ : 0) |
-		     (prot & LAF_PROT_WRITE ? LAF_VM_WRITE : 0);
+	v->vm_start = addr;
+	v->vm_end = addr + len;
+	v->vm_flags = (prot & LAF_PROT_READ ? LAF_VM_READ : 0) |
+		      (prot & LAF_PROT_WRITE ? LAF_VM_WRITE : 0);
+	if (v->vm_flags & LAF_VM_WRITE)		/* accountable_mapping() */
+		v->vm_flags |= LAF_VM_ACCOUNT;
 	if (flags & LAF_MAP_NOMERGE) {
-		v.no_merge_prev = 1;
-		v.anon_vma = ++mm->next_anon_vma;
+		v->no_merge_prev = 1;
+		v->anon_vma = ++mm->next_anon_vma;
 	}
-	i = vma_index(mm, addr);
-	vma_insert_at(mm, i, &v);
+	find_vma_prev(mm, addr, &prev);
+	vma_link(mm, v, prev);
 	if (!(flags & LAF_MAP_NOMERGE))
-		vma_merge_around(mm, i);
+		vma_merge_around(mm, v);
 	*out = addr;
 	return 0;
 }
 
 /*
- * Split VMAs so that [start, end) is covered by whole VMAs.  Return: index of
- * the first VMA inside, or nr_vmas; LAF_ENOMEM via *err.
+ * Split VMAs so that [start, end) is covered by whole VMAs.  Return: the
+ * first VMA inside, or NULL (none inside, or LAF_ENOMEM via *err).
  */
-static size_t split_range(struct laf_mm *mm, uint64_t start, uint64_t end, int *err)
+static struct laf_vma *split_range(struct laf_mm *mm, uint64_t start, uint64_t end, int *err)
 {
-	size_t i = vma_index(mm, start);
+	struct laf_vma *first = find_vma(mm, start), *last;
 
 	*err = 0;
-	if (i < mm->nr_vmas && mm->vmas[i].vm_start < start && mm->vmas[i].vm_end > start) {
-		if ((*err = split_vma(mm, i, start)))
-			return mm->nr_vmas;
-		i++;
+	if (!first || first->vm_start >= end)
+		return NULL;
+	if (first->vm_start < start) {
+		first = __split_vma(mm, first, start);
+		if (!first)
+			goto nomem;
 	}
-	{
-		size_t j = vma_index(mm, end - 1);
-
-		if (j < mm->nr_vmas && mm->vmas[j].vm_start < end && mm->vmas[j].vm_end > end)
-			if ((*err = split_vma(mm, j, end)))
-				return mm->nr_vmas;
-	}
-	return i;
+	last = find_vma(mm, end - 1);
+	if (last && last->vm_start < end && last->vm_end > end && !__split_vma(mm, last, end))
+		goto nomem;
+	return first;
+nomem:
+	*err = LAF_ENOMEM;
+	return NULL;
 }
 
 int __laf_munmap(struct laf_mm *mm, uint64_t start, uint64_t len)
 {
 	uint64_t end, floor, ceiling, gstart = 0, gend = 0;
-	size_t i, first;
+	struct laf_vma *first, *v, *after;
 	int err;
 	bool have = false;
 
@@ -341,19 +706,27 @@ int __laf_munmap(struct laf_mm *mm, uint64_t start, uint64_t len)
 	end = start + align_up(len, mm->page_size);
 	if (end == start)
 		return LAF_EINVAL;
+	/*
+	 * vms_gather_munmap_vmas(): unmapping the middle of one VMA adds one;
+	 * refused at max_map_count ("let map_count go just above its limit
+	 * temporarily" only for the other splits).
+	 */
+	first = find_vma(mm, start);
+	if (first && first->vm_start < start && first->vm_end > end &&
+	    mm->map_count >= mm->machine->cfg.max_map_count)
+		return LAF_ENOMEM;
 	first = split_range(mm, start, end, &err);
 	if (err)
 		return err;
-	if (first == mm->nr_vmas || mm->vmas[first].vm_start >= end)
+	if (!first)
 		return 0;
-	floor = first > 0 ? mm->vmas[first - 1].vm_end : 0;
-	for (i = first; i < mm->nr_vmas && mm->vmas[i].vm_start < end; i++)
-		zap_page_range(mm, &mm->vmas[i], mm->vmas[i].vm_start, mm->vmas[i].vm_end);
-	ceiling = i < mm->nr_vmas ? mm->vmas[i].vm_start : 0;
+	floor = vma_prev(first) ? vma_prev(first)->vm_end : 0;
+	for (v = first; v && v->vm_start < end; v = vma_next(v))
+		zap_page_range(mm, v, v->vm_start, v->vm_end);
+	after = v;
+	ceiling = after ? after->vm_start : 0;
 	/* free_pgtables(): gather removed VMAs less than PMD_SIZE apart */
-	for (size_t k = first; k < i; k++) {
-		struct laf_vma *v = &mm->vmas[k];
-
+	for (v = first; v != after; v = vma_next(v)) {
 		if (have && v->vm_start <= gend + mm->pmd_size) {
 			gend = v->vm_end;
 			continue;
@@ -366,57 +739,75 @@ int __laf_munmap(struct laf_mm *mm, uint64_t start, uint64_t len)
 	}
 	if (have)
 		free_pgd_range(mm, gstart, gend, floor, ceiling);
-	memmove(&mm->vmas[first], &mm->vmas[i], (mm->nr_vmas - i) * sizeof(mm->vmas[0]));
-	mm->nr_vmas -= i - first;
-	mm->vma_cache = 0;
+	while (first != after) {
+		v = vma_next(first);
+		vma_unlink_free(mm, first);
+		first = v;
+	}
 	return 0;
+}
+
+/**
+ * vma_modify_flags - give [@start, @end) of @vma (inside it) the flags @newflags
+ *
+ * mm/vma.c vma_modify_flags() -> vma_modify(): split at the range edges
+ * that a merge does not absorb, set the flags, merge with the neighbours.
+ * Each split needs map_count < max_map_count (split_vma()).
+ * Simplified: when both edges need a split, both are checked before the
+ * first (the kernel may leave the first split done when the second fails).
+ * Return: the VMA that now covers [@start, @end), or NULL with *@err =
+ * LAF_ENOMEM (max_map_count, or the host out of memory) and nothing changed
+ * (but a host allocation failure after the first split).
+ */
+struct laf_vma *vma_modify_flags(struct laf_mm *mm, struct laf_vma *vma, uint64_t start,
+				 uint64_t end, uint64_t newflags, int *err)
+{
+	int splits = vma_modify_splits(vma, start, end, newflags);
+
+	*err = LAF_ENOMEM;
+	if (splits && mm->map_count + (size_t)splits - 1 >= mm->machine->cfg.max_map_count)
+		return NULL;
+	if (vma->vm_start < start && !(vma = __split_vma(mm, vma, start)))
+		return NULL;
+	if (vma->vm_end > end && !__split_vma(mm, vma, end))
+		return NULL;
+	*err = 0;
+	vma->vm_flags = newflags;
+	return vma_merge_around(mm, vma);
 }
 
 /*
  * Apply new vm_flags (old & ~clear | set) to every VMA in [start, end):
- * split at the edges only where the flags change, then merge.  Holes give
- * -ENOMEM (after the mapped parts were updated) unless @holes_einval.
+ * split at the edges only where the flags change, then merge.  A split that
+ * max_map_count refuses (split_vma(): map_count >= max_map_count), or a host
+ * allocation failure, returns @nomem_err; holes give @hole_err after the
+ * mapped parts were updated.  Each VMA goes through vma_modify_flags().
  */
 static int modify_flags_range(struct laf_mm *mm, uint64_t start, uint64_t end,
-			      uint64_t clear, uint64_t set, bool holes_einval)
+			      uint64_t clear, uint64_t set, int hole_err, int nomem_err)
 {
 	uint64_t addr = start;
-	int hole = 0;
+	int hole = 0, err;
 
 	while (addr < end) {
-		size_t i = vma_index(mm, addr);
-		struct laf_vma *v;
+		struct laf_vma *v = find_vma(mm, addr);
 		uint64_t nflags, vend;
-		int err;
 
-		if (i == mm->nr_vmas || mm->vmas[i].vm_start >= end) {
+		if (!v || v->vm_start >= end) {
 			hole = 1;
 			break;
 		}
-		v = &mm->vmas[i];
-		if (v->vm_start > addr)
+		if (v->vm_start > addr) {
 			hole = 1;
-		if (v->vm_start > addr)
 			addr = v->vm_start;
+		}
 		vend = v->vm_end < end ? v->vm_end : end;
 		nflags = (v->vm_flags & ~clear) | set;
-		if (nflags != v->vm_flags) {
-			if (v->vm_start < addr) {
-				if ((err = split_vma(mm, i, addr)))
-					return err;
-				i++;
-			}
-			if (mm->vmas[i].vm_end > vend)
-				if ((err = split_vma(mm, i, vend)))
-					return err;
-			mm->vmas[i].vm_flags = nflags;
-			vma_merge_around(mm, i);
-		}
+		if (nflags != v->vm_flags && !vma_modify_flags(mm, v, addr, vend, nflags, &err))
+			return nomem_err;
 		addr = vend;
 	}
-	if (hole)
-		return holes_einval ? LAF_EINVAL : LAF_ENOMEM;
-	return 0;
+	return hole ? hole_err : 0;
 }
 
 /*
@@ -444,12 +835,11 @@ static void try_reclaim_pt(struct laf_mm *mm, uint64_t addr)
 
 static int madvise_dontneed(struct laf_mm *mm, uint64_t start, uint64_t end)
 {
-	size_t i = vma_index(mm, start);
+	struct laf_vma *v;
 	uint64_t addr = start;
 	int hole = 0;
 
-	for (; i < mm->nr_vmas && mm->vmas[i].vm_start < end; i++) {
-		struct laf_vma *v = &mm->vmas[i];
+	for (v = find_vma(mm, start); v && v->vm_start < end; v = vma_next(v)) {
 		uint64_t s = v->vm_start > start ? v->vm_start : start;
 		uint64_t e = v->vm_end < end ? v->vm_end : end;
 		uint64_t a;
@@ -492,25 +882,34 @@ int __laf_madvise(struct laf_mm *mm, uint64_t start, uint64_t len, int advice)
 		return LAF_EINVAL;
 	if (end == start)
 		return 0;
+	/*
+	 * madvise_vma_behavior(): a vm_flags change that cannot split (-ENOMEM,
+	 * max_map_count included) is -EAGAIN; holes stay -ENOMEM
+	 * (madvise_walk_vmas()).
+	 */
 	switch (advice) {
 	case LAF_MADV_DONTNEED:
 		return madvise_dontneed(mm, start, end);
 	case LAF_MADV_HUGEPAGE:	/* hugepage_madvise() */
-		return modify_flags_range(mm, start, end, LAF_VM_NOHUGEPAGE, LAF_VM_HUGEPAGE, false);
+		return modify_flags_range(mm, start, end, LAF_VM_NOHUGEPAGE, LAF_VM_HUGEPAGE,
+					  LAF_ENOMEM, LAF_EAGAIN);
 	/*
 	 * madvise_vma_behavior(): VM_DONTCOPY / VM_WIPEONFORK set or cleared
 	 * (every emulated VMA is private anon, so WIPEONFORK is allowed)
 	 */
 	case LAF_MADV_DONTFORK:
-		return modify_flags_range(mm, start, end, 0, LAF_VM_DONTCOPY, false);
+		return modify_flags_range(mm, start, end, 0, LAF_VM_DONTCOPY,
+					  LAF_ENOMEM, LAF_EAGAIN);
 	case LAF_MADV_DOFORK:
-		return modify_flags_range(mm, start, end, LAF_VM_DONTCOPY, 0, false);
+		return modify_flags_range(mm, start, end, LAF_VM_DONTCOPY, 0, LAF_ENOMEM, LAF_EAGAIN);
 	case LAF_MADV_WIPEONFORK:
-		return modify_flags_range(mm, start, end, 0, LAF_VM_WIPEONFORK, false);
+		return modify_flags_range(mm, start, end, 0, LAF_VM_WIPEONFORK,
+					  LAF_ENOMEM, LAF_EAGAIN);
 	case LAF_MADV_KEEPONFORK:
-		return modify_flags_range(mm, start, end, LAF_VM_WIPEONFORK, 0, false);
+		return modify_flags_range(mm, start, end, LAF_VM_WIPEONFORK, 0, LAF_ENOMEM, LAF_EAGAIN);
 	default:
-		return modify_flags_range(mm, start, end, LAF_VM_HUGEPAGE, LAF_VM_NOHUGEPAGE, false);
+		return modify_flags_range(mm, start, end, LAF_VM_HUGEPAGE, LAF_VM_NOHUGEPAGE,
+					  LAF_ENOMEM, LAF_EAGAIN);
 	}
 }
 
@@ -552,9 +951,13 @@ int __laf_prctl(struct laf_mm *mm, int option, uint64_t arg2, uint64_t arg3, int
  */
 int insert_vm_struct(struct laf_mm *mm, const struct laf_vma *vma)
 {
-	if (vma_reserve(mm, 1))
+	struct laf_vma *nv = malloc(sizeof(*nv)), *above;
+
+	if (!nv)
 		return LAF_ENOMEM;
-	vma_insert_at(mm, vma_index(mm, vma->vm_start), vma);
+	*nv = *vma;
+	above = find_vma(mm, vma->vm_start);
+	vma_link(mm, nv, above ? above->vm_prev : mm->vma_last);
 	return 0;
 }
 
@@ -563,11 +966,12 @@ int insert_vm_struct(struct laf_mm *mm, const struct laf_vma *vma)
  * @set: the new VM_UFFD_* bits (0 clears them)
  *
  * mm/vma.c vma_modify_flags_uffd(): as every vm_flags change, split at the
- * range edges where the flags change, then merge with the neighbours.  The
- * caller (userfaultfd.c) walks the VMAs itself, so a hole here is -EINVAL.
+ * range edges where the flags change, then merge with the neighbours; a
+ * split refused by max_map_count is -ENOMEM (split_vma()).  The caller
+ * (userfaultfd.c) walks the VMAs itself, so a hole here is -EINVAL.
  * Return: 0 or a negative LAF_E*.
  */
 int vma_modify_flags_uffd(struct laf_mm *mm, uint64_t start, uint64_t end, uint64_t set)
 {
-	return modify_flags_range(mm, start, end, VM_UFFD_FLAGS, set, true);
+	return modify_flags_range(mm, start, end, VM_UFFD_FLAGS, set, LAF_EINVAL, LAF_ENOMEM);
 }

@@ -67,12 +67,13 @@ class MachineSpec:
     ram_pmds: int          # RAM in PMD units (small: allocation pressure)
     memcg_pages: int       # 0: unlimited
     policy: Policy
+    max_map_count: int = 65530   # small values: vm.max_map_count pressure
 
     def config(self) -> Config:
         pmd = self.page_size * (self.page_size // 8)
         lim = self.memcg_pages * self.page_size if self.memcg_pages else None
         return Config(page_size=self.page_size, arch=self.arch, ram=self.ram_pmds * pmd,
-                      memcg_limit=lim, policy=self.policy)
+                      memcg_limit=lim, policy=self.policy, max_map_count=self.max_map_count)
 
 
 def random_spec(rnd: random.Random) -> MachineSpec:
@@ -82,7 +83,61 @@ def random_spec(rnd: random.Random) -> MachineSpec:
                        "huang-b", "huang-sysfs"))
     ram = rnd.choice((2, 3, 4, 6, 8, 16, 16)) if ps != 65536 else rnd.choice((2, 3, 4))
     memcg = 0 if rnd.random() < 0.6 else rnd.randrange(8, 4096)
-    return MachineSpec(ps, arch, ram, memcg, policy_from_choice(kind, ps, rnd))
+    mmc = 65530 if rnd.random() < 0.8 else rnd.randrange(0, 12)
+    return MachineSpec(ps, arch, ram, memcg, policy_from_choice(kind, ps, rnd), mmc)
+
+
+U64_MAX = (1 << 64) - 1
+#: mprotect() protections the random drivers use (issue 10); "w" and "x"
+#: alone are legal too (VM_WRITE without VM_READ, VM_EXEC only)
+MPROTECT_PROTS = ("rw", "rw", "r", "r", "", "", "rx", "rwx", "w", "x")
+
+
+def hostile_values(page_size: int) -> tuple[list[int], list[int], list[int]]:
+    """Addresses, lengths and strides a hostile caller tries: at and above
+    TASK_SIZE, lengths that wrap after PAGE_ALIGN() or when added to an
+    address, huge strides (issue 13: every one must get the kernel's errno,
+    or a bounded result, on both sides)."""
+    task = (1 << 47) - page_size
+    addrs = [0, page_size, task - page_size, task, task + page_size, 1 << 47, 1 << 63,
+             U64_MAX - page_size + 1, U64_MAX & ~7]
+    lens = [1, page_size, U64_MAX, U64_MAX - page_size + 2, U64_MAX - page_size + 1,
+            1 << 63, task, task + 1, task + page_size]
+    strides = [page_size, 1 << 47, 1 << 62, 1 << 63, U64_MAX, U64_MAX - page_size + 1]
+    return addrs, lens, strides
+
+
+def bounded_stride(length: int, stride: int, max_accesses: int = 64) -> int:
+    """``stride``, raised so that a touch_range over ``length`` makes at most
+    ``max_accesses`` accesses (a huge range at a small stride is a legitimate
+    but endless loop, on the kernel too)."""
+    return max(stride, -(-length // max_accesses))
+
+
+def hostile_op(rnd: random.Random, page_size: int) -> tuple[object, ...]:
+    """One operation with hostile arguments (see :func:`hostile_values`)."""
+    addrs, lens, strides = hostile_values(page_size)
+    a, ln = rnd.choice(addrs), rnd.choice(lens)
+    k = rnd.randrange(0, 10)
+    if k == 9:                                   # mprotect (issue 10)
+        return ("mprotect", a, ln, rnd.choice(MPROTECT_PROTS))
+    if k == 0:
+        return ("mmap", ln, None, "rw", False)
+    if k == 1:
+        return ("mmap", min(ln, 64 * page_size), a, "rw", rnd.random() < 0.5)
+    if k == 2:
+        return ("munmap", a, ln)
+    if k == 3:
+        return ("madvise", a, ln, rnd.choice(("MADV_DONTNEED", "MADV_HUGEPAGE", "MADV_NOHUGEPAGE")))
+    if k == 4:
+        return ("uffd_register", a, ln, "missing")
+    if k == 5:
+        return (rnd.choice(("uffd_unregister", "uffd_zeropage")), a, ln)
+    if k == 6:
+        return ("touch_range", a, ln, bounded_stride(ln, rnd.choice(strides)), rnd.random() < 0.5)
+    if k == 7:
+        return ("fault", a, rnd.random() < 0.5)
+    return ("touch", [rnd.choice(addrs) for _ in range(4)], [True, False, True, False])
 
 
 # ----------------------------------------------------------------------------
@@ -101,6 +156,11 @@ def apply(side: Any, op: tuple) -> Any:
         if name == "madvise":
             side.madvise(*args)
             return None
+        # ---- mprotect (issue 10) ----
+        if name == "mprotect":
+            side.mprotect(*args)
+            return None
+        # ---- end mprotect ----
         if name == "prctl":
             return side.prctl(*args)
         if name == "uffd_register":
@@ -263,6 +323,8 @@ def random_op(rnd: random.Random, c: AddressSpace, spec: MachineSpec) -> tuple:
         return rnd.randrange(0, 1 << 48)
 
     r = rnd.random()
+    if r < 0.03:
+        return hostile_op(rnd, ps)
     if r < 0.12 or not vmas:
         npg = rnd.choice((1, 3, 16, 17, 64, 100, pmd // ps, pmd // ps, 2 * pmd // ps,
                           2 * pmd // ps, 4 * pmd // ps, rnd.randrange(1, 3 * pmd // ps)))
@@ -301,6 +363,9 @@ def random_op(rnd: random.Random, c: AddressSpace, spec: MachineSpec) -> tuple:
         if k < 0.8:
             return ("uffd_zeropage", a, ln)
         return ("uffd_writeprotect", a, ln, rnd.random() < 0.6)
+    if r < 0.47:                                 # mprotect (issue 10)
+        a, ln = pick_range()
+        return ("mprotect", a, ln, rnd.choice(MPROTECT_PROTS))
     if r < 0.55:
         return ("fault", pick_addr(), rnd.random() < 0.6)
     if r < 0.78:

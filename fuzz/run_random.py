@@ -24,11 +24,16 @@ def main() -> int:
     ap.add_argument("--seeds", default="0:100", help="START:END (end exclusive)")
     ap.add_argument("--steps", type=int, default=300)
     ap.add_argument("--stop-after", type=int, default=0, help="stop after N mismatches (0: never)")
+    ap.add_argument("--max-seconds", type=float, default=0,
+                    help="stop starting new seeds after this many seconds (0: run every seed)")
     args = ap.parse_args()
     lo, hi = (int(x) for x in args.seeds.split(":"))
     t0 = time.time()
     steps = fails = 0
     for seed in range(lo, hi):
+        if args.max_seconds and time.time() - t0 > args.max_seconds:
+            hi = seed
+            break
         try:
             steps += diffops.run_random(seed, args.steps)
         except diffops.Mismatch as exc:

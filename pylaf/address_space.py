@@ -16,7 +16,10 @@ Threads: every method may be called from any thread.  Like a task under
 concurrent call on any address space of the same machine raises
 :class:`LafBusyError` instead of waiting (the C core's guard).  The batch
 calls release the GIL, so address spaces of separate machines run in parallel
-on separate threads.
+on separate threads. Every reader (:meth:`~AddressSpace.vmas`,
+:meth:`~AddressSpace.stats`, :meth:`~AddressSpace.pte`,
+:meth:`~AddressSpace.folio`, :meth:`~AddressSpace.read_ptes`) takes its answer
+in one call into the core, so it is a consistent snapshot of one moment.
 
 Lifetime: every call into the core holds a reference on the C mm (an
 in-flight count under a lock).  :meth:`AddressSpace.close` marks the space
@@ -97,12 +100,9 @@ class AddressSpace:
         self.machine = machine
         self._private = private
         self.config = machine.config
-        mhandle = machine._raw
-
-        def destroy(mm: Any, _keep: Any = mhandle) -> None:
-            lib.laf_mm_destroy(mm)  # _keep: the machine outlives its mm
-
-        self._handle: Any = ffi.gc(raw, destroy)
+        # laf_mm_destroy() frees the machine too when the machine's owner let
+        # go of it first (laf_machine_put(): the collector's order is arbitrary)
+        self._handle: Any = ffi.gc(raw, lib.laf_mm_destroy)
         #: held for the whole of close(): a second closer (or the machine's
         #: close()) waits until the mm is really freed
         self._close_lock = threading.Lock()
@@ -113,6 +113,7 @@ class AddressSpace:
         self._in_flight = InFlight(self, "address space")
         #: the machine's page geometry
         self.geometry: Geometry = machine.geometry
+        self._vmas_hint = 16        # vmas(): buffer size for the next snapshot
         machine._register(self)
 
     # --------------------------------------------------------- geometry
@@ -272,6 +273,18 @@ class AddressSpace:
         a, n = args.u64("addr", addr), args.size("length", length)
         with self._in_flight as mm:
             check(lib.laf_munmap(mm, a, n), f"munmap({a:#x}, {length!r})")
+
+    # ---- mprotect (issue 10) ----
+    def mprotect(self, addr: int, length: int | str, prot: str) -> None:
+        """mprotect(): ``prot`` spelled as in :meth:`mmap` (``""`` is PROT_NONE;
+        ``"x"`` allowed).  Errors as mm/mprotect.c do_mprotect_pkey(): an
+        unaligned ``addr`` is invalid, a range with a hole (or no mapping)
+        raises LafMemoryError after the VMAs below the hole were changed."""
+        bits = args.prot(prot)
+        a, n = args.u64("addr", addr), args.size("length", length)
+        with self._in_flight as mm:
+            check(lib.laf_mprotect(mm, a, n, bits), f"mprotect({a:#x}, {length!r}, {prot!r})")
+    # ---- end mprotect ----
 
     def madvise(self, addr: int, length: int | str, advice: str | int) -> None:
         """MADV_DONTNEED, MADV_HUGEPAGE, MADV_NOHUGEPAGE, MADV_DONTFORK,
@@ -468,18 +481,23 @@ class AddressSpace:
             check(lib.laf_reset_counters(mm))
 
     def vmas(self) -> list[Vma]:
-        """A snapshot of the VMAs (taken in one call into the core)."""
+        """A snapshot of the VMAs: one ``laf_get_vmas()`` call, which copies
+        the whole list under the core's guard.  The buffer is sized from the
+        last snapshot; only if the VMAs outgrew it is the call repeated with a
+        bigger one (the answer is always one call's complete list)."""
         nr = ffi.new("size_t *")
+        cap = self._vmas_hint
         with self._in_flight as mm:
             while True:
-                check(lib.laf_get_vmas(mm, ffi.NULL, 0, nr))
-                cap = int(nr[0])
-                buf = ffi.new("struct laf_vma_info[]", max(cap, 1))
+                buf = ffi.new("struct laf_vma_info[]", cap)
                 check(lib.laf_get_vmas(mm, buf, cap, nr))
-                if int(nr[0]) <= cap:
+                n = int(nr[0])
+                if n <= cap:
                     break
+                cap = n + n // 4 + 16
+        self._vmas_hint = max(16, n + n // 4)
         return [Vma(int(v.start), int(v.end), VmFlags(int(v.vm_flags)), int(v.anon_vma))
-                for v in buf[0:int(nr[0])]]
+                for v in buf[0:n]]
 
     def pte(self, addr: int) -> Pte:
         """The entry mapping ``addr`` (a huge PMD is shown per page, with HUGE)."""

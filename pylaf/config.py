@@ -10,6 +10,11 @@ from pylaf.geometry import ARCHES, DEFAULT_PAGE_SIZE, PAGE_SIZES, Geometry
 from pylaf.policy import Policy
 from pylaf.sizes import format_size, parse_size
 
+#: vm.max_map_count's default (``LAF_DEFAULT_MAX_MAP_COUNT``)
+DEFAULT_MAX_MAP_COUNT: int = lib.LAF_DEFAULT_MAX_MAP_COUNT
+#: the sysctl is an int: proc_dointvec_minmax() from 0 to INT_MAX
+MAX_MAP_COUNT_LIMIT = 2**31 - 1
+
 
 @dataclass(frozen=True)
 class Config:
@@ -20,6 +25,8 @@ class Config:
     ``0`` lets nothing be charged (every anonymous write fault is OOM).
     ``ram`` is capped by what the host could back at full use
     (``lib.laf_max_ram_bytes()``); the memmap itself is built lazily.
+    ``max_map_count`` is vm.max_map_count (0 to 2**31 - 1, default 65530): mmap
+    fails with ENOMEM above it, a split that adds a VMA at it (madvise: EAGAIN).
     ``arch="arm64"`` enables contpte (PTE_CONT) and ``arch_wants_pte_order()``.
     The machine's page geometry is :attr:`geometry` (computed by the C core).
     A frozen value: comparable, hashable, picklable.
@@ -31,6 +38,7 @@ class Config:
     memcg_limit: Optional[int | str] = None
     policy: Policy = field(default_factory=Policy)
     mmap_base: Optional[int] = None
+    max_map_count: int = DEFAULT_MAX_MAP_COUNT
 
     def __post_init__(self) -> None:
         ps = parse_size(self.page_size)
@@ -54,6 +62,11 @@ class Config:
                 raise ValueError(f"invalid memcg_limit {self.memcg_limit!r}: not a multiple of "
                                  f"the {format_size(ps)} page")
             object.__setattr__(self, "memcg_limit", lim)
+        mmc: object = self.max_map_count
+        if isinstance(mmc, bool) or not isinstance(mmc, int) or not 0 <= mmc <= MAX_MAP_COUNT_LIMIT:
+            raise LafValueError(f"invalid max_map_count {mmc!r}: expected an int in "
+                                f"[0, {MAX_MAP_COUNT_LIMIT}] (the vm.max_map_count sysctl)",
+                                lib.LAF_ERANGE)
         policy: object = self.policy      # a spec string is accepted too
         if not isinstance(policy, Policy):
             object.__setattr__(self, "policy", Policy.parse(str(policy)))
@@ -100,3 +113,4 @@ class Config:
         ccfg.memcg_limit_bytes = (lib.LAF_MEMCG_UNLIMITED  # type: ignore[attr-defined]
                                   if self.memcg_limit is None else int(self.memcg_limit))
         ccfg.mmap_base = int(self.mmap_base or 0)  # type: ignore[attr-defined]
+        ccfg.max_map_count = self.max_map_count  # type: ignore[attr-defined]

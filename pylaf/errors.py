@@ -17,7 +17,8 @@ class LafValueError(LafError, ValueError):
 
 
 class LafMemoryError(LafError, MemoryError):
-    """The emulated machine (or the host) ran out of memory (ENOMEM)."""
+    """The emulated machine (or the host) ran out of memory (ENOMEM), or a
+    VMA split was refused at vm.max_map_count (ENOMEM; EAGAIN from madvise)."""
 
 
 class LafBusyError(LafError, RuntimeError):
@@ -48,6 +49,7 @@ _BY_CODE: dict[int, type[LafError]] = {
     lib.LAF_ENOENT: LafValueError,
     lib.LAF_EEXIST: LafValueError,
     lib.LAF_ENOMEM: LafMemoryError,
+    lib.LAF_EAGAIN: LafMemoryError,
     lib.LAF_ENOSPC: LafMemoryError,
     lib.LAF_EBUSY: LafBusyError,
     lib.LAF_EUCLEAN: InvariantError,

@@ -71,14 +71,15 @@ class Machine:
         config.fill_c(ccfg)
         out = ffi.new("laf_machine **")
         check(lib.laf_machine_create(ccfg, out), "laf_machine_create")
-        self._handle: Any = ffi.gc(out[0], lib.laf_machine_destroy, size=int(config.ram) // 64)
+        # laf_machine_put(), not laf_machine_destroy(): the garbage collector may
+        # free this handle before the handles of address spaces on it
+        self._handle: Any = ffi.gc(out[0], lib.laf_machine_put, size=int(config.ram) // 64)
         self._lock = threading.Lock()
         self._idle = threading.Condition(self._lock)
         self._inflight = 0
         self._closing = False
         self._call = InFlight(self, "machine")
-        # weak: an address space nobody holds any more is freed (its mm first:
-        # its finalizer keeps the machine's handle alive)
+        # weak: an address space nobody holds any more is freed
         self._mms: weakref.WeakValueDictionary[int, AddressSpace] = weakref.WeakValueDictionary()
         _LIVE.add(self)
         self._ids = itertools.count()
@@ -107,11 +108,6 @@ class Machine:
     def _register(self, space: AddressSpace) -> None:
         with self._lock:
             self._mms[next(self._ids)] = space
-
-    @property
-    def _raw(self) -> Any:
-        """The ``laf_machine *`` (for the finalizer of an address space)."""
-        return self._handle
 
     # ------------------------------------------------------------------ policy
     @property

@@ -3,7 +3,7 @@
 A hypothesis ``RuleBasedStateMachine`` drives :class:`pylaf.AddressSpace` (the
 C core) and :class:`pylaf.reference.Reference` (written independently from
 the kernel documents) with the same random operations: mmap of odd sizes,
-alignments and fixed addresses, munmap, madvise HUGEPAGE/NOHUGEPAGE/DONTNEED,
+alignments and fixed addresses, munmap, mprotect, madvise HUGEPAGE/NOHUGEPAGE/DONTNEED,
 prctl, userfaultfd register/unregister/copy/zeropage/writeprotect, read and
 write accesses (single, batches, strided ranges), memcg limit changes,
 allocation pressure (small RAM, ``fragment(k)``, injected allocation and
@@ -83,7 +83,8 @@ def machine_specs(draw: st.DrawFn) -> diffops.MachineSpec:
     arch = draw(st.sampled_from(("x86_64", "arm64")))
     ram = draw(st.sampled_from((2, 3, 4, 8, 16))) if ps != 65536 else draw(st.sampled_from((2, 3, 4)))
     memcg = draw(st.sampled_from((0, 0, 0, 64, 300, 1500)))
-    return diffops.MachineSpec(ps, arch, ram, memcg, draw(policies(ps)))
+    mmc = draw(st.sampled_from((65530, 65530, 65530, 0, 1, 2, 3, 5, 8)))
+    return diffops.MachineSpec(ps, arch, ram, memcg, draw(policies(ps)), mmc)
 
 
 # ------------------------------------------------------------- state machine
@@ -158,6 +159,12 @@ class DiffMachine(RuleBasedStateMachine):
     def madvise(self, data: st.DataObject, advice: str) -> None:
         self.run("madvise", *self._range(data), advice)
 
+    # ---- mprotect (issue 10) ----
+    @rule(data=st.data(), prot=st.sampled_from(diffops.MPROTECT_PROTS))
+    def mprotect(self, data: st.DataObject, prot: str) -> None:
+        self.run("mprotect", *self._range(data), prot)
+    # ---- end mprotect ----
+
     @rule(op=st.sampled_from(((41, 1, 0), (41, 1, 2), (41, 0, 0), (41, 2, 2), (42, 0, 0),
                               (41, 0, 2), (41, 1, 1), (42, 1, 0), (7, 0, 0))))
     def prctl(self, op: tuple[int, int, int]) -> None:
@@ -166,6 +173,22 @@ class DiffMachine(RuleBasedStateMachine):
     @rule(data=st.data(), mode=st.sampled_from(("missing", "wp", ("missing", "wp"))))
     def uffd_register(self, data: st.DataObject, mode: object) -> None:
         self.run("uffd_register", *self._range(data), mode)
+
+    @rule(data=st.data())
+    def hostile(self, data: st.DataObject) -> None:
+        """Hostile arguments (issue 13): wrap-around lengths, addresses at and
+        above TASK_SIZE, huge strides; both sides must agree."""
+        addrs, lens, strides = diffops.hostile_values(self.ps)
+        a = data.draw(st.sampled_from(addrs), label="hostile_addr")
+        ln = data.draw(st.sampled_from(lens), label="hostile_len")
+        op = data.draw(st.sampled_from((
+            ("mmap", ln, None, "rw", False), ("mmap", min(ln, 64 * self.ps), a, "rw", True),
+            ("munmap", a, ln), ("mprotect", a, ln, "r"), ("madvise", a, ln, "MADV_HUGEPAGE"), ("madvise", a, ln, "MADV_DONTNEED"),
+            ("uffd_register", a, ln, "missing"), ("uffd_unregister", a, ln),
+            ("touch_range", a, ln,
+             diffops.bounded_stride(ln, data.draw(st.sampled_from(strides), label="stride")), True),
+            ("fault", a, True))), label="hostile_op")
+        self.run(*op)
 
     @rule(data=st.data())
     def uffd_unregister(self, data: st.DataObject) -> None:

@@ -3,7 +3,7 @@
 A hypothesis ``RuleBasedStateMachine`` drives a :class:`pylaf.Machine` (the C
 core) and a :class:`pylaf.reference.RefMachine` (the pure-Python model) with
 the same random operations on several live processes: mmap (odd sizes, PMD
-multiples, fixed), munmap, madvise (DONTNEED, HUGEPAGE, NOHUGEPAGE, DONTFORK,
+multiples, fixed), munmap, mprotect, madvise (DONTNEED, HUGEPAGE, NOHUGEPAGE, DONTFORK,
 DOFORK, WIPEONFORK, KEEPONFORK), reads and writes (single faults and strided
 ranges) in any live process, fork of any live process and exit of any
 process but the last.  The machine (page size, architecture, THP policy) is
@@ -176,6 +176,13 @@ class ForkDiffMachine(RuleBasedStateMachine):
     def madvise(self, data: st.DataObject, advice: str) -> None:
         i = self._proc(data)
         self.run(i, "madvise", *self._range(data, i), advice)
+
+    # ---- mprotect (issue 10) ----
+    @rule(data=st.data(), prot=st.sampled_from(diffops.MPROTECT_PROTS))
+    def mprotect(self, data: st.DataObject, prot: str) -> None:
+        i = self._proc(data)
+        self.run(i, "mprotect", *self._range(data, i), prot)
+    # ---- end mprotect ----
 
     @rule(data=st.data(), write=st.booleans())
     def fault(self, data: st.DataObject, write: bool) -> None:

@@ -212,6 +212,7 @@ def test_machine_stats_sum_the_mms(machine: Machine) -> None:
     ms2 = machine.stats()
     assert ms2.faults_wp_copy == 128                    # an exited mm's events stay
     assert ms2.mm_anonpages == 256
+    assert ms2.hiwater_rss == parent.stats().hiwater_rss   # VmHWM goes with its mm
 
 
 def test_exit_frees_what_only_the_child_mapped(machine: Machine) -> None:

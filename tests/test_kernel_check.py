@@ -216,9 +216,10 @@ def test_kernel_show(capsys):
 @live
 def test_suite_with_current_settings():
     """Every program agrees with the kernel under the machine's settings."""
-    before = sysfs.read_thp_settings().sysfs_values()
-    res = KC.run_group(programs.DEFAULT_GROUP)
-    assert sysfs.read_thp_settings().sysfs_values() == before            # nothing was written
+    with sysfs.thp_lock():             # re-entrant: run_group() holds it too
+        before = sysfs.read_thp_settings().sysfs_values()
+        res = KC.run_group(programs.DEFAULT_GROUP)
+        assert sysfs.read_thp_settings().sysfs_values() == before        # nothing was written
     bad = {c.program: c.error or c.mismatches for c in res.checks if c.failed}
     assert not bad, report.format_group(res)
     # without fork in the emulator, fork programs are skipped, never compared

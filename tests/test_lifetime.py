@@ -4,15 +4,20 @@ was a use-after-free that aborted the interpreter)."""
 from __future__ import annotations
 
 import contextlib
+import os
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 
 from pylaf import AddressSpace, ClosedError, Config, LafBusyError, Policy
 
 M = 1 << 20
+ROOT = Path(__file__).resolve().parent.parent
 DEADLINE_S = 30.0
 
 
@@ -136,3 +141,41 @@ def test_close_map_and_fault_from_several_threads(round_: int) -> None:
     assert not st.errors, st.errors
     assert st.mm.closed
     assert all(n == st.SIZE // st.mm.page_size for n in st.completed)
+
+
+_COLLECT_CYCLE = """
+import gc
+from pylaf import AddressSpace, Config, Machine
+for i in range(10):
+    mm = AddressSpace(Config(ram="64M"))        # a cycle with its in-flight guard
+    mm.touch_range(mm.mmap("1M"), "1M", write=True)
+    del mm
+    gc.collect()                                # machine and mm in one garbage cycle
+    mm = AddressSpace(Config(ram="64M"))
+    a = mm.mmap("1M")
+    mm.touch_range(a, "1M", write=True)
+    child = mm.fork()
+    del mm
+    gc.collect()
+    child.touch_range(a, "1M", write=True)
+    child.machine.check_invariants()
+    del child
+    gc.collect()
+    m = Machine(Config(ram="64M"))
+    space = m.address_space()
+    del m
+    gc.collect()
+    space.touch_range(space.mmap("64K"), "64K", write=True)
+print("ok")
+"""
+
+
+def test_garbage_collector_frees_machine_and_spaces_in_any_order() -> None:
+    """An AddressSpace dropped without close() sits in a reference cycle with
+    its Machine; the collector may free the machine's handle first
+    (laf_machine_put(): the last mm frees it).  Before the fix this was a
+    use-after-free in laf_mm_destroy() (SIGSEGV), so it runs in a child."""
+    r = subprocess.run([sys.executable, "-X", "faulthandler", "-c", _COLLECT_CYCLE],
+                       capture_output=True, text=True, timeout=120,
+                       env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert r.returncode == 0 and r.stdout.strip() == "ok", (r.returncode, r.stderr[-2000:])

@@ -9,7 +9,9 @@ the live kernel of this machine (:mod:`pylaf.live`).
            ``--apply-settings`` (explicit opt-in) also runs the setting
            groups, each applied temporarily through
            :func:`pylaf.live.sysfs.thp_settings`, which restores every knob on
-           every exit path (exceptions, Ctrl-C, SIGTERM).  Exit status: 0 all
+           every exit path (exceptions, Ctrl-C, SIGTERM).  Without
+           ``--program`` it also runs the vm.max_map_count probe
+           (:mod:`pylaf.live.map_count`).  Exit status: 0 all
            agree, 1 some disagreement, 2 the check cannot run here (one line
            on stderr names the missing capability).
 ``run``    one access program (laf_kprog's op language) on the live kernel,
@@ -28,6 +30,7 @@ from typing import Any, Optional
 
 from pylaf.live.check import GroupResult, live_check_unavailable, run_group
 from pylaf.live.kprog import HelperUnavailable, run_kprog_raw
+from pylaf.live.map_count import check_map_count
 from pylaf.live.programs import (
     DEFAULT_GROUP,
     GROUPS,
@@ -69,7 +72,7 @@ def register(subparsers: Any) -> None:
                    help="run only these setting groups (implies --apply-settings for groups "
                         "other than 'current'); see --list")
     c.add_argument("--program", action="append", default=[], metavar="NAME",
-                   help="run only these programs; see --list")
+                   help="run only these programs (and skip the max_map_count probe); see --list")
     c.add_argument("--only", action="append", default=[], metavar="GLOB",
                    help="run only the programs whose name matches (fnmatch), e.g. 'fork_*'")
     c.add_argument("--retries", type=int, default=10,
@@ -224,10 +227,14 @@ def cmd_check(args: argparse.Namespace) -> int:
     if bad:
         return _fail("check", bad)
     results = _run_groups(args, _groups(args))
+    map_count_ok = True
+    if not args.program:
+        map_count_ok, text = check_map_count()
+        print(text)
     print(summary_line(results))
     if args.json:
         _write_json(Path(args.json), results)
-    return 0 if all(r.ok for r in results) else 1
+    return 0 if map_count_ok and all(r.ok for r in results) else 1
 
 
 # --------------------------------------------------------------------------

@@ -26,6 +26,7 @@ path.
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import subprocess
@@ -311,27 +312,30 @@ def run_group(group: SettingGroup, programs: Optional[Iterable[str]] = None,
               retries: int = 10, progress: Optional[Callable[[str], None]] = None,
               mm_factory: MmFactory = AddressSpace) -> GroupResult:
     """Run the suite (or *programs*) under *group*'s settings (restored afterwards);
-    *mm_factory*: the emulator side's address space (e.g. :class:`pylaf.reference.Reference`)."""
-    current = read_thp_settings()
-    why = group.unavailable(current)
-    if why:
-        return GroupResult(group, {}, [], skipped=why)
-    names = list(programs) if programs is not None else [p.name for p in PROGRAMS]
-    if group.programs is not None:
-        names = [n for n in names if n in group.programs]
-    # the lock also keeps other pylaf processes from changing knobs while the
-    # machine's current settings are being measured
-    ctx = (thp_settings(**group.thp_settings_kwargs(current)) if group.settings is not None
-           else thp_lock())
-    checks = []
-    with ctx:
-        settings = read_thp_settings().sysfs_values()
-        policy = host_policy()
-        for n in names:
-            if progress:
-                progress(f"{group.name}: {n}")
-            checks.append(check_program(PROGRAMS_BY_NAME[n], group.name, retries, policy,
-                                        mm_factory=mm_factory))
+    *mm_factory*: the emulator side's address space (e.g. :class:`pylaf.reference.Reference`).
+
+    The whole run holds :func:`thp_lock` (re-entrant), and the host's settings
+    are read under it: another pylaf process applying a group of its own
+    cannot be mistaken for this machine's settings, nor change them mid-run."""
+    with thp_lock():
+        current = read_thp_settings()
+        why = group.unavailable(current)
+        if why:
+            return GroupResult(group, {}, [], skipped=why)
+        names = list(programs) if programs is not None else [p.name for p in PROGRAMS]
+        if group.programs is not None:
+            names = [n for n in names if n in group.programs]
+        ctx = (thp_settings(**group.thp_settings_kwargs(current)) if group.settings is not None
+               else contextlib.nullcontext())
+        checks = []
+        with ctx:
+            settings = read_thp_settings().sysfs_values()
+            policy = host_policy()
+            for n in names:
+                if progress:
+                    progress(f"{group.name}: {n}")
+                checks.append(check_program(PROGRAMS_BY_NAME[n], group.name, retries, policy,
+                                            mm_factory=mm_factory))
     return GroupResult(group, settings, checks)
 
 

@@ -34,6 +34,7 @@ MASK64 = (1 << 64) - 1                  # unsigned long / size_t
 
 # --- errno (negative, as the C core returns them)
 EPERM, ENOENT, ENOMEM, EFAULT, EBUSY, EEXIST, EINVAL = -1, -2, -12, -14, -16, -17, -22
+EAGAIN = -11
 ENOSPC, ERANGE, ENOSYS, EUCLEAN = -28, -34, -38, -117
 
 # --- vm_flags
@@ -118,13 +119,13 @@ STATE_COUNTERS = frozenset({"nr_vmas", "ram_pages", "free_pages", "pinned_pages"
 
 _ERRNO_TEXT = {EINVAL: "invalid argument", ENOMEM: "out of memory", EEXIST: "already exists",
                ENOENT: "no such entry", EPERM: "operation not permitted", EBUSY: "busy",
-               ERANGE: "out of range", ENOSPC: "no space"}
+               ERANGE: "out of range", ENOSPC: "no space", EAGAIN: "try again (max_map_count)"}
 
 
 def error_for(code: int, what: str) -> LafError:
     """The exception ``pylaf.errors.check()`` raises for C return code ``code``."""
     text = f"{what}: {_ERRNO_TEXT.get(code, code)}"
-    if code in (ENOMEM, ENOSPC):
+    if code in (ENOMEM, ENOSPC, EAGAIN):
         return LafMemoryError(text, code)
     if code == EBUSY:
         return LafBusyError(text, code)
@@ -134,9 +135,10 @@ def error_for(code: int, what: str) -> LafError:
 
 
 def check_u64(name: str, value: int, what: str) -> int:
-    """An address or length must fit the C ABI's ``uint64_t`` (LafValueError naming it)."""
+    """An address or length must fit the C ABI's ``uint64_t`` (LafValueError
+    naming it, ERANGE as pylaf.arguments.integer() raises it)."""
     if not 0 <= value <= MASK64:
-        raise LafValueError(f"{what}: invalid {name} {value:#x}: not a 64-bit unsigned value", EINVAL)
+        raise LafValueError(f"{what}: invalid {name} {value:#x}: not a 64-bit unsigned value", ERANGE)
     return value
 
 

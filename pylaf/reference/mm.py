@@ -45,6 +45,7 @@ from pylaf.reference.abi import (
     MADV_KEEPONFORK,
     MADV_NOHUGEPAGE,
     MADV_WIPEONFORK,
+    MASK64,
     MEMCG_UNLIMITED,
     NR_ORDERS,
     ORDER_NONE,
@@ -118,6 +119,7 @@ class RefMachine:
         self.ram_pages = parse_size(config.ram) // geo.page_size
         phys = PhysMem(self.ram_pages, geo.max_order, memcg_pages(config.memcg_limit, geo.page_size), {})
         self.model = Machine(geo, phys, thp_policy.resolve_policy(config.policy, geo))
+        self.model.max_map_count = config.max_map_count
         phys.shrinkers.append(self._shrink_deferred_split)
         self.policy = config.policy
         self._spaces: list[Reference] = []
@@ -430,6 +432,8 @@ class Reference:
         check_u64("start", start, what)
         if st <= 0:
             raise ValueError(f"invalid stride {stride!r}: must be > 0")
+        if start + n > MASK64:                  # laf_touch_range(): the range wraps past 2^64
+            raise error_for(EINVAL, what)
         addrs = range(start, start + n, st)
         return self._batch(mm, ((a, bool(write)) for a in addrs), len(addrs), None)
 

@@ -252,6 +252,7 @@ class Machine:
         self.gauges: dict[str, list[int]] = {n: [0] * NR_ORDERS for n in MACHINE_PER_ORDER_GAUGES}
         self.retired_cnt, self.retired_per_order = new_counters()
         self.current: Optional[MmStruct] = None
+        self.max_map_count = 65530                       # vm.max_map_count (Config.max_map_count)
 
     def enter(self, mm: MmStruct) -> None:
         """``mm`` becomes current: the memcg's events are counted on it."""
@@ -290,6 +291,11 @@ class MmStruct:
     @property
     def geo(self) -> PageGeometry:
         return self.machine.geo
+
+    @property
+    def max_map_count(self) -> int:
+        """vm.max_map_count: a sysctl, so the machine's."""
+        return self.machine.max_map_count
 
     @property
     def phys(self) -> PhysMem:

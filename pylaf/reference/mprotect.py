@@ -50,7 +50,7 @@ from pylaf.reference.abi import (
 from pylaf.reference.huge_memory import split_huge_pmd
 from pylaf.reference.mm_types import HugePmd, MmStruct, PteTable, RefFolio, RefVma
 from pylaf.reference.pgtable import contpte_set_ptes, contpte_unfold_partial
-from pylaf.reference.vma import vma_set_flags
+from pylaf.reference.vma import vma_modify_splits, vma_set_flags
 
 #: PTE bits folio_pte_batch_flags(FPB_RESPECT_SOFT_DIRTY | FPB_RESPECT_WRITE)
 #: lets differ inside a batch: young and dirty (and the emulator's TOUCHED,
@@ -98,12 +98,13 @@ def do_mprotect_pkey(mm: MmStruct, start: int, length: int, prot_bits: int) -> i
     return 0
 
 
-def split_allowed(mm: MmStruct, vma: RefVma, start: int, end: int) -> bool:
+def split_allowed(mm: MmStruct, vma: RefVma, start: int, end: int, newflags: int) -> bool:
     """The vm.max_map_count hook of vma_modify_flags(): each split_vma()
-    refuses with -ENOMEM at ``map_count >= max_map_count`` (§6.6; the middle
-    case does the first split and fails the second).  The model has no
-    max_map_count yet (another change adds it to vma.py): always True."""
-    return True
+    refuses with -ENOMEM at ``map_count >= max_map_count`` (§6.6); an edge a
+    merge absorbs needs no split; both splits of a middle range are checked
+    before the first, as madvise's flag changes do (vma.modify_flags())."""
+    splits = vma_modify_splits(mm, vma, start, end, newflags)
+    return not splits or len(mm.vma_list) + splits - 1 < mm.max_map_count
 
 
 def mprotect_fixup(mm: MmStruct, vma: RefVma, start: int, end: int, newflags: int) -> int:
@@ -120,7 +121,7 @@ def mprotect_fixup(mm: MmStruct, vma: RefVma, start: int, end: int, newflags: in
             newflags |= VM_ACCOUNT
     elif oldflags & VM_ACCOUNT and not vma.anon_vma:
         newflags &= ~VM_ACCOUNT
-    if not split_allowed(mm, vma, start, end):
+    if not split_allowed(mm, vma, start, end, newflags):
         return ENOMEM
     vma_set_flags(mm, vma, start, end, newflags)
     target = mm.find_vma(start)

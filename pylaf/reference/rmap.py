@@ -12,15 +12,13 @@ exclusive page at fork instead).
 """
 from __future__ import annotations
 
-from pylaf.reference.abi import VM_ACCOUNT, VM_EXEC, VM_READ, VM_WRITE
+from pylaf.reference.abi import VM_EXEC, VM_READ, VM_WRITE
 from pylaf.reference.mm_types import MmStruct, RefFolio, RefVma
 
-#: the vm_flags anon_vma_compatible() lets differ: VM_ACCESS_FLAGS (and
-#: VM_SOFTDIRTY, not modelled).  The kernel does compare VM_ACCOUNT (so a
-#: read-only mapping next to a writable one does not share its anon_vma);
-#: the model ignores it until the C core tracks VM_ACCOUNT (issue 10), to
-#: stay equal to it; drop VM_ACCOUNT from this mask then.
-ANON_VMA_COMPATIBLE_IGNORES = VM_READ | VM_WRITE | VM_EXEC | VM_ACCOUNT
+#: the vm_flags anon_vma_compatible() (mm/vma.c) lets differ: VM_ACCESS_FLAGS
+#: (and VM_SOFTDIRTY, not modelled).  VM_ACCOUNT is compared, so a read-only
+#: mapping next to a writable one does not share its anon_vma.
+ANON_VMA_COMPATIBLE_IGNORES = VM_READ | VM_WRITE | VM_EXEC
 
 
 def anon_vma_prepare(mm: MmStruct, vma: RefVma) -> None:

@@ -66,9 +66,9 @@ def userfaultfd_register(mm: MmStruct, start: int, length: int, mode: int) -> in
     if not _vmas_in(mm, start, end):
         return EINVAL
     vmf = (VM_UFFD_MISSING if mode & UFFD_MODE_MISSING else 0) | (VM_UFFD_WP if mode & UFFD_MODE_WP else 0)
-    modify_flags(mm, start, end, lambda v: v.flags if (v.flags & vmf) == vmf
-                 else (v.flags & ~VM_UFFD_FLAGS) | vmf)
-    return 0
+    # holes are skipped; a split refused by max_map_count is -ENOMEM
+    return modify_flags(mm, start, end, lambda v: v.flags if (v.flags & vmf) == vmf
+                        else (v.flags & ~VM_UFFD_FLAGS) | vmf, hole_err=0, split_err=ENOMEM)
 
 
 def userfaultfd_unregister(mm: MmStruct, start: int, length: int) -> int:
@@ -83,8 +83,8 @@ def userfaultfd_unregister(mm: MmStruct, start: int, length: int) -> int:
     for v in inside:
         if v.flags & VM_UFFD_WP:
             uffd_wp_range(mm, v, max(v.start, start), min(v.end, end), wp=False)
-    modify_flags(mm, start, end, lambda v: v.flags & ~VM_UFFD_FLAGS)
-    return 0
+    return modify_flags(mm, start, end, lambda v: v.flags & ~VM_UFFD_FLAGS,
+                        hole_err=0, split_err=ENOMEM)
 
 
 def mfill_dst_vma(mm: MmStruct, start: int, length: int) -> RefVma | int:

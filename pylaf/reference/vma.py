@@ -19,6 +19,14 @@ Argument rules, each as the kernel checks it (errno as the C ABI returns it):
   EINVAL; an empty range -> 0 (nothing done).  A range above TASK_SIZE is not
   rejected: madvise_walk_vmas() finds no VMA there and returns -ENOMEM after
   applying the advice to the mapped part.
+* vm.max_map_count (``mm.max_map_count``, the number of VMAs is
+  ``len(mm.vma_list)``): do_mmap() ``map_count > max_map_count`` -> ENOMEM
+  (after the length checks, before placement); vms_gather_munmap_vmas():
+  unmapping the middle of one VMA at ``map_count >= max_map_count`` ->
+  ENOMEM; vma_modify() -> split_vma(): each split that a merge does not
+  avoid needs ``map_count < max_map_count`` (both splits of a middle range
+  checked before the first, as the C core does), ENOMEM, which madvise
+  reports as EAGAIN (madvise_vma_behavior()).
 """
 from __future__ import annotations
 
@@ -26,6 +34,7 @@ from collections.abc import Callable
 from typing import Optional
 
 from pylaf.reference.abi import (
+    EAGAIN,
     EEXIST,
     EINVAL,
     ENOMEM,
@@ -129,24 +138,48 @@ def _first_ending_above(mm: MmStruct, addr: int) -> int:
     return i
 
 
-def modify_flags(mm: MmStruct, start: int, end: int, new_flags_of: FlagsOf) -> int:
+def vma_modify_splits(mm: MmStruct, vma: RefVma, start: int, end: int, flags: int) -> int:
+    """How many split_vma() calls vma_modify() makes for [start, end) of ``vma``:
+    a range at one edge that merges into the neighbour there needs none
+    (vma_merge_existing_range() moves the boundary)."""
+    below, above = start > vma.start, end < vma.end
+    if below and above:
+        return 2
+    if not below and not above:
+        return 0
+    part = vma.copy(start, end, vma.pgoff + (start - vma.start) // mm.geo.page_size)
+    part.flags = flags
+    idx = mm.vma_index(vma)
+    if above:
+        prev = mm.vma_list[idx - 1] if idx > 0 else None
+        return 0 if prev is not None and can_merge(prev, part, mm.geo.page_shift) else 1
+    nxt = mm.vma_list[idx + 1] if idx + 1 < len(mm.vma_list) else None
+    return 0 if nxt is not None and can_merge(part, nxt, mm.geo.page_shift) else 1
+
+
+def modify_flags(mm: MmStruct, start: int, end: int, new_flags_of: FlagsOf,
+                 hole_err: int = ENOMEM, split_err: int = EAGAIN) -> int:
     """madvise_walk_vmas()-style flag change over [start, end): split at the
     ends, set flags, merge.  Only VMAs whose flags change are touched
-    (madvise_update_vma() returns early otherwise).  -ENOMEM if the range had
-    holes (the mapped parts are still changed)."""
+    (madvise_update_vma() returns early otherwise).  A split refused by
+    max_map_count returns ``split_err`` at once; holes give ``hole_err``
+    (after the mapped parts were changed)."""
     err = 0
     addr = start
     i = _first_ending_above(mm, start)
     while addr < end:
         if i >= len(mm.vma_list) or mm.vma_list[i].start >= end:
-            return ENOMEM
+            return hole_err
         vma = mm.vma_list[i]
         if vma.start > addr:
-            err = ENOMEM
+            err = hole_err
             addr = vma.start
         nf = new_flags_of(vma)
         cur_end = min(vma.end, end)
         if nf != vma.flags:
+            splits = vma_modify_splits(mm, vma, addr, cur_end, nf)
+            if splits and len(mm.vma_list) + splits - 1 >= mm.max_map_count:
+                return split_err
             vma_set_flags(mm, vma, addr, cur_end, nf)
         addr = cur_end
         i = _first_ending_above(mm, addr)
@@ -204,6 +237,8 @@ def do_mmap(mm: MmStruct, length: int, hint: int, fixed: bool, flags: int) -> in
     length_al = page_align(length, g.page_size)
     if length_al == 0 or length_al > g.task_size:
         return ENOMEM
+    if len(mm.vma_list) > mm.max_map_count:            # "Too many mappings?"
+        return ENOMEM
     if fixed:
         if hint > g.task_size - length_al:
             return ENOMEM
@@ -236,6 +271,10 @@ def do_vmi_munmap(mm: MmStruct, start: int, length: int) -> int:
     end = start + page_align(length, g.page_size)
     if end == start:
         return EINVAL
+    first = next((v for v in mm.vma_list if v.end > start), None)
+    if (first is not None and first.start < start and first.end > end
+            and len(mm.vma_list) >= mm.max_map_count):
+        return ENOMEM                                  # a middle split at the limit
     do_vmi_align_munmap(mm, start, end)
     return 0
 

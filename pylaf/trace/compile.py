@@ -11,9 +11,10 @@ Python replay's calls, in its order, so both give the same emulator state:
   ``prctl(PR_SET_THP_DISABLE, 0)`` whose failure is ignored
   (``LAF_OPF_QUIET``), the anonymous VMAs of its initial layout mapped
   (exec/fork);
-* per event: an anonymous fault is a one-access ``LAF_OP_TOUCH``; a map or
-  an mprotect is ``LAF_OP_MAP`` with ``LAF_OPF_REPLACE`` (munmap, then a
-  fixed mmap; the emulator has no mprotect); an unmap or a non-anonymous
+* per event: an anonymous fault is a one-access ``LAF_OP_TOUCH``; a map is
+  ``LAF_OP_MAP`` with ``LAF_OPF_REPLACE`` (munmap, then a fixed mmap); an
+  mprotect is ``LAF_OP_PROTECT`` (the protection collapsed as for a map,
+  :func:`laf_prot`); an unmap or a non-anonymous
   mapping is ``LAF_OP_UNMAP``; madvise (DONTNEED, HUGEPAGE, NOHUGEPAGE),
   populate, and an mremap move (``LAF_OP_MOVE_PAGES`` then the ``LAF_OP_MAP``
   with ``LAF_OPF_MOVED``).  Other events are not replayed.
@@ -58,7 +59,7 @@ MADV_REPLAYED = {MADV["dontneed"]: "dontneed", MADV["hugepage"]: "hugepage",
                  MADV["nohugepage"]: "nohugepage"}
 
 #: trace event op -> op-stream op
-_LAF_OP = {OP_FAULT: lib.LAF_OP_TOUCH, OP_MAP: lib.LAF_OP_MAP, OP_PROTECT: lib.LAF_OP_MAP,
+_LAF_OP = {OP_FAULT: lib.LAF_OP_TOUCH, OP_MAP: lib.LAF_OP_MAP, OP_PROTECT: lib.LAF_OP_PROTECT,
            OP_UNMAP: lib.LAF_OP_UNMAP, OP_MAP_OTHER: lib.LAF_OP_UNMAP,
            OP_MADVISE: lib.LAF_OP_MADVISE, OP_POPULATE: lib.LAF_OP_POPULATE,
            OP_MOVE: lib.LAF_OP_MOVE_PAGES}
@@ -92,7 +93,8 @@ def replay_order(trace: Trace) -> list[int]:
 
 def laf_prot(prot: np.ndarray) -> np.ndarray:
     """Trace PROT_* bits -> the emulator's: writable is read-write, readable
-    or executable is read-only, else none (as replay's mmap prot string)."""
+    or executable is read-only, else none (as replay's mmap and mprotect prot
+    strings)."""
     rw = lib.LAF_PROT_READ | lib.LAF_PROT_WRITE
     out: np.ndarray = np.where(prot & PROT_WRITE, rw,
                                np.where(prot & (PROT_READ | PROT_EXEC), lib.LAF_PROT_READ,
@@ -117,7 +119,7 @@ def _event_records(ev: np.ndarray) -> np.ndarray:
     out["addr"] = ev["addr"]
     out["len"] = ev["len"]
     out["arg"] = ev["arg"]
-    fault, mapping = op == OP_FAULT, (op == OP_MAP) | (op == OP_PROTECT)
+    fault, mapping, protect = op == OP_FAULT, op == OP_MAP, op == OP_PROTECT
     out["len"][fault] = 1
     out["arg"][fault] = 1
     f = np.zeros(len(ev), dtype=np.uint16)
@@ -127,6 +129,7 @@ def _event_records(ev: np.ndarray) -> np.ndarray:
     f[(op == OP_POPULATE) & ((flags & P_ZERO) != 0)] |= lib.LAF_OPF_ZERO
     out["flags"] = f
     out["arg"][mapping] = laf_prot(ev["arg"][mapping])
+    out["arg"][protect] = laf_prot(ev["arg"][protect])       # mprotect (issue 10)
     nomerge = (op == OP_MAP) & ((flags & M_NOMERGE) != 0)
     out["arg2"][mapping] = lib.LAF_MAP_FIXED
     out["arg2"][nomerge] = lib.LAF_MAP_FIXED | lib.LAF_MAP_NOMERGE

@@ -271,10 +271,10 @@ class Trace:
                  f", {len(self.processes)} process(es), {len(self.events)} events"
                  f", exit status {self.header.get('exit_status')}",
                  "  faults: " + ", ".join(f"{k}={v}" for k, v in fc.items() if v or k in ("anon", "total"))]
-        skipped = self.header.get("skipped", {})
-        if any(skipped.values()):
-            lines.append("  not replayed: " + ", ".join(f"{k}={v}" for k, v in skipped.items() if v))
-        return "\n".join(lines)
+        # an older recorder's "mprotect_approximated": OP_PROTECT is replayed natively now (issue 10)
+        skipped = {k: v for k, v in self.header.get("skipped", {}).items() if k != "mprotect_approximated"}
+        shown = [f"{k}={v}" for k, v in skipped.items() if v]
+        return "\n".join(lines + (["  not replayed: " + ", ".join(shown)] if shown else []))
 
 
 def page_runs(pages: Sequence[int]) -> Iterator[tuple[int, int]]:

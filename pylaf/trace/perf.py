@@ -222,8 +222,7 @@ class TraceBuilder:
         self.in_exec: dict[int, list[RawEvent]] = {}
         self.rows: list[tuple[int, int, int, int, int, int, int, int]] = []
         self.skipped = {"exec_internal": 0, "untracked": 0, "kernel_address": 0,
-                        "unsupported_madvise": 0, "mremap_moved_pages": 0,
-                        "mprotect_approximated": 0}
+                        "unsupported_madvise": 0, "mremap_moved_pages": 0}
         self.comms: dict[int, str] = {}
         if self.root is not None:
             self.pid_mm[self.root] = None       # tracked from its first execve on
@@ -443,9 +442,7 @@ class TraceBuilder:
         for v in mm.vmas.overlapping(s, e):
             if v.cls in ANON_CLASSES and v.prot != prot:
                 lo, hi = max(v.start, s), min(v.end, e)
-                self._emit(t, mm.idx, OP_PROTECT, v.cls, 0, lo, hi - lo, prot)
-                if (v.prot & PROT_WRITE) and not (prot & PROT_WRITE):
-                    self.skipped["mprotect_approximated"] += 1
+                self._emit(t, mm.idx, OP_PROTECT, v.cls, 0, lo, hi - lo, prot)  # replayed natively
         if mm.vmas.overlapping(s, e):
             mm.vmas.update(s, e, prot=prot)     # mprotect sets one prot on every piece
 

@@ -71,7 +71,7 @@ _STEP_KEYS = {lib.LAF_OPS_STEP_UFFD_REGISTER: "populate: range not mapped",
               lib.LAF_OPS_STEP_UFFD_FILL: "populate: already present"}
 #: "<what>" of the other steps
 _STEP_WHAT = {lib.LAF_OP_MAP: "map", lib.LAF_OP_UNMAP: "unmap", lib.LAF_OP_MADVISE: "madvise",
-              lib.LAF_OP_MOVE_PAGES: "move", **STEP_NAMES}
+              lib.LAF_OP_MOVE_PAGES: "move", lib.LAF_OP_PROTECT: "mprotect", **STEP_NAMES}
 Engine = Literal["compiled", "python"]
 #: pages read per read_ptes() call when an mremap move is replayed
 _MOVE_CHUNK = 1 << 18
@@ -268,13 +268,16 @@ class _Replayer:
             return
         self.rep.op("unmap")
 
+    # ---- mprotect (issue 10) ----
     def _op_protect(self, e: np.void) -> None:
-        # the emulator has no mprotect: re-map the range with the new
-        # protection (none->rw, the common case of malloc arenas and thread
-        # stacks, loses no pages; rw->r/none drops the range's pages:
-        # counted in the trace header)
-        self.map(int(e["addr"]), int(e["len"]), int(e["arg"]))
+        # mprotect() natively, the protection collapsed as map() collapses
+        # it (_prot_str(): writable is rw, readable or executable r, else none)
+        try:
+            self.mm.mprotect(int(e["addr"]), int(e["len"]), _prot_str(int(e["arg"])))
+        except LafError as exc:
+            self.rep.error(f"mprotect: {error_text(exc.errno)}")
         self.rep.op("mprotect")
+    # ---- end mprotect ----
 
     def _op_madvise(self, e: np.void) -> None:
         name = MADV_REPLAYED.get(int(e["arg"]))

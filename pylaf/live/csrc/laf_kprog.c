@@ -71,6 +71,8 @@
  *    the process's VMAs overlapping any mapping from /proc/self/smaps.
  * A final snapshot "final" is appended when the program does not end in one.
  *
+ * laf_kprog --map-count: the vm.max_map_count probe instead (map_count_probe()).
+ *
  * Counters are system-wide: keep the machine quiet while this runs.
  */
 #define _GNU_SOURCE
@@ -1788,6 +1790,91 @@ static int program_forks(const char *prog)
 	return 0;
 }
 
+/* ------------------------------------------------------------------ */
+/* laf_kprog --map-count                                               */
+
+/* mm->map_count: the lines of /proc/self/maps but the gate area [vsyscall] */
+static long proc_map_count(void)
+{
+	char line[512];
+	long n = 0;
+	FILE *f = fopen("/proc/self/maps", "r");
+
+	if (!f)
+		return -1;
+	while (fgets(line, sizeof(line), f))
+		if (!strstr(line, "[vsyscall]"))
+			n++;
+	fclose(f);
+	return n;
+}
+
+static void emit_step(const char *name, int r)
+{
+	emit(",\"%s\":{\"errno\":%d,\"map_count\":%ld}", name, r ? errno : 0, proc_map_count());
+}
+
+/*
+ * map_count_probe - where vm.max_map_count stops mappings and splits
+ *
+ * A PROT_NONE reservation, then one-page MAP_FIXED PROT_READ mappings on
+ * every other page of it, until one fails: each mapping splits the
+ * reservation in its middle (mm/vma.c vms_gather_munmap_vmas(): refused at
+ * map_count >= max_map_count); the first one sits at the reservation's start
+ * and adds one VMA, each later one two.  Then, at the limit, the operations
+ * of docs/kernel-findings.md 5.6 on a 16-page read-write mapping made before
+ * the fill, and a new one-page mmap (do_mmap(): refused at map_count >
+ * max_map_count).  Output: one JSON object (page_size, max_map_count,
+ * existing = map_count before the probe's mappings, start = after the
+ * 16-page mapping and the reservation, mapped = MAP_FIXED mappings made, and
+ * errno + map_count after the failing mmap and each follow-up).
+ */
+static int map_count_probe(void)
+{
+	long max = 0, existing, i, ps = page_size;
+	char *base, *big;
+	FILE *f = fopen("/proc/sys/vm/max_map_count", "r");
+	int r;
+
+	if (!f || fscanf(f, "%ld", &max) != 1) {
+		fprintf(stderr, "laf_kprog: cannot read /proc/sys/vm/max_map_count\n");
+		return 2;
+	}
+	fclose(f);
+	existing = proc_map_count();
+	big = mmap(NULL, 16 * ps, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	base = mmap(NULL, (size_t)(max + 64) * 2 * ps, PROT_NONE,
+		    MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+	if (big == MAP_FAILED || base == MAP_FAILED) {
+		fprintf(stderr, "laf_kprog: cannot map the probe's reservation\n");
+		return 2;
+	}
+	emit("{\"page_size\":%ld,\"max_map_count\":%ld,\"existing\":%ld,\"start\":%ld", ps, max,
+	     existing, proc_map_count());
+	for (i = 0;; i++) {
+		void *p = mmap(base + i * 2 * ps, ps, PROT_READ,
+			       MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED, -1, 0);
+
+		if (p == MAP_FAILED)
+			break;
+	}
+	emit(",\"mapped\":%ld", i);
+	emit_step("mmap_fixed", -1);
+	r = munmap(big + 4 * ps, ps);
+	emit_step("munmap_middle", r);
+	r = munmap(big, ps);
+	emit_step("munmap_edge", r);
+	r = madvise(big + 10 * ps, ps, MADV_NOHUGEPAGE);
+	emit_step("madvise_nohugepage_middle", r);
+	r = madvise(big + 10 * ps, ps, MADV_DONTNEED);
+	emit_step("madvise_dontneed_middle", r);
+	r = mmap(NULL, ps, PROT_READ, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0) == MAP_FAILED ? -1 : 0;
+	emit_step("mmap_new", r);
+	emit("}\n");
+	fwrite(hdr_buf.p, 1, hdr_buf.len, stdout);
+	return 0;
+}
+
 int main(int argc, char **argv)
 {
 	static char line[4096], orig[4096];
@@ -1797,8 +1884,12 @@ int main(int argc, char **argv)
 	size_t prog_len;
 	const char *reexec = getenv(REEXEC_ENV);
 
-	(void)argc;
 	page_size = sysconf(_SC_PAGESIZE);
+	if (argc > 1 && !strcmp(argv[1], "--map-count")) {
+		buf_init(&hdr_buf, OUTBUF_SIZE);
+		out = &hdr_buf;
+		return map_count_probe();
+	}
 	prog = read_program(&prog_len);
 	multi = program_forks(prog);
 	if (multi && !reexec)
