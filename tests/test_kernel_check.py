@@ -116,9 +116,12 @@ def test_combine_attempts_min_and_gauge_estimate():
 def test_programs_parse_and_use_only_modelled_ops():
     allowed = {"mmap", "munmap", "madvise", "prctl", "read", "write", "snapshot", "sleep"}
     advice = {"hugepage", "nohugepage", "dontneed"}
+    remap = {p.name for p in programs.MPROTECT_PROGRAMS + programs.MREMAP_PROGRAMS}
     for p in programs.PROGRAMS:
-        # fork programs may also use the ops of the fork API (docs/kernel-findings.md §5)
+        # fork programs may also use the ops of the fork API (docs/kernel-findings.md §5),
+        # the mprotect/mremap programs mprotect and mremap
         extra = {"fork", "exit", "mprotect"} if p.forks else set()
+        extra |= {"mprotect", "mremap"} if p.name in remap else set()
         extra_advice = {"dontfork", "wipeonfork"} if p.forks else set()
         for ln in p.lines():
             _proc, tok = programs.split_proc(ln)

@@ -121,6 +121,9 @@ def _compare_ops(ops: Sequence[str], k: SideResult, e: SideResult) -> list[str]:
     for i, (kerr, eerr) in enumerate(zip(k.op_errno, e.op_errno, strict=True)):
         if kerr != eerr:
             out.append(f"op {i} `{ops[i]}`: errno kernel={kerr} emulator={eerr}")
+    for i, (ka, ea) in enumerate(zip(k.op_addr, e.op_addr, strict=False)):
+        if ka != ea:
+            out.append(f"op {i} `{ops[i]}`: address kernel={ka and hex(ka)} emulator={ea and hex(ea)}")
     return out
 
 
@@ -306,8 +309,10 @@ class GroupResult:
 
 
 def run_group(group: SettingGroup, programs: Optional[Iterable[str]] = None,
-              retries: int = 10, progress: Optional[Callable[[str], None]] = None) -> GroupResult:
-    """Run the suite (or *programs*) under *group*'s settings (restored afterwards).
+              retries: int = 10, progress: Optional[Callable[[str], None]] = None,
+              mm_factory: MmFactory = AddressSpace) -> GroupResult:
+    """Run the suite (or *programs*) under *group*'s settings (restored afterwards);
+    *mm_factory*: the emulator side's address space (e.g. :class:`pylaf.reference.Reference`).
 
     The whole run holds :func:`thp_lock` (re-entrant), and the host's settings
     are read under it: another pylaf process applying a group of its own
@@ -329,7 +334,8 @@ def run_group(group: SettingGroup, programs: Optional[Iterable[str]] = None,
             for n in names:
                 if progress:
                     progress(f"{group.name}: {n}")
-                checks.append(check_program(PROGRAMS_BY_NAME[n], group.name, retries, policy))
+                checks.append(check_program(PROGRAMS_BY_NAME[n], group.name, retries, policy,
+                                            mm_factory=mm_factory))
     return GroupResult(group, settings, checks)
 
 

@@ -11,7 +11,9 @@ Longer than 600 lines because the table is long on purpose: one
 program per behaviour of mm/memory.c do_anonymous_page() / alloc_anon_folio()
 and mm/huge_memory.c do_huge_pmd_anonymous_page() that the live host can show,
 and :data:`FORK_PROGRAMS`, one per fork/COW behaviour (mm/memory.c
-do_wp_page(), mm/mmap.c dup_mmap(), mm/huge_memory.c copy_huge_pmd()).
+do_wp_page(), mm/mmap.c dup_mmap(), mm/huge_memory.c copy_huge_pmd()),
+:data:`MPROTECT_PROGRAMS` and :data:`MREMAP_PROGRAMS`, one per mprotect /
+mremap behaviour (mm/mprotect.c, mm/mremap.c).
 """
 from __future__ import annotations
 
@@ -599,7 +601,337 @@ FORK_PROGRAMS: tuple[CheckProgram, ...] = (
     """),
 )
 
-PROGRAMS = PROGRAMS + FORK_PROGRAMS
+
+def _arena_steps(step: int = 132 << 10, steps: int = 12) -> str:
+    """glibc-style arena growth (malloc/arena.c new_heap()/grow_heap()): every
+    step makes the next *step* bytes of the PROT_NONE reservation ``h``
+    read-write and writes them."""
+    return "\n".join(f"mprotect h {i * step} {step} rw\nwrite h {i * step} {step} 4K"
+                      for i in range(steps))
+
+
+#: mprotect (Linux 6.18 mm/mprotect.c do_mprotect_pkey() -> mprotect_fixup()
+#: -> change_protection()); findings in docs/kernel-findings.md "mprotect and
+#: mremap".  Expectations are for private anonymous memory; the folio sizes
+#: follow the setting group.
+MPROTECT_PROGRAMS: tuple[CheckProgram, ...] = (
+    _p("mprotect_arena_growth",
+       "64M PROT_NONE reservation made rw 132K at a time and written (glibc arena): "
+       "every mprotect merges into the rw VMA below (vma_modify_flags()); a folio size "
+       "fits only where its naturally aligned range lies inside the VMA at fault time "
+       "and is still pte_none, so the pieces past each 132K end fall back",
+       "mmap h 64M align=2M prot=none noreserve\n" + _arena_steps() + "\nsnapshot s\n"),
+    _p("mprotect_ro_then_rw",
+       "PROT_READ VMA: reads map the zero page; mprotect rw; writes: every zero-page PTE "
+       "faults (do_wp_page() -> wp_page_copy(), order 0), the never-read half gets "
+       "large folios",
+       """
+        mmap a 1M align=2M prot=r
+        read a 0 512K 4K
+        mprotect a 0 1M rw
+        write a 0 1M 4K
+        snapshot s
+    """),
+    _p("mprotect_write_ro_rw",
+       "write all, mprotect r (a write is SIGSEGV, reads do not fault), mprotect rw, "
+       "write all: no fault, change_pte_range() with MM_CP_TRY_CHANGE_WRITABLE makes "
+       "exclusive anon PTEs writable again (can_change_pte_writable())",
+       """
+        mmap a 1M align=2M
+        write a 0 1M 4K
+        mprotect a 0 1M r
+        read a 0 1M 4K
+        write a 512K
+        snapshot ro
+        mprotect a 0 1M rw
+        write a 0 1M 4K
+        snapshot s
+    """),
+    _p("mprotect_rx_flip",
+       "JIT-style: write 256K, mprotect rx, read, mprotect rw, write again, twice; "
+       "no fault after the first fill (exclusive anon PTEs made writable again)",
+       """
+        mmap a 256K align=2M
+        write a 0 256K 4K
+        mprotect a 0 256K rx
+        read a 0 256K 4K
+        mprotect a 0 256K rw
+        write a 0 256K 4K
+        mprotect a 0 128K rx
+        read a 0 128K 4K
+        mprotect a 0 128K rw
+        write a 64K 128K 4K
+        snapshot s
+    """),
+    _p("mprotect_fork_child_alive",
+       "fill, fork; mprotect r then rw while the child lives: the PTEs are not "
+       "AnonExclusive, so they stay write-protected and every write faults (copy); "
+       "after the child's exit the parent's later writes reuse",
+       """
+        mmap a 1M align=2M
+        write a 0 1M 4K
+        fork c
+        mprotect a 0 1M r
+        mprotect a 0 1M rw
+        write a 0 512K 4K
+        exit c
+        mprotect a 0 1M r
+        mprotect a 0 1M rw
+        write a 0 1M 4K
+        snapshot s
+    """),
+    _p("mprotect_none_roundtrip",
+       "written VMA made PROT_NONE (read and write are SIGSEGV), back to rw: no fault "
+       "(protnone PTEs keep their page; the write upgrade applies); a never-touched "
+       "PROT_NONE VMA: SIGSEGV, then rw and written (large folios as for a fresh VMA)",
+       """
+        mmap a 1M align=2M
+        write a 0 1M 4K
+        mprotect a 0 1M none
+        read a 0
+        write a 64K
+        snapshot none
+        mprotect a 0 1M rw
+        read a 0 1M 4K
+        write a 0 1M 4K
+        mmap b 256K align=2M prot=none
+        read b 4K
+        write b 8K
+        mprotect b 0 256K rw
+        write b 0 256K 4K
+        snapshot s
+    """),
+    _p("mprotect_split_folio",
+       "protection change in the middle of 64K folios (r on [96K,160K)): the VMA splits "
+       "inside two folios, which stay whole (PTE-mapped folios are not split); writes "
+       "on the rw sides do not fault, on the r part SIGSEGV; back to rw the VMAs merge",
+       """
+        mmap a 256K align=2M
+        write a 0 256K 4K
+        mprotect a 96K 64K r
+        snapshot split
+        write a 64K 32K 4K
+        write a 160K 32K 4K
+        write a 96K
+        read a 96K 64K 4K
+        mprotect a 96K 64K rw
+        write a 0 256K 4K
+        snapshot s
+    """),
+    _p("mprotect_pmd_roundtrip",
+       "MADV_HUGEPAGE: a PMD THP made r (change_huge_pmd(), no split; a write is "
+       "SIGSEGV), none, rw: writes do not fault (can_change_pmd_writable()); a huge "
+       "zero PMD made r and rw: the first write still faults",
+       """
+        mmap a 2M align=2M
+        madvise a 0 2M hugepage
+        write a 0
+        mprotect a 0 2M r
+        read a 0 2M 4K
+        write a 4K
+        mprotect a 0 2M none
+        mprotect a 0 2M rw
+        write a 0 2M 4K
+        mmap z 2M align=2M
+        madvise z 0 2M hugepage
+        read z 0
+        mprotect z 0 2M r
+        mprotect z 0 2M rw
+        read z 0 2M 4K
+        write z 8K
+        snapshot s
+    """),
+    _p("mprotect_errors",
+       "mprotect over a hole is ENOMEM after the VMA before the hole was changed "
+       "(do_mprotect_pkey() walks VMA by VMA), an unaligned start EINVAL",
+       """
+        mmap a 256K align=2M
+        mmap b 128K hint=@a+384K fixed
+        write a 0 256K 4K
+        write b 0 128K 4K
+        mprotect a 0 512K r
+        write a 0
+        write b 0
+        mprotect a 2K 4K r
+        mprotect a 0 512K rw
+        mprotect a 0 256K rw
+        write a 0 256K 4K
+        snapshot s
+    """),
+    _p("mprotect_split_pmd",
+       "MADV_HUGEPAGE 2M THP, mprotect r on 64K in the middle: the PMD is split "
+       "(__split_huge_pmd() from vma_adjust_trans_huge()), the folio stays whole and "
+       "PTE-mapped; back to rw: writes do not fault",
+       """
+        mmap a 2M align=2M
+        madvise a 0 2M hugepage
+        write a 0
+        mprotect a 1M 64K r
+        snapshot split
+        read a 1M 64K 4K
+        mprotect a 1M 64K rw
+        write a 0 2M 4K
+        snapshot s
+    """),
+)
+
+#: mremap (Linux 6.18 mm/mremap.c do_mremap() -> shrink: do_vmi_munmap() of
+#: the tail; grow in place: vma_expand(); move: move_vma() -> copy_vma() +
+#: move_page_tables()); ``fixed=@d+OFF`` lands inside a PROT_NONE reservation
+#: ``d`` (MREMAP_FIXED unmaps what is there).
+MREMAP_PROGRAMS: tuple[CheckProgram, ...] = (
+    _p("mremap_grow_in_place",
+       "1M VMA with 1M free after it, written, grown to 2M in place (vma_expand()); "
+       "the new half faults like a fresh VMA part",
+       """
+        mmap a 2M align=2M
+        munmap a 1M 1M
+        write a 0 1M 4K
+        mremap a 1M 2M
+        write a 1M 1M 4K
+        snapshot s
+    """),
+    _p("mremap_grow_blocked",
+       "1M VMA with a VMA right after it: grow without MAYMOVE is ENOMEM, with MAYMOVE "
+       "the VMA moves (folios keep their size), the new part faults at the new place",
+       """
+        mmap a 1M align=2M
+        mmap b 64K hint=@a+1M fixed
+        write a 0 1M 4K
+        mremap a 1M 2M
+        mremap a 1M 2M maymove
+        snapshot moved
+        write a 0 2M 4K
+        snapshot s
+    """),
+    _p("mremap_shrink_through_folio",
+       "shrink cutting through a 64K folio and through a PMD THP: the tail is zapped, "
+       "the cut folios stay partially mapped (deferred split; the PMD is split)",
+       """
+        mmap a 1M align=2M
+        write a 0 1M 4K
+        mremap a 1M 600K
+        mmap p 2M align=2M
+        madvise p 0 2M hugepage
+        write p 0
+        mremap p 2M 1M
+        snapshot s
+    """),
+    _p("mremap_move_unaligned",
+       "one 64K folio and a page written, VMA moved to a 4K-aligned address 68K into "
+       "a reservation (move_ptes(): the folio keeps its order at a VA that is not "
+       "naturally aligned), then every page written: the faults next to it fit only "
+       "where a naturally aligned range is still pte_none",
+       """
+        mmap a 1M align=2M
+        write a 0 64K 4K
+        write a 192K
+        mmap d 4M align=2M prot=none
+        mremap a 1M 1M fixed=@d+68K
+        snapshot moved
+        write a 0 1M 4K
+        snapshot s
+    """),
+    _p("mremap_pmd_move",
+       "MADV_HUGEPAGE PMD THP moved 2M-aligned (move_huge_pmd(): the PMD is kept, no "
+       "fault), then moved to a 64K-aligned address (the PMD is split, the folio stays "
+       "whole, PTE-mapped); writes do not fault",
+       """
+        mmap a 2M align=2M
+        madvise a 0 2M hugepage
+        write a 0
+        mmap d 8M align=2M prot=none
+        mremap a 2M 2M fixed=@d+2M
+        write a 0 2M 4K
+        snapshot aligned
+        mremap a 2M 2M fixed=@d+4160K
+        write a 0 2M 4K
+        snapshot s
+    """),
+    _p("mremap_zero_read",
+       "zero-page-only read mapping (no anon_vma) moved: the zero PTEs move, reads do "
+       "not fault again, writes copy the zero page (order 0); the same for a huge zero "
+       "PMD under MADV_HUGEPAGE",
+       """
+        mmap a 1M align=2M
+        read a 0 1M 4K
+        mmap d 4M align=2M prot=none
+        mremap a 1M 1M fixed=@d+64K
+        read a 0 1M 4K
+        write a 0 64K 4K
+        mmap h 2M align=2M
+        madvise h 0 2M hugepage
+        read h 0
+        mremap h 2M 2M fixed=@d+2M
+        read h 0 2M 4K
+        write h 4K
+        snapshot s
+    """),
+    _p("mremap_shrink_regrow",
+       "shrink through a 64K folio, then grow back in place: the pages the shrink "
+       "zapped fault again next to the partially mapped folio",
+       """
+        mmap a 1M align=2M
+        write a 0 1M 4K
+        mremap a 1M 600K
+        mremap a 600K 1M
+        write a 512K 512K 4K
+        snapshot s
+    """),
+    _p("mremap_errors",
+       "mremap errors: new_len 0 is EINVAL, growing an old range that crosses the end "
+       "of its VMA EFAULT (check_prep_vma()), while the same range at the same size is "
+       "a no-op that succeeds (MREMAP_NO_RESIZE returns before that check); a FIXED "
+       "destination overlapping the source and DONTUNMAP with a size change EINVAL",
+       """
+        mmap a 256K align=2M
+        mmap b 256K hint=@a+256K fixed
+        madvise b 0 256K nohugepage
+        write a 0 256K 4K
+        mremap a 256K 0
+        mremap a 512K 768K maymove
+        mremap a 512K 512K maymove
+        mremap a 256K 256K fixed=@a+64K
+        mremap a 256K 512K maymove dontunmap
+        write a 0 512K 4K
+        snapshot s
+    """),
+    _p("mremap_multi_vma_move",
+       "MREMAP_FIXED move of a range over three VMAs (two adjacent with different "
+       "flags, one after a 128K gap): remap_move() moves each, keeping the gaps; "
+       "folios keep their size at the new 64K-misaligned place",
+       """
+        mmap a 256K align=2M
+        mmap b 256K hint=@a+256K fixed
+        mmap c 128K hint=@a+640K fixed
+        madvise b 0 256K nohugepage
+        write a 0 256K 4K
+        write b 0 256K 4K
+        write c 64K
+        mmap d 4M align=2M prot=none
+        mremap a 768K 768K fixed=@d+36K
+        snapshot moved
+        write a 0 512K 4K
+        write a 512K
+        write a 640K 128K 4K
+        snapshot s
+    """),
+    _p("mremap_dontunmap",
+       "MREMAP_DONTUNMAP of a written 1M: the pages move to the new VMA b (no fault), "
+       "the old VMA stays mapped and empty (reads map the zero page, writes fault)",
+       """
+        mmap a 1M align=2M
+        write a 0 1M 4K
+        mmap d 2M align=2M prot=none
+        mremap a 1M 1M fixed=@d+0 dontunmap as=b
+        write b 0 1M 4K
+        read a 0 64K 4K
+        write a 64K 64K 4K
+        snapshot s
+    """),
+)
+
+PROGRAMS = PROGRAMS + FORK_PROGRAMS + MPROTECT_PROGRAMS + MREMAP_PROGRAMS
 PROGRAMS_BY_NAME: dict[str, CheckProgram] = {p.name: p for p in PROGRAMS}
 
 # --------------------------------------------------------------------------
@@ -673,5 +1005,6 @@ GROUPS: tuple[SettingGroup, ...] = (
 GROUPS_BY_NAME: dict[str, SettingGroup] = {g.name: g for g in GROUPS}
 
 
-__all__ = ["DEFAULT_GROUP", "FORK_PROGRAMS", "GROUPS", "GROUPS_BY_NAME", "PROGRAMS", "PROGRAMS_BY_NAME",
+__all__ = ["DEFAULT_GROUP", "FORK_PROGRAMS", "GROUPS", "GROUPS_BY_NAME", "MPROTECT_PROGRAMS",
+           "MREMAP_PROGRAMS", "PROGRAMS", "PROGRAMS_BY_NAME",
            "CheckProgram", "SettingGroup", "chunk_program", "parse_num", "parse_options", "split_proc"]

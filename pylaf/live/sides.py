@@ -98,8 +98,10 @@ class SideResult:
     #: per op: {(stat, kB): delta} and {vmstat: delta} (live side only)
     op_counters: list[OpCounters] = field(default_factory=list)
     op_vmstat: list[dict[str, int]] = field(default_factory=list)
-    #: per op: errno of a failed munmap/madvise/mmap (0: success)
+    #: per op: errno of a failed munmap/madvise/mmap/mprotect/mremap (0: success)
     op_errno: list[int] = field(default_factory=list)
+    #: per op: the address an mremap op returned (None: not an mremap, or failed)
+    op_addr: list[Optional[int]] = field(default_factory=list)
 
     @property
     def faults(self) -> int:
@@ -158,7 +160,8 @@ def combine_attempts(attempts: Sequence[SideResult]) -> SideResult:
     op_vmstat = [_combine_vmstat([a.op_vmstat[i] for a in attempts]) for i in range(nops)]
     counters, vmstat = sum_ops(op_counters, op_vmstat)
     return SideResult(first.page_size, first.op_faults, first.op_signal, counters, vmstat,
-                      first.snapshots, first.vmas, op_counters, op_vmstat, first.op_errno)
+                      first.snapshots, first.vmas, op_counters, op_vmstat, first.op_errno,
+                      first.op_addr)
 
 
 def sum_ops(op_counters: Sequence[Mapping[tuple[str, int], int]],
@@ -213,7 +216,8 @@ def live_side(res: KprogResult) -> SideResult:
         vmas[key] = sorted(seen)
     return SideResult(res.page_size, [o.minflt for o in res.ops], [o.signal for o in res.ops],
                       counters, vmstat, snaps, vmas, op_counters, op_vmstat,
-                      [o.errno if o.rc else 0 for o in res.ops])
+                      [o.errno if o.rc else 0 for o in res.ops],
+                      [o.addr if o.op == "mremap" and not o.rc else None for o in res.ops])
 
 
 # --------------------------------------------------------------------------
@@ -231,9 +235,11 @@ class EmulatorLacks(Exception):
 
 
 NO_MPROTECT = "emulator has no mprotect yet"
+NO_MREMAP = "emulator has no mremap yet"
 NO_FORK = "emulator has no fork yet"
 
-_PROTS = {"rw": "rw", "r": "r", "none": ""}
+#: laf_kprog's prot spellings -> the emulator's (as :meth:`AddressSpace.mmap` spells them)
+_PROTS = {"rw": "rw", "r": "r", "rx": "rx", "rwx": "rwx", "none": ""}
 _ADVICE = ("hugepage", "nohugepage", "dontneed")
 _FORK_ADVICE = ("dontfork", "dofork", "wipeonfork", "keeponfork")
 
@@ -256,6 +262,8 @@ def emulator_can_run(program: CheckProgram, mm_type: type = AddressSpace) -> Opt
     ops = {ln.split()[1] if ln.startswith("@") else ln.split()[0] for ln in program.lines()}
     if "mprotect" in ops and not hasattr(mm_type, "mprotect"):
         return NO_MPROTECT
+    if "mremap" in ops and not hasattr(mm_type, "mremap"):
+        return NO_MREMAP
     return None
 
 
@@ -279,6 +287,7 @@ class _EmulatorRun:
         self.op_faults: list[Optional[int]] = []
         self.op_signal: list[Optional[int]] = []
         self.op_errno: list[int] = []
+        self.op_addr: list[Optional[int]] = []
         self.main_forks = False                          # a fork program: machine-wide stats
         self.pgreuse = 0                                 # over touch ops
         self.snaps: dict[str, SnapshotView] = {}
@@ -291,9 +300,12 @@ class _EmulatorRun:
         faults: Optional[int] = None
         sig: Optional[int] = None
         errno = 0
+        new_addr: Optional[int] = None
         op = tok[0]
         if op == "mmap":
             self.mmap(proc, tok, kop)
+        elif op == "mremap":
+            errno, new_addr = self.mremap(proc, tok, kop)
         elif op in ("munmap", "madvise", "mprotect"):
             errno = self.munmap_madvise(proc, tok)
         elif op == "prctl":
@@ -309,6 +321,7 @@ class _EmulatorRun:
         self.op_faults.append(faults)
         self.op_signal.append(sig)
         self.op_errno.append(errno)
+        self.op_addr.append(new_addr)
 
     def mmap(self, proc: _Proc, tok: Sequence[str], kop: OpResult) -> None:
         if kop.rc != 0 or kop.addr is None:
@@ -348,6 +361,42 @@ class _EmulatorRun:
         except LafError as exc:
             return -exc.errno
         return 0
+
+    def mremap(self, proc: _Proc, tok: Sequence[str], kop: OpResult) -> tuple[int, Optional[int]]:
+        """``mremap ID OLD NEW [maymove] [fixed=..] [dontunmap] [as=NEWID]``
+        (laf_kprog's op): ``mm.mremap()``; its errno and the new address.
+
+        A MAYMOVE move without ``fixed=`` goes where the live kernel's
+        get_unmapped_area() put it (``kop.addr``, passed as ``new_addr``): the
+        emulator does not know the rest of laf_kprog's address space, and
+        mm/mremap.c moves the same way once the destination is chosen
+        (move_vma())."""
+        remap = getattr(proc.mm, "mremap", None)
+        if remap is None:
+            raise EmulatorLacks(NO_MREMAP)
+        addr = proc.maps[tok[1]][0]
+        old_len, new_len = parse_num(tok[2]), parse_num(tok[3])
+        opts = parse_options(tok[4:])
+        fixed = opts.get("fixed")
+        new_addr = self.address_ref(proc, fixed) if fixed is not None else None
+        may_move = "maymove" in opts or fixed is not None
+        if may_move and new_addr is None and kop.rc == 0 and kop.addr is not None and kop.addr != addr:
+            new_addr = int(kop.addr)
+        try:
+            result = int(remap(addr, old_len, new_len, may_move=may_move, new_addr=new_addr,
+                               dontunmap="dontunmap" in opts))
+        except LafError as exc:
+            return -exc.errno, None
+        proc.maps[opts.get("as", tok[1])] = (result, new_len)
+        return 0, result
+
+    @staticmethod
+    def address_ref(proc: _Proc, ref: str) -> int:
+        """laf_kprog's ``ADDR`` or ``@ID[+OFF]``."""
+        if not ref.startswith("@"):
+            return parse_num(ref)
+        mid, _, off = ref[1:].partition("+")
+        return proc.maps[mid][0] + (parse_num(off) if off else 0)
 
     @staticmethod
     def prctl(mm: AddressSpace, value: str) -> None:
@@ -398,7 +447,7 @@ class _EmulatorRun:
         if self.main_forks and self.pgreuse:
             vmstat["pgreuse"] = self.pgreuse
         return SideResult(self.main.page_size, self.op_faults, self.op_signal, counters, vmstat,
-                          self.snaps, self.vmas, op_errno=self.op_errno)
+                          self.snaps, self.vmas, op_errno=self.op_errno, op_addr=self.op_addr)
 
 
 def _machine(mm: AddressSpace) -> Any:
@@ -461,7 +510,7 @@ def emulator_side(program: CheckProgram, kres: KprogResult, policy: Policy,
         return result
 
 
-__all__ = ["FORK_VMSTAT_NAMES", "NO_FORK", "STAT_NAMES", "VMSTAT_NAMES", "EmulatorLacks", "MappingView",
+__all__ = ["FORK_VMSTAT_NAMES", "NO_FORK", "NO_MPROTECT", "NO_MREMAP", "STAT_NAMES", "VMSTAT_NAMES", "EmulatorLacks", "MappingView",
            "MmFactory",
            "SideResult", "SnapshotView", "Unsupported", "combine_attempts", "emulator_can_run",
            "emulator_side", "live_side", "snapshot_key", "sum_ops"]

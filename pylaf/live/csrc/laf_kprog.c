@@ -14,7 +14,16 @@
  *       align>0: reserve LEN+align+misalign PROT_NONE, map the real VMA with
  *       MAP_FIXED at ALIGN_UP(base, align)+misalign, unmap the slack.
  *   munmap ID OFF LEN
- *   mprotect ID OFF LEN rw|r|none|rwx
+ *   mprotect ID OFF LEN rw|r|rx|none|rwx
+ *   mremap ID OLD_LEN NEW_LEN [maymove] [fixed=ADDR|@ID[+OFF]] [dontunmap]
+ *          [as=NEWID]
+ *       mremap(2) of [ID's start, +OLD_LEN): fixed= is MREMAP_FIXED (with
+ *       MREMAP_MAYMOVE), dontunmap MREMAP_DONTUNMAP.  On success the op
+ *       reports "addr" (the new address) and mapping ID then names
+ *       [addr, +NEW_LEN), so later ops address it at its new place; with
+ *       as=NEWID the result is a new mapping NEWID and ID stays where it
+ *       was (MREMAP_DONTUNMAP).  A failure is rc -1 with errno, as for
+ *       munmap/madvise.
  *   madvise ID OFF LEN hugepage|nohugepage|dontneed|free|cold|pageout|
  *                      collapse|willneed|populate_read|populate_write|
  *                      dontfork|dofork|wipeonfork|keeponfork
@@ -499,6 +508,8 @@ static int parse_prot(const char *s)
 		return PROT_READ | PROT_WRITE | PROT_EXEC;
 	if (!strcmp(s, "r"))
 		return PROT_READ;
+	if (!strcmp(s, "rx"))
+		return PROT_READ | PROT_EXEC;
 	if (!strcmp(s, "none"))
 		return PROT_NONE;
 	return -1;
@@ -1319,7 +1330,7 @@ static void run_madvise_like(char **tok, int nt, int lineno, long *rc, int *err)
 		int prot = nt > 4 ? parse_prot(tok[4]) : -1;
 
 		if (prot < 0)
-			die("line %d: mprotect ID OFF LEN rw|r|none", lineno);
+			die("line %d: mprotect ID OFF LEN rw|r|rx|none|rwx", lineno);
 		*rc = mprotect(a, len, prot);
 	} else {
 		static const struct { const char *n; int v; } adv[] = {
@@ -1345,6 +1356,78 @@ static void run_madvise_like(char **tok, int nt, int lineno, long *rc, int *err)
 		*err = errno;
 }
 
+/* ADDR, or @ID[+OFF]: the address OFF bytes into mapping ID */
+static uintptr_t parse_addr_ref(const char *h, int lineno)
+{
+	char idbuf[64], *plus;
+	long long off = 0;
+	struct mapping *hm;
+
+	if (*h != '@')
+		return (uintptr_t)need_num(h, lineno);
+	snprintf(idbuf, sizeof(idbuf), "%s", h + 1);
+	plus = strchr(idbuf, '+');
+	if (plus) {
+		*plus = 0;
+		off = need_num(plus + 1, lineno);
+	}
+	hm = find_map(idbuf);
+	if (!hm)
+		die("line %d: unknown mapping %s", lineno, idbuf);
+	return hm->addr + off;
+}
+
+/*
+ * mremap ID OLD_LEN NEW_LEN [maymove] [fixed=..] [dontunmap] [as=NEWID]
+ * (see the top): the new address in extra; ID (or NEWID) names the result.
+ */
+static void run_mremap(char **tok, int nt, int lineno, long *rc, int *err, char *extra,
+		       size_t extra_len)
+{
+	struct mapping *m = find_map(nt > 1 ? tok[1] : "");
+	const char *as = NULL;
+	long long old_len, new_len;
+	uintptr_t fixed = 0;
+	int flags = 0;
+	void *p;
+
+	if (!m || nt < 4)
+		die("line %d: mremap ID OLD_LEN NEW_LEN ... (unknown id?)", lineno);
+	old_len = need_num(tok[2], lineno);
+	new_len = need_num(tok[3], lineno);
+	for (int k = 4; k < nt; k++) {
+		if (!strcmp(tok[k], "maymove")) {
+			flags |= MREMAP_MAYMOVE;
+		} else if (!strncmp(tok[k], "fixed=", 6)) {
+			flags |= MREMAP_FIXED | MREMAP_MAYMOVE;
+			fixed = parse_addr_ref(tok[k] + 6, lineno);
+		} else if (!strcmp(tok[k], "dontunmap")) {
+			flags |= MREMAP_DONTUNMAP;
+		} else if (!strncmp(tok[k], "as=", 3)) {
+			as = tok[k] + 3;
+		} else {
+			die("line %d: unknown mremap option %s", lineno, tok[k]);
+		}
+	}
+	p = mremap((void *)m->addr, old_len, new_len, flags, (void *)fixed);
+	if (p == MAP_FAILED) {
+		*rc = -1;
+		*err = errno;
+		return;
+	}
+	*rc = 0;
+	if (as) {
+		if (nmaps >= MAXMAP)
+			die("too many mappings");
+		m = &maps[nmaps++];
+		snprintf(m->id, sizeof(m->id), "%s", as);
+	}
+	m->addr = (uintptr_t)p;
+	m->len = new_len;
+	snprintf(extra, extra_len, ",\"addr\":%" PRIuPTR ",\"addr_hex\":\"0x%" PRIxPTR
+		 "\",\"len\":%lld", m->addr, m->addr, new_len);
+}
+
 static void run_mmap(char **tok, int nt, int lineno, long *rc, int *err, char *extra,
 		     size_t extra_len)
 {
@@ -1365,26 +1448,7 @@ static void run_mmap(char **tok, int nt, int lineno, long *rc, int *err, char *e
 		} else if (!strncmp(tok[k], "misalign=", 9)) {
 			misalign = need_num(tok[k] + 9, lineno);
 		} else if (!strncmp(tok[k], "hint=", 5)) {
-			char *h = tok[k] + 5;
-
-			if (*h == '@') {
-				char idbuf[64], *plus;
-				long long off = 0;
-				struct mapping *hm;
-
-				snprintf(idbuf, sizeof(idbuf), "%s", h + 1);
-				plus = strchr(idbuf, '+');
-				if (plus) {
-					*plus = 0;
-					off = need_num(plus + 1, lineno);
-				}
-				hm = find_map(idbuf);
-				if (!hm)
-					die("line %d: unknown mapping %s", lineno, idbuf);
-				hint = hm->addr + off;
-			} else {
-				hint = (uintptr_t)need_num(h, lineno);
-			}
+			hint = parse_addr_ref(tok[k] + 5, lineno);
 		} else if (!strncmp(tok[k], "prot=", 5)) {
 			prot = parse_prot(tok[k] + 5);
 			if (prot < 0)
@@ -1510,6 +1574,8 @@ static void run_op(char **tok, int nt, const char *orig, int lineno, int opi, in
 	} else if (!strcmp(tok[0], "munmap") || !strcmp(tok[0], "madvise") ||
 		   !strcmp(tok[0], "mprotect")) {
 		run_madvise_like(tok, nt, lineno, &rc, &err);
+	} else if (!strcmp(tok[0], "mremap")) {
+		run_mremap(tok, nt, lineno, &rc, &err, extra, sizeof(w.extra));
 	} else if (!strcmp(tok[0], "prctl")) {
 		unsigned long flags = 0, dis;
 
