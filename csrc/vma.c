@@ -626,7 +626,7 @@ int __laf_mmap(struct laf_mm *mm, uint64_t addr, uint64_t len, int prot, int fla
 {
 	struct laf_vma *v, *prev;
 
-	if (!len || (prot & ~(LAF_PROT_READ | LAF_PROT_WRITE)) ||
+	if (!len || (prot & ~(LAF_PROT_READ | LAF_PROT_WRITE | LAF_PROT_EXEC)) ||
 	    (flags & ~(LAF_MAP_FIXED | LAF_MAP_NOMERGE)))
 		return LAF_EINVAL;
 	/*
@@ -666,8 +666,9 @@ int __laf_mmap(struct laf_mm *mm, uint64_t addr, uint64_t len, int prot, int fla
 	v->vm_start = addr;
 	v->vm_end = addr + len;
 	v->vm_pgoff = addr >> mm->page_shift;
-	v->vm_flags = (prot & LAF_PROT_READ ? LAF_VM_READ : 0) |
-		      (prot & LAF_PROT_WRITE ? LAF_VM_WRITE : 0);
+	v->vm_flags = (prot & LAF_PROT_READ ? LAF_VM_READ : 0) |	/* calc_vm_prot_bits() */
+		      (prot & LAF_PROT_WRITE ? LAF_VM_WRITE : 0) |
+		      (prot & LAF_PROT_EXEC ? LAF_VM_EXEC : 0);
 	if (v->vm_flags & LAF_VM_WRITE)		/* accountable_mapping() */
 		v->vm_flags |= LAF_VM_ACCOUNT;
 	if (flags & LAF_MAP_NOMERGE) {

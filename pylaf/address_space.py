@@ -254,14 +254,12 @@ class AddressSpace:
 
         ``addr`` is a hint (or, with ``fixed=True``, the exact place:
         MAP_FIXED_NOREPLACE semantics, overlapping an existing mapping raises).
-        ``prot``: any of ``"r"``, ``"w"``, ``"rw"``, ``""`` (PROT_NONE).
+        ``prot``: letters of ``"rwx"`` (``"rw"``, ``"r"``, ``"rx"`` ...), ``""`` for PROT_NONE.
         """
         nbytes = args.size("length", length)
         if nbytes <= 0:
             raise LafValueError(f"invalid mmap length {length!r}: must be > 0", lib.LAF_EINVAL)
-        if set(prot) - set("rw"):
-            raise ValueError(f"invalid prot {prot!r}: use a combination of 'r' and 'w'")
-        p = (lib.LAF_PROT_READ if "r" in prot else 0) | (lib.LAF_PROT_WRITE if "w" in prot else 0)
+        p = args.prot(prot)
         if fixed and addr is None:
             raise ValueError("fixed=True needs addr")
         where = 0 if addr is None else args.u64("addr", addr)

@@ -62,8 +62,8 @@ def test_overlapping_fixed_mmap(mm) -> None:  # type: ignore[no-untyped-def]
 
 
 def test_bad_prot_and_fixed_without_addr(mm) -> None:  # type: ignore[no-untyped-def]
-    with pytest.raises(ValueError, match="'rwx'"):
-        mm.mmap("4K", prot="rwx")
+    with pytest.raises(ValueError, match="'rwq'"):
+        mm.mmap("4K", prot="rwq")
     with pytest.raises(ValueError, match="fixed=True needs addr"):
         mm.mmap("4K", fixed=True)
     with pytest.raises(ValueError, match="-0x1000"):
@@ -457,3 +457,12 @@ def test_raw_mm_create_rechecks() -> None:
     lib.laf_config_default(cfg)
     assert lib.laf_mm_create(ffi.NULL, o) < 0
     assert lib.laf_mm_create(cfg, ffi.NULL) < 0
+
+
+def test_mmap_prot_keeps_exec_and_write_only(mm) -> None:  # type: ignore[no-untyped-def]
+    """calc_vm_prot_bits(): every PROT_* bit becomes its VM_* flag, so an
+    executable mapping never merges with a readable one (replay of JITs)."""
+    a = mm.mmap("64K", prot="rx")
+    b = mm.mmap("64K", addr=a - 65536, prot="r", fixed=True)
+    flags = {v.start: int(v.flags) for v in mm.vmas()}
+    assert flags[a] == 5 and flags[b] == 1                # READ|EXEC, READ: two VMAs

@@ -62,8 +62,6 @@ from pylaf.reference.abi import (
     UFFD_MODE_MISSING,
     UFFD_MODE_WP,
     VM_ACCOUNT,
-    VM_READ,
-    VM_WRITE,
     as_address_array,
     check_u64,
     error_for,
@@ -305,13 +303,11 @@ class Reference:
         mm = self._live()
         nbytes = parse_size(length)
         what = f"mmap(length {length!r}, addr={addr if addr is None else hex(addr)}, fixed={fixed})"
-        if set(prot) - set("rw"):
-            raise ValueError(f"invalid prot {prot!r}: use a combination of 'r' and 'w'")
+        flags = mprotect.calc_vm_prot_bits(prot)
         if fixed and addr is None:
             raise ValueError("fixed=True needs addr")
         check_u64("length", nbytes, what)
         hint = check_u64("addr", addr or 0, what)
-        flags = (VM_READ if "r" in prot else 0) | (VM_WRITE if "w" in prot else 0)
         return _check(vma.do_mmap(mm, nbytes, hint, fixed, flags), what)
 
     def munmap(self, addr: int, length: int | str) -> None:

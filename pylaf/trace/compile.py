@@ -97,13 +97,11 @@ def replay_order(trace: Trace) -> list[int]:
 
 
 def laf_prot(prot: np.ndarray) -> np.ndarray:
-    """Trace PROT_* bits -> the emulator's: writable is read-write, readable
-    or executable is read-only, else none (as replay's mmap and mprotect prot
-    strings)."""
-    rw = lib.LAF_PROT_READ | lib.LAF_PROT_WRITE
-    out: np.ndarray = np.where(prot & PROT_WRITE, rw,
-                               np.where(prot & (PROT_READ | PROT_EXEC), lib.LAF_PROT_READ,
-                                        lib.LAF_PROT_NONE)).astype(np.uint64)
+    """Trace PROT_* bits -> the emulator's LAF_PROT_* bits, every bit kept
+    (as replay's prot strings)."""
+    out: np.ndarray = (np.where(prot & PROT_READ, lib.LAF_PROT_READ, 0)
+                       | np.where(prot & PROT_WRITE, lib.LAF_PROT_WRITE, 0)
+                       | np.where(prot & PROT_EXEC, lib.LAF_PROT_EXEC, 0)).astype(np.uint64)
     return out
 
 

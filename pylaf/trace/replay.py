@@ -98,11 +98,10 @@ class ReplayReport:
 
 
 def _prot_str(prot: int) -> str:
-    if prot & PROT_WRITE:
-        return "rw"
-    if prot & (PROT_READ | PROT_EXEC):
-        return "r"
-    return ""
+    """A recorded PROT_* value as the emulator's prot string (every bit kept:
+    VM_EXEC and VM_READ decide VMA merging, calc_vm_prot_bits())."""
+    return ("r" if prot & PROT_READ else "") + ("w" if prot & PROT_WRITE else "") + \
+        ("x" if prot & PROT_EXEC else "")
 
 
 class TraceWorkload:
@@ -298,8 +297,7 @@ class _Replayer:
 
     # ---- mprotect (issue 10) ----
     def _op_protect(self, e: np.void) -> None:
-        # mprotect() natively, the protection collapsed as map() collapses
-        # it (_prot_str(): writable is rw, readable or executable r, else none)
+        # mprotect() natively, with the recorded protection (_prot_str())
         try:
             self.mm.mprotect(int(e["addr"]), int(e["len"]), _prot_str(int(e["arg"])))
         except LafError as exc:
