@@ -11,7 +11,12 @@ import pytest
 
 from pylaf import AddressSpace, Config, Policy
 from pylaf.experiments.mm_workloads import MM_BUILTIN, GlibcArena, JitArena, ReallocGrowth
-from pylaf.experiments.workloads import available_workloads, get_workload, scaled_size
+from pylaf.experiments.workloads import (
+    available_workloads,
+    get_workload,
+    scaled_count,
+    scaled_size,
+)
 from pylaf.records import VmFlags
 from pylaf.stats import Stats
 
@@ -74,13 +79,23 @@ def test_jit_arena_patches_cost_no_fault(monkeypatch: pytest.MonkeyPatch) -> Non
 
 
 def test_jit_arena_chunk_edges_clamp_code_folios() -> None:
-    """Each chunk is written while it alone is rw, so its faults cannot take
-    a 64K folio that crosses the chunk's end: the code region has more
-    faults than pages/16, unlike a plain rw mapping of the same bytes."""
-    st, _ = run("jit-arena", "order-4")
-    order0 = st.faults - int(st.by_order("anon_fault_alloc").sum())   # mTHP sizes only
-    assert order0 > 0
-    assert st.faults > st.pages_touched // 16
+    """Each chunk is written while it alone is rw, so a 64K block that
+    straddles a chunk's end cannot take a 64K folio and falls back to 4K
+    pages; a region written in full while rw (no per-chunk mprotect) would
+    hold 64K folios only, but for the last block."""
+    with AddressSpace(Config(policy=Policy.parse("order-4"))) as mm:
+        get_workload("jit-arena", SCALE).run(mm)
+        code = next(v for v in mm.vmas() if v.flags & VmFlags.EXEC)
+        orders = []
+        for addr in range(code.start, code.end, mm.page_size):
+            folio = mm.folio(addr)
+            assert folio is not None
+            orders.append(folio.order)
+    small, large = orders.count(0), orders.count(4)
+    assert small + large == len(orders) and large > 0
+    # about one fallen-back block per chunk end
+    assert small > 4 * scaled_count(JitArena.rounds, SCALE)
+    assert mm.closed
 
 
 def test_realloc_growth_moves_some_growths_and_never_refaults(monkeypatch: pytest.MonkeyPatch) -> None:
