@@ -521,17 +521,18 @@ def unregister_workload(name: str) -> None:
 
 
 def _load_plugins() -> None:
-    """Add the multi-process workloads of :mod:`pylaf.experiments.fork_workloads`
-    and the recorded traces of :func:`pylaf.trace.bundled.bundled_workloads`
-    once (the import goes experiments -> trace; pylaf.trace never imports
+    """Add the multi-process workloads of :mod:`pylaf.experiments.fork_workloads`,
+    the mprotect/mremap ones of :mod:`pylaf.experiments.mm_workloads` and the
+    recorded traces of :func:`pylaf.trace.bundled.bundled_workloads` once (the import goes experiments -> trace; pylaf.trace never imports
     pylaf.experiments)."""
     global _plugins_loaded
     if _plugins_loaded:
         return
     _plugins_loaded = True
-    # function-local: fork_workloads subclasses Workload (a real import cycle)
+    # function-local: fork_workloads and mm_workloads subclass Workload (a real import cycle)
     from pylaf.experiments.fork_workloads import FORK_BUILTIN
-    for cls in FORK_BUILTIN:
+    from pylaf.experiments.mm_workloads import MM_BUILTIN
+    for cls in FORK_BUILTIN + MM_BUILTIN:
         if cls.name not in _REGISTRY:
             register_workload(cls)
     for w in bundled_workloads():
