@@ -85,7 +85,7 @@ def test_mmap_fixed_noreplace_and_errors(mm_factory) -> None:
     with pytest.raises(ValueError):
         mm.mmap(0)
     with pytest.raises(ValueError):
-        mm.mmap("1M", prot="x")
+        mm.mmap("1M", prot="q")
     assert spans(mm, a) == [(0, 1 * M)]
 
 
