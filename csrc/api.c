@@ -524,7 +524,6 @@ int laf_madvise(laf_mm *mm, uint64_t addr, uint64_t len, int advice)
 	GUARDED(mm, __laf_madvise(mm, addr, len, advice));
 }
 
-/* ---- mprotect (issue 10) ---- */
 /**
  * laf_mprotect - mprotect(): __laf_mprotect() (mprotect.c) checks every
  * argument as mm/mprotect.c do_mprotect_pkey() does
@@ -533,7 +532,6 @@ int laf_mprotect(laf_mm *mm, uint64_t addr, uint64_t len, int prot)
 {
 	GUARDED(mm, __laf_mprotect(mm, addr, len, prot));
 }
-/* ---- end mprotect ---- */
 
 /**
  * laf_prctl - PR_SET_THP_DISABLE / PR_GET_THP_DISABLE (__laf_prctl(), vma.c)

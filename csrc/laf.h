@@ -125,7 +125,6 @@ enum laf_policy_kind {
 #define LAF_VM_NOHUGEPAGE    0x40000000
 /* VM_DONTCOPY: the kernel's 0x00020000 is LAF_VM_UFFD_MINOR in this ABI */
 #define LAF_VM_DONTCOPY      0x100000000
-/* ---- mprotect (issue 10) ---- */
 /*
  * VM_ACCOUNT (the kernel's value): the commit charge of a private writable
  * mapping, set by mmap() of a writable mapping and by mprotect() making one
@@ -133,7 +132,6 @@ enum laf_policy_kind {
  * merges; laf_get_vmas() does not report it.
  */
 #define LAF_VM_ACCOUNT       0x00100000
-/* ---- end mprotect ---- */
 
 /* mmap prot / flags */
 #define LAF_PROT_NONE   0x0
@@ -147,12 +145,10 @@ enum laf_policy_kind {
                                  heap never merges with .bss; mremap(): the moved VMA keeps its
                                  source's anon_vma) */
 
-/* ---- mremap (h-cmremap) ---- */
 /* mremap flags (the kernel's values) */
 #define LAF_MREMAP_MAYMOVE   0x1
 #define LAF_MREMAP_FIXED     0x2
 #define LAF_MREMAP_DONTUNMAP 0x4
-/* ---- end mremap ---- */
 
 /* madvise advice (Linux values) */
 #define LAF_MADV_DONTNEED    4
@@ -486,10 +482,8 @@ int laf_munmap(laf_mm *mm, uint64_t addr, uint64_t len);
 int laf_mremap(laf_mm *mm, uint64_t addr, uint64_t old_len, uint64_t new_len, int flags,
 	       uint64_t new_addr, uint64_t *out_addr);
 int laf_madvise(laf_mm *mm, uint64_t addr, uint64_t len, int advice);
-/* ---- mprotect (issue 10) ---- */
 /* mprotect(): LAF_PROT_* bits; errors as mm/mprotect.c do_mprotect_pkey() */
 int laf_mprotect(laf_mm *mm, uint64_t addr, uint64_t len, int prot);
-/* ---- end mprotect ---- */
 int laf_prctl(laf_mm *mm, int option, uint64_t arg2, uint64_t arg3, int64_t *out);
 int laf_uffd_register(laf_mm *mm, uint64_t addr, uint64_t len, int mode);
 int laf_uffd_unregister(laf_mm *mm, uint64_t addr, uint64_t len);

@@ -321,7 +321,6 @@ static int ops_madvise(struct ops_state *s, const struct laf_op *op, uint64_t ad
 	return ops_fail(s, LAF_OP_MADVISE, __laf_madvise(s->mm, addr, op->len, (int)op->arg));
 }
 
-/* ---- mprotect (issue 10) ---- */
 /* LAF_OP_PROTECT: __laf_mprotect() (mprotect.c) with int LAF_PROT_* bits */
 static int ops_protect(struct ops_state *s, const struct laf_op *op, uint64_t addr)
 {
@@ -329,7 +328,6 @@ static int ops_protect(struct ops_state *s, const struct laf_op *op, uint64_t ad
 		return ops_fail(s, LAF_OP_PROTECT, LAF_EINVAL);
 	return ops_fail(s, LAF_OP_PROTECT, __laf_mprotect(s->mm, addr, op->len, (int)op->arg));
 }
-/* ---- end mprotect ---- */
 
 /**
  * ops_remap - LAF_OP_REMAP: __laf_mremap(); the new address becomes the

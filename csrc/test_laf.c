@@ -2542,7 +2542,6 @@ static bool test_max_map_count(void)
 	return true;
 }
 
-/* ---- mprotect (issue 10) ---- */
 
 /* the raw PTE (or PMD leaf) at @addr, 0 if none */
 static uint64_t pte_at(laf_mm *mm, uint64_t addr)
@@ -2790,7 +2789,6 @@ static bool test_mprotect_max_map_count(void)
 	ASSERT_EQ(nr_vmas(mm), 2);
 	return true;
 }
-/* ---- end mprotect ---- */
 
 #define T(name) { #name, test_##name }
 static const struct { const char *name; test_fn fn; } tests[] = {

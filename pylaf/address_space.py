@@ -274,7 +274,6 @@ class AddressSpace:
         with self._in_flight as mm:
             check(lib.laf_munmap(mm, a, n), f"munmap({a:#x}, {length!r})")
 
-    # ---- mprotect (issue 10) ----
     def mprotect(self, addr: int, length: int | str, prot: str) -> None:
         """mprotect(): ``prot`` spelled as in :meth:`mmap` (``""`` is PROT_NONE;
         ``"x"`` allowed).  Errors as mm/mprotect.c do_mprotect_pkey(): an
@@ -284,8 +283,6 @@ class AddressSpace:
         a, n = args.u64("addr", addr), args.size("length", length)
         with self._in_flight as mm:
             check(lib.laf_mprotect(mm, a, n, bits), f"mprotect({a:#x}, {length!r}, {prot!r})")
-    # ---- end mprotect ----
-    # ---- mremap (h-cmremap) ----
     def mremap(self, addr: int, old_len: int | str, new_len: int | str, *, may_move: bool = False,
                new_addr: Optional[int] = None, dontunmap: bool = False) -> int:
         """mremap() of [addr, addr + old_len) to ``new_len``; returns the new
@@ -303,7 +300,6 @@ class AddressSpace:
             check(lib.laf_mremap(mm, a, old, new, flags, to, out),
                   f"mremap({a:#x}, {old_len!r}, {new_len!r}, new_addr={new_addr})")
         return int(out[0])
-    # ---- end mremap ----
 
     def madvise(self, addr: int, length: int | str, advice: str | int) -> None:
         """MADV_DONTNEED, MADV_HUGEPAGE, MADV_NOHUGEPAGE, MADV_DONTFORK,

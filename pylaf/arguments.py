@@ -144,7 +144,6 @@ __all__ = ["INT_MAX", "INT_MIN", "U64_MAX", "address_array", "c_int", "flag", "i
            "u64", "write_array"]
 
 
-# ---- mprotect (issue 10) ----
 def prot(value: Any) -> int:
     """An mprotect() protection spelled as mmap's (``"rw"``, ``"r"``, ``""``
     for PROT_NONE, ``"rx"``, ``"rwx"``) as LAF_PROT_* bits."""
@@ -154,4 +153,3 @@ def prot(value: Any) -> int:
         raise ValueError(f"invalid prot {value!r}: use a combination of 'r', 'w' and 'x'")
     return ((lib.LAF_PROT_READ if "r" in value else 0) | (lib.LAF_PROT_WRITE if "w" in value else 0)
             | (lib.LAF_PROT_EXEC if "x" in value else 0))
-# ---- end mprotect ----

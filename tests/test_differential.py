@@ -156,7 +156,6 @@ class DiffMachine(RuleBasedStateMachine):
     def munmap(self, data: st.DataObject) -> None:
         self.run("munmap", *self._range(data))
 
-    # ---- mremap (h-cmremap) ----
     @rule(data=st.data(), write=st.booleans())
     def mremap(self, data: st.DataObject, write: bool) -> None:
         """A random mremap() (diffops.mremap_op()), then accesses around
@@ -169,17 +168,14 @@ class DiffMachine(RuleBasedStateMachine):
             stride = data.draw(st.sampled_from((self.ps, 3 * self.ps, 16 * self.ps)), label="stride")
             span = min(int(op[3]), 4 * self.pmd) + 8 * self.ps
             self.run("touch_range", max(got - 4 * self.ps, 0), span, stride, write)
-    # ---- end mremap ----
 
     @rule(data=st.data(), advice=st.sampled_from(("MADV_DONTNEED", "MADV_HUGEPAGE", "MADV_NOHUGEPAGE")))
     def madvise(self, data: st.DataObject, advice: str) -> None:
         self.run("madvise", *self._range(data), advice)
 
-    # ---- mprotect (issue 10) ----
     @rule(data=st.data(), prot=st.sampled_from(diffops.MPROTECT_PROTS))
     def mprotect(self, data: st.DataObject, prot: str) -> None:
         self.run("mprotect", *self._range(data), prot)
-    # ---- end mprotect ----
 
     @rule(op=st.sampled_from(((41, 1, 0), (41, 1, 2), (41, 0, 0), (41, 2, 2), (42, 0, 0),
                               (41, 0, 2), (41, 1, 1), (42, 1, 0), (7, 0, 0))))
@@ -631,7 +627,6 @@ def test_writeprotect_unfolds_block_straddling_vmas(cls: type) -> None:
         mm.check_invariants()
 
 
-# ---- mremap (h-cmremap) ----
 @pytest.mark.parametrize("cls", SIDES)
 def test_dontunmap_source_stays_unmerged(cls: type) -> None:
     """Two adjacent VMAs kept apart only by different anon_vmas: a
@@ -671,4 +666,3 @@ def test_mremap_move_keeps_folios_at_unaligned_address(cls: type) -> None:
         assert mm.fault(to + 64 * K, True).order == 0
         assert mm.fault(to + 124 * K, True).order == 0        # the block runs past the VMA
         mm.check_invariants()
-# ---- end mremap ----

@@ -160,7 +160,6 @@ class ForkDiffMachine(RuleBasedStateMachine):
         i = self._proc(data)
         self.run(i, "munmap", *self._range(data, i))
 
-    # ---- mremap (h-cmremap) ----
     @rule(data=st.data(), write=st.booleans())
     def mremap(self, data: st.DataObject, write: bool) -> None:
         """A random mremap() in one process (diffops.mremap_op()), then
@@ -174,19 +173,16 @@ class ForkDiffMachine(RuleBasedStateMachine):
             stride = data.draw(st.sampled_from((self.ps, 3 * self.ps, 16 * self.ps)), label="stride")
             span = min(int(op[3]), 4 * self.pmd) + 8 * self.ps
             self.run(i, "touch_range", max(got - 4 * self.ps, 0), span, stride, write)
-    # ---- end mremap ----
 
     @rule(data=st.data(), advice=st.sampled_from(ADVICE))
     def madvise(self, data: st.DataObject, advice: str) -> None:
         i = self._proc(data)
         self.run(i, "madvise", *self._range(data, i), advice)
 
-    # ---- mprotect (issue 10) ----
     @rule(data=st.data(), prot=st.sampled_from(diffops.MPROTECT_PROTS))
     def mprotect(self, data: st.DataObject, prot: str) -> None:
         i = self._proc(data)
         self.run(i, "mprotect", *self._range(data, i), prot)
-    # ---- end mprotect ----
 
     @rule(data=st.data(), write=st.booleans())
     def fault(self, data: st.DataObject, write: bool) -> None:

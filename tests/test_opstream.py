@@ -118,7 +118,6 @@ def test_compiled_replay_counts_the_same_errors() -> None:
     assert orders[4] == lib.LAF_ORDER_ZERO and (orders[:4] == lib.LAF_ORDER_NONE).all()
 
 
-# ---- mremap (h-cmremap) ----
 def test_remap_events_replay_natively() -> None:
     """OP_REMAP (+ OP_REMAP_TO) go to the emulator's mremap(): a move keeps the
     folios' size at an address that is not aligned to it; both engines agree,
@@ -149,7 +148,6 @@ def test_remap_events_replay_natively() -> None:
         assert orders == [4, 4, 0]
         assert mm.stats().mm_anonpages == 33
         mm.check_invariants()
-# ---- end mremap ----
 
 
 def test_compile_is_cached_per_events_array() -> None:

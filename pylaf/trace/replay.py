@@ -295,7 +295,6 @@ class _Replayer:
             return
         self.rep.op("unmap")
 
-    # ---- mprotect (issue 10) ----
     def _op_protect(self, e: np.void) -> None:
         # mprotect() natively, with the recorded protection (_prot_str())
         try:
@@ -303,7 +302,6 @@ class _Replayer:
         except LafError as exc:
             self.rep.error(f"mprotect: {error_text(exc.errno)}")
         self.rep.op("mprotect")
-    # ---- end mprotect ----
 
     def _op_madvise(self, e: np.void) -> None:
         name = MADV_REPLAYED.get(int(e["arg"]))
