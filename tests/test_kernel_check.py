@@ -376,6 +376,57 @@ def test_collapse_in_every_run_is_an_error_not_a_disagreement() -> None:
     assert c.error is not None and "collapsed during every one of 3 live runs" in c.error
 
 
+_MOVE_PROG = programs.CheckProgram("one_move", "a write, then mremap moves the VMA", """
+    mmap a 2M align=2M
+    write a 0
+    mremap a 2M 2M maymove
+    snapshot s
+""")
+
+
+def _moved_run(new_addr: int, noise: dict[str, dict[str, int]], minflt: int = 1) -> kprog.KprogResult:
+    """laf_kprog's result for _MOVE_PROG: the kernel moved the VMA to
+    *new_addr*; *noise*: another process's counter deltas during the write."""
+    mapping = {"id": "a", "addr": new_addr, "len": 2 << 20, "present": 1, "zero": 0, "hzero": 0,
+               "swap": 0, "pages_by_order": {}, "folios_by_order": {}, "partial_by_order": {},
+               "runs": _RUNS_4K}
+    vma = {"start": new_addr, "end": new_addr + (2 << 20), "perms": "rw-p", "ids": ["a"],
+           "Anonymous_kb": 4}
+    return kprog.parse_kprog_output({
+        "page_size": 4096, "sizes_kb": [16, 64], "settings": {},
+        "ops": [{"i": 0, "line": 1, "op": "mmap", "text": "", "rc": 0, "errno": 0, "addr": _ADDR,
+                 "mthp": {}, "vmstat": {}},
+                {"i": 1, "line": 2, "op": "write", "text": "", "rc": 0, "errno": 0, "minflt": minflt,
+                 "mthp": noise, "vmstat": {}},
+                {"i": 2, "line": 3, "op": "mremap", "text": "", "rc": 0, "errno": 0, "addr": new_addr,
+                 "mthp": {}, "vmstat": {}}],
+        "snapshots": [{"name": "s", "after_op": 2, "minflt": 1, "majflt": 0, "mthp": {},
+                       "vmstat": {}, "rss": {}, "mappings": [mapping], "vmas": [vma]}]})
+
+
+def test_noise_retry_combines_runs_whose_mremap_went_elsewhere() -> None:
+    """Run 1 sees another process's 16K allocation; run 2 is clean, but the
+    kernel's get_unmapped_area() put the moved VMA at another address.  Run 2
+    is compared with the emulator at its own addresses, and combined."""
+    runs = [_moved_run(_ADDR + (64 << 20), {"16": {"anon_fault_alloc": 1}}),
+            _moved_run(_ADDR + (96 << 20), {})]
+    host = _FakeHost(runs, collapsing=set())
+    c = KC.check_program(_MOVE_PROG, retries=1, policy=_POLICY_4K, runner=host.run,
+                         collapse_counters=host.read_counters)
+    assert c.ok, (c.mismatches, c.notes)
+    assert host.calls == 2 and any("after combining 2 runs" in n for n in c.notes), c.notes
+
+
+def test_noise_retry_still_discards_a_run_that_did_something_else() -> None:
+    """Run 2 faulted twice on the same op: it is not combined with run 1."""
+    other = _moved_run(_ADDR + (96 << 20), {}, minflt=2)
+    host = _FakeHost([_moved_run(_ADDR + (64 << 20), {"16": {"anon_fault_alloc": 1}}), other],
+                     collapsing=set())
+    c = KC.check_program(_MOVE_PROG, retries=1, policy=_POLICY_4K, runner=host.run,
+                         collapse_counters=host.read_counters)
+    assert not c.ok and any("run 2 discarded" in n for n in c.notes), c.notes
+
+
 def test_collapse_increase() -> None:
     assert KC.collapse_increase({"thp_collapse_alloc": 3, "khugepaged/pages_collapsed": 3},
                                 {"thp_collapse_alloc": 4, "khugepaged/pages_collapsed": 3}) \

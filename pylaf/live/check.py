@@ -222,8 +222,7 @@ class _Attempts:
                 return self.done(ls, attempt, error=f"emulator does not model: {exc}")
             except EmulatorLacks as exc:
                 return self.done(ls, attempt, skipped=str(exc))
-        if not first and [m for m in compare_sides(self.program, ls, self.emulator)
-                          if _is_exact_part(m) and "VMAs" not in m]:
+        if not first and not self.same_as_first(ls, kres):
             self.notes.append(f"run {attempt} discarded: its faults or layout differ from the "
                               f"first compared run")
             return None
@@ -243,6 +242,20 @@ class _Attempts:
             m = self.mismatches
             self.first_noise = "; ".join(m[:3]) + (" ..." if len(m) > 3 else "")
         return None
+
+    def same_as_first(self, ls: SideResult, kres: KprogResult) -> bool:
+        """A later run may be combined with the first when the emulator, run
+        at *this* run's addresses, agrees with it on every per-process fact
+        and gives the same counters as at the first run's: mremap without
+        ``fixed=`` goes where the kernel's get_unmapped_area() put it, which
+        moves between runs, so op addresses are compared with this run's own
+        emulator side, not with the first run's."""
+        assert self.emulator is not None
+        emu = emulator_side(self.program, kres, self.policy, mm_factory=self.mm_factory)
+        if emu.counters != self.emulator.counters or emu.vmstat != self.emulator.vmstat:
+            return False
+        return not [m for m in compare_sides(self.program, ls, emu)
+                    if _is_exact_part(m) and "VMAs" not in m]
 
     def give_up(self, attempts: int) -> ProgramCheck:
         if not self.runs:
