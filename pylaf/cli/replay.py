@@ -29,7 +29,7 @@ from pylaf.results import Row, rows_of, series_rows
 from pylaf.trace.format import Trace, TraceError, load_trace
 from pylaf.trace.record import record_unavailable
 from pylaf.trace.replay import ReplayReport, TraceWorkload
-from pylaf.trace.validate import LiveValidation, validate_live
+from pylaf.trace.validate import MAX_LIVE_RUNS, TOLERANCE, LiveValidation, validate_live
 
 DEFAULT_REPLAY_POLICIES = (
     "order-0",
@@ -61,6 +61,10 @@ def register(subparsers: Any) -> None:
                         "'always' (e.g. 64K, 16K, 16K-64K; every other size never, 2M inherit) "
                         "and compare with the prediction; needs root, THP knobs are restored "
                         "afterwards (repeatable)")
+    p.add_argument("--live-runs", type=int, default=3, metavar="N",
+                   help="with --validate-live: live runs per setting (default 3, at most "
+                        f"{MAX_LIVE_RUNS}); the prediction is compared with their median and "
+                        "range, and each run's own recording is replayed as the model check")
     p.set_defaults(func=cmd_replay)
 
 
@@ -92,9 +96,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
             _print_info(tr)
         return 0
     if args.validate_live:
-        if len(traces) != 1:
-            return _error("--validate-live takes one trace", 2)
-        return _validate(traces[0], args)
+        return _validate_args(traces, args)
     every = args.sample_every or (256 if args.plot else None)
     if every is not None and every < 1:
         return _error(f"invalid --sample-every {every}: must be >= 1", 2)
@@ -190,6 +192,14 @@ def _validate_unavailable() -> str | None:
     return None
 
 
+def _validate_args(traces: list[Trace], args: argparse.Namespace) -> int:
+    if len(traces) != 1:
+        return _error("--validate-live takes one trace", 2)
+    if not 1 <= args.live_runs <= MAX_LIVE_RUNS:
+        return _error(f"invalid --live-runs {args.live_runs}: must be 1..{MAX_LIVE_RUNS}", 2)
+    return _validate(traces[0], args)
+
+
 def _validate(tr: Trace, args: argparse.Namespace) -> int:
     why = _validate_unavailable()
     if why:
@@ -197,7 +207,7 @@ def _validate(tr: Trace, args: argparse.Namespace) -> int:
     original = read_thp_settings().raw()
     print(tr.summary())
     try:
-        rows = validate_live(tr, args.validate_live, ram=args.ram)
+        rows = validate_live(tr, args.validate_live, ram=args.ram, live_runs=args.live_runs)
     except HostUnavailable as exc:
         return _cannot_run(str(exc).strip().splitlines()[0])
     except TraceError as exc:
@@ -209,22 +219,35 @@ def _validate(tr: Trace, args: argparse.Namespace) -> int:
         print("THP settings restored and verified" if ok else
               "WARNING: THP settings differ from before the validation", file=sys.stderr)
     if args.format == "json":
-        json.dump([r.__dict__ for r in rows], sys.stdout, indent=1)
+        json.dump([r.as_dict() for r in rows], sys.stdout, indent=1)
         print()
         return 0
     _print_validation(tr, rows)
     return 0
 
 
+def _model_check(r: LiveValidation) -> str:
+    if r.model_exact:
+        return "exact"
+    return "/".join(f"{run.model_error:+d}" for run in r.runs)
+
+
 def _print_validation(tr: Trace, rows: list[LiveValidation]) -> None:
     rec = tr.fault_counts()
     print(f"recorded at 4K: anon {rec['anon']}, total {rec['total']} (file {rec['file']})")
-    table = [[r.setting, str(r.predicted_anon), str(r.live_anon), f"{r.anon_error:+d}",
+    table = [[r.setting, str(r.predicted_anon), str(r.live_anon), f"{r.live_min}..{r.live_max}",
+              f"{r.anon_error:+d}", f"{r.anon_error_pct:+.2f}%", r.verdict, _model_check(r),
               str(r.predicted_total), str(r.live_total), f"{r.total_error:+d}",
               f"{r.live_file} (rec {r.recorded_file})",
               "-" if r.live_rusage_minflt is None else str(r.live_rusage_minflt)] for r in rows]
-    print(format_table(table, ["setting", "pred anon", "live anon", "err", "pred total",
-                               "live total", "err", "live file faults", "live rusage minflt"]))
+    print(format_table(table, ["setting", "pred anon", "live anon", "live range", "err", "err %",
+                               "verdict", "model check", "pred total", "live total", "err",
+                               "live file faults", "live rusage minflt"]))
+    n = len(rows[0].runs) if rows else 0
+    print(f"(live = median of {n} run(s); verdict: agrees = within {TOLERANCE:.0%} of it, within "
+          f"live spread = outside that but inside the runs' range; model check = each live "
+          f"run's own recording replayed at its setting minus its live count, exact when the "
+          f"emulator gives back every run)")
     if rows and rows[0].baseline_rusage_minflt is not None:
         print(f"(rusage minflt at the recording settings: {rows[0].baseline_rusage_minflt}; it also "
               f"counts the forked child's faults before execve and GUP faults, which the "
