@@ -42,3 +42,7 @@ if pid == 0:
 os.waitpid(pid, 0)
 for i in range(0, len(b), 4096): b[i] = 3
 '
+
+python3 -m pylaf record -o pylaf/data/traces/node-jit.laftrace --name node-jit \
+    --description "node --predictable (V8 single-threaded, seeded): 2M objects pushed into an array" \
+    -- node --predictable --random-seed=1 -e 'let a=[]; for(let i=0;i<2e6;i++) a.push({i, s: "x"+i}); console.log(a.length)' >/dev/null
